@@ -1,0 +1,36 @@
+"""Errors a user can cause, and atomic file writing.
+
+`UnmixError` carries a one-line message that the CLI prints as ``error: ...``
+before exiting non-zero; anything else is a bug and keeps its traceback.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+class UnmixError(Exception):
+    """A problem with the user's input, files or environment (one-line message)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=None):
+    """Yield a temporary path next to `path`; rename it onto `path` on success.
+
+    On any exception the temporary file is removed, so a crash or a full disk
+    never leaves a half-written file and never clobbers an earlier result.
+    `suffix` defaults to the suffix of `path` (writers such as soundfile pick
+    the format from it).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
