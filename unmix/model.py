@@ -1,0 +1,390 @@
+"""Open-Unmix in NNabla: the network of open-unmix-pytorch 1.3 ``OpenUnmix``, layer for layer.
+
+    mix magnitude (nb_samples, nb_channels, nb_bins, nb_frames)
+      -> crop to max_bin -> + input_mean -> * input_scale
+      -> fc1 (no bias) -> bn1 -> tanh                       (nb_frames, nb_samples, hidden_size)
+      -> LSTM (nb_layers, bidirectional: hidden_size // 2 per direction) -> concat skip
+      -> fc2 (no bias) -> bn2 -> relu -> fc3 (no bias) -> bn3
+      -> * output_scale + output_mean -> relu -> * mix magnitude
+
+Each model owns its parameters in a private NNabla parameter scope (not the global one), so
+four targets live side by side. Parameter names and shapes are those of `param_shapes`;
+they match Sony's NNabla UMX weights and map one-to-one onto the PyTorch state dict
+(see `unmix.convert`). Batch norm normalises the feature axis, as torch's BatchNorm1d.
+
+The LSTM is written out step by step (one GEMM for the input projections of all frames,
+both directions of a step in one batch_matmul): NNabla's built-in CPU LSTM is 10x slower
+and ignores its `dropout` argument, which the reference applies between layers in training.
+"""
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import nnabla as nn
+import nnabla.functions as F
+import nnabla.parametric_functions as PF
+import numpy as np
+
+from unmix.errors import UnmixError, atomic_path
+
+LSTM_DROPOUT = 0.4  # between LSTM layers, training only (as the reference)
+BN_DECAY = 0.9  # running = 0.9 running + 0.1 batch: torch's momentum 0.1
+BN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one target model (saved as JSON beside its weights)."""
+
+    nb_bins: int = 2049
+    nb_channels: int = 2
+    hidden_size: int = 512
+    nb_layers: int = 3
+    max_bin: Optional[int] = None
+    unidirectional: bool = False
+
+    @property
+    def model_bins(self):
+        """Bins the network sees (``max_bin`` or all)."""
+        return self.max_bin or self.nb_bins
+
+    @property
+    def nb_directions(self):
+        return 1 if self.unidirectional else 2
+
+    @property
+    def lstm_hidden_size(self):
+        return self.hidden_size if self.unidirectional else self.hidden_size // 2
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        fields = cls.__dataclass_fields__
+        unknown = set(d) - set(fields)
+        if unknown:
+            raise UnmixError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def param_shapes(config):
+    """Expected parameter names -> shapes for `config` (the on-disk contract)."""
+    c, m, n, s = config.nb_channels, config.model_bins, config.nb_bins, config.hidden_size
+    d, h, layers = config.nb_directions, config.lstm_hidden_size, config.nb_layers
+    shapes = OrderedDict(
+        [
+            ("input_mean", (m,)),
+            ("input_scale", (m,)),
+            ("output_scale", (n,)),
+            ("output_mean", (n,)),
+            ("fc1/affine/W", (c * m, s)),
+        ]
+    )
+    shapes.update(_bn_shapes("bn1", s))
+    shapes["lstm/lstm/weight_l0"] = (d, 4, h, s + h)
+    if layers > 1:
+        shapes["lstm/lstm/weight"] = (layers - 1, d, 4, h, d * h + h)
+    shapes["lstm/lstm/bias"] = (layers, d, 4, h)
+    shapes["fc2/affine/W"] = (2 * s, s)
+    shapes.update(_bn_shapes("bn2", s))
+    shapes["fc3/affine/W"] = (s, c * n)
+    shapes.update(_bn_shapes("bn3", c * n))
+    return shapes
+
+
+def _bn_shapes(name, size):
+    return [(f"{name}/bn/{k}", (1, size)) for k in ("beta", "gamma", "mean", "var")]
+
+
+def init_params(config, seed=0):
+    """Random parameters initialised as torch initialises the reference (numpy, seeded)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith("/affine/W"):
+            bound = 1.0 / np.sqrt(shape[0])  # kaiming_uniform(a=sqrt(5)) of nn.Linear
+            value = rng.uniform(-bound, bound, shape)
+        elif name.startswith("lstm/"):
+            bound = 1.0 / np.sqrt(config.lstm_hidden_size)
+            value = rng.uniform(-bound, bound, shape)
+        elif name.endswith(("/gamma", "/var", "input_scale", "output_scale", "output_mean")):
+            value = np.ones(shape)
+        else:  # beta, running mean, input_mean
+            value = np.zeros(shape)
+        params[name] = value.astype(np.float32)
+    return params
+
+
+class OpenUnmix:
+    """One target's Open-Unmix network.
+
+    Args:
+        config: the architecture.
+        params: name -> array (see `param_shapes`); None initialises randomly with `seed`.
+    """
+
+    def __init__(self, config, params=None, seed=0):
+        self.config = config
+        self._scope = OrderedDict()
+        self._create_params()
+        self.set_params(init_params(config, seed) if params is None else params)
+
+    # -- parameters ---------------------------------------------------------------------
+    def _create_params(self):
+        with nn.parameter_scope("", self._scope):
+            for name, shape in param_shapes(self.config).items():
+                scope, _, leaf = name.rpartition("/")
+                with nn.parameter_scope(scope) if scope else _nullscope():
+                    need_grad = not name.endswith(("/mean", "/var"))
+                    nn.parameter.get_parameter_or_create(leaf, shape, need_grad=need_grad)
+
+    @property
+    def parameters(self):
+        """name -> nn.Variable, including batch-norm running statistics."""
+        with nn.parameter_scope("", self._scope):
+            return nn.get_parameters(grad_only=False)
+
+    def trainable_parameters(self):
+        """name -> nn.Variable for the solver (running statistics excluded)."""
+        with nn.parameter_scope("", self._scope):
+            return nn.get_parameters(grad_only=True)
+
+    def get_params(self):
+        """A copy of all parameters as numpy arrays."""
+        return {k: v.d.copy() for k, v in self.parameters.items()}
+
+    def set_params(self, params):
+        """Load name -> array; names and shapes must match `param_shapes` exactly."""
+        expected = param_shapes(self.config)
+        missing, unknown = set(expected) - set(params), set(params) - set(expected)
+        if missing or unknown:
+            raise UnmixError(f"parameters do not fit the model: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        variables = self.parameters
+        for name, shape in expected.items():
+            value = np.asarray(params[name], dtype=np.float32)
+            if value.shape != tuple(shape):
+                raise UnmixError(f"parameter {name} has shape {value.shape}, the model expects {tuple(shape)}")
+            variables[name].d = value
+
+    def nb_parameters(self):
+        """Number of trainable scalars (as torch counts them)."""
+        return int(sum(v.size for v in self.trainable_parameters().values()))
+
+    # -- graph --------------------------------------------------------------------------
+    def build(self, mix, training=False):
+        """NNabla graph of the network.
+
+        Args:
+            mix: nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)``, mixture magnitude.
+            training: batch statistics (updating the running ones) and LSTM dropout when True.
+
+        Returns:
+            nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)``, the target magnitude.
+        """
+        cfg = self.config
+        nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
+        if (nb_channels, nb_bins) != (cfg.nb_channels, cfg.nb_bins):
+            raise UnmixError(
+                f"model expects {cfg.nb_channels} channels x {cfg.nb_bins} bins, got {nb_channels} x {nb_bins}"
+            )
+        m, s = cfg.model_bins, cfg.hidden_size
+        with nn.parameter_scope("", self._scope):
+            x = F.transpose(mix, (3, 0, 1, 2))  # (nb_frames, nb_samples, nb_channels, nb_bins)
+            mix_t = x
+            x = F.slice(x, start=(0, 0, 0, 0), stop=(nb_frames, nb_samples, nb_channels, m))
+            x = (x + _bins_param("input_mean")) * _bins_param("input_scale")
+            x = F.reshape(x, (nb_frames * nb_samples, nb_channels * m))
+            with nn.parameter_scope("fc1"):
+                x = PF.affine(x, s, with_bias=False)
+            x = _batch_norm(x, "bn1", training)
+            x = F.tanh(F.reshape(x, (nb_frames, nb_samples, s)))
+
+            lstm_out = self._lstm(x, training)
+            x = F.concatenate(x, lstm_out, axis=2)  # skip connection
+            x = F.reshape(x, (nb_frames * nb_samples, 2 * s))
+            with nn.parameter_scope("fc2"):
+                x = PF.affine(x, s, with_bias=False)
+            x = F.relu(_batch_norm(x, "bn2", training))
+            with nn.parameter_scope("fc3"):
+                x = PF.affine(x, nb_channels * nb_bins, with_bias=False)
+            x = _batch_norm(x, "bn3", training)
+            x = F.reshape(x, (nb_frames, nb_samples, nb_channels, nb_bins))
+            x = x * _bins_param("output_scale") + _bins_param("output_mean")
+            x = F.relu(x) * mix_t
+            return F.transpose(x, (1, 2, 3, 0))
+
+    def _lstm(self, x, training):
+        """Stacked (bi)LSTM over ``(nb_frames, nb_samples, hidden_size)`` -> same shape."""
+        cfg = self.config
+        with nn.parameter_scope("lstm/lstm"):
+            w0 = _param("weight_l0")
+            w_rest = _param("weight") if cfg.nb_layers > 1 else None
+            bias = _param("bias")
+        for layer in range(cfg.nb_layers):
+            if layer > 0 and training:
+                x = F.dropout(x, LSTM_DROPOUT)
+            w = w0 if layer == 0 else _index(w_rest, layer - 1)
+            x = _lstm_layer(x, w, _index(bias, layer), cfg.lstm_hidden_size)
+        return x
+
+    def __call__(self, mag):
+        """Inference on numpy: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
+        mag = np.ascontiguousarray(mag, dtype=np.float32)
+        mix = nn.Variable(mag.shape)
+        mix.d = mag
+        with nn.auto_forward(False):
+            out = self.build(mix, training=False)
+        out.forward(clear_buffer=True)
+        return out.d.copy()
+
+
+def _lstm_layer(x, w, b, hidden):
+    """One LSTM layer, both directions at once.
+
+    Args:
+        x: ``(T, B, I)``; w: ``(D, 4, H, I + H)`` with gate order i, f, g, o; b: ``(D, 4, H)``.
+
+    Returns:
+        ``(T, B, D * H)``: forward outputs then backward outputs along the last axis.
+    """
+    nb_frames, nb_samples, nb_inputs = x.shape
+    d = w.shape[0]
+    w_ih = F.reshape(F.slice(w, start=(0, 0, 0, 0), stop=(d, 4, hidden, nb_inputs)), (1, d * 4 * hidden, nb_inputs))
+    w_hh = F.reshape(F.slice(w, start=(0, 0, 0, nb_inputs), stop=(d, 4, hidden, nb_inputs + hidden)),
+                     (d, 4 * hidden, hidden))
+    # input projections of every frame in one GEMM: (1, T*B, D*4H) (batch_matmul wants 3-D)
+    proj = F.batch_matmul(F.reshape(x, (1, nb_frames * nb_samples, nb_inputs)), w_ih, transpose_b=True)
+    proj = F.reshape(proj, (nb_frames, nb_samples, d, 4 * hidden)) + F.reshape(b, (1, 1, d, 4 * hidden))
+    proj = F.transpose(proj, (0, 2, 1, 3))  # (T, D, B, 4H)
+    if d == 2:  # the backward direction reads the frames in reverse
+        fwd = F.slice(proj, start=(0, 0, 0, 0), stop=(nb_frames, 1, nb_samples, 4 * hidden))
+        bwd = F.slice(proj, start=(0, 1, 0, 0), stop=(nb_frames, 2, nb_samples, 4 * hidden))
+        proj = F.concatenate(fwd, F.flip(bwd, axes=[0]), axis=1)
+    steps = F.split(proj, axis=0) if nb_frames > 1 else [F.reshape(proj, proj.shape[1:])]
+
+    h = F.constant(0.0, (d, nb_samples, hidden))
+    c = F.constant(0.0, (d, nb_samples, hidden))
+    outputs = []
+    for gates_in in steps:
+        gates = gates_in + F.batch_matmul(h, w_hh, transpose_b=True)  # (D, B, 4H)
+        i, f, g, o = F.split(F.reshape(gates, (d, nb_samples, 4, hidden)), axis=2)
+        c = F.sigmoid(f) * c + F.sigmoid(i) * F.tanh(g)
+        h = F.sigmoid(o) * F.tanh(c)
+        outputs.append(h)
+    out = F.stack(*outputs, axis=0) if nb_frames > 1 else F.reshape(outputs[0], (1, d, nb_samples, hidden))
+    if d == 2:
+        fwd = F.slice(out, start=(0, 0, 0, 0), stop=(nb_frames, 1, nb_samples, hidden))
+        bwd = F.flip(F.slice(out, start=(0, 1, 0, 0), stop=(nb_frames, 2, nb_samples, hidden)), axes=[0])
+        out = F.concatenate(fwd, bwd, axis=3)  # (T, 1, B, 2H)
+    return F.reshape(out, (nb_frames, nb_samples, d * hidden))
+
+
+def _param(name):
+    """The existing parameter `name` of the current scope."""
+    return nn.parameter.get_parameter(name)
+
+
+def _bins_param(name):
+    """A per-bin parameter ``(nb_bins,)`` shaped ``(1, 1, 1, nb_bins)`` (NNabla broadcasts equal ranks only)."""
+    p = _param(name)
+    return F.reshape(p, (1, 1, 1) + p.shape)
+
+
+def _index(var, i):
+    """``var[i]`` of an nn.Variable, dropping the first axis."""
+    start = (i,) + (0,) * (var.ndim - 1)
+    stop = (i + 1,) + var.shape[1:]
+    return F.reshape(F.slice(var, start=start, stop=stop), var.shape[1:])
+
+
+def _batch_norm(x, name, training):
+    """Batch norm over the feature axis 1 of ``(N, features)`` (torch's BatchNorm1d)."""
+    with nn.parameter_scope(name):
+        return PF.batch_normalization(x, axes=[1], decay_rate=BN_DECAY, eps=BN_EPS, batch_stat=training)
+
+
+class _nullscope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+# -- model folders ------------------------------------------------------------------------
+def save_target(folder, target, model, extra_json=None):
+    """Write ``<folder>/<target>.h5`` (NNabla parameters) and, if given, ``<target>.json``."""
+    folder = Path(folder)
+    with atomic_path(folder / f"{target}.h5") as tmp:
+        nn.save_parameters(str(tmp), params=model.parameters, extension=".h5")
+    if extra_json is not None:
+        write_json(folder / f"{target}.json", extra_json)
+
+
+def read_h5_params(path):
+    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope)."""
+    import h5py
+
+    params = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: params.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    except OSError as exc:
+        raise UnmixError(f"cannot read parameters from {path}: {exc}") from None
+    return params
+
+
+def load_target(folder, target):
+    """Load one target's model from a model folder (see `write_separator_json`)."""
+    meta = read_separator_json(folder)
+    if target not in meta["targets"]:
+        raise UnmixError(f"model folder {folder} has no target '{target}' (it has {', '.join(meta['targets'])})")
+    config = ModelConfig.from_dict(meta["models"][target])
+    path = Path(folder) / f"{target}.h5"
+    if not path.is_file():
+        raise UnmixError(f"model folder {folder} lacks {path.name}")
+    return OpenUnmix(config, read_h5_params(path))
+
+
+def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, **extra):
+    """Write ``separator.json``: the targets, their configs and the signal parameters.
+
+    Args:
+        configs: target name -> ModelConfig.
+    """
+    nb_channels = {c.nb_channels for c in configs.values()}
+    if len(nb_channels) != 1:
+        raise UnmixError("all targets of a model folder must have the same number of channels")
+    meta = {
+        "targets": list(configs),
+        "sample_rate": float(sample_rate),
+        "n_fft": int(n_fft),
+        "n_hop": int(n_hop),
+        "nb_channels": nb_channels.pop(),
+        "models": {t: c.to_dict() for t, c in configs.items()},
+        **extra,
+    }
+    write_json(Path(folder) / "separator.json", meta)
+
+
+def read_separator_json(folder):
+    """The parsed ``separator.json`` of a model folder, with a clear error when absent."""
+    path = Path(folder) / "separator.json"
+    if not path.is_file():
+        raise UnmixError(f"{folder} is not a model folder (no separator.json)")
+    try:
+        meta = json.loads(path.read_text())
+        for key in ("targets", "sample_rate", "models"):
+            meta[key]
+    except (ValueError, KeyError) as exc:
+        raise UnmixError(f"{path} is not a valid separator.json: {exc}") from None
+    return meta
+
+
+def write_json(path, obj):
+    """Atomically write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))

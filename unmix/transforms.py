@@ -1,0 +1,103 @@
+"""STFT / ISTFT / magnitude on numpy's FFT, matching open-unmix-pytorch.
+
+The forward transform equals ``torch.stft(n_fft, hop_length=n_hop, window=hann_window(n_fft),
+center=center, pad_mode='reflect', onesided=True)`` and the inverse equals
+``torch.istft(..., center=center, length=length)``. NNabla's own F.stft/F.istft are
+100x slower on the CPU (see design.md), and these are plain numpy in, numpy out.
+"""
+import numpy as np
+import scipy.fft
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def hann_window(n_fft):
+    """Periodic Hann window, like ``torch.hann_window(n_fft)``; float32 ``(n_fft,)``."""
+    n = np.arange(n_fft, dtype=np.float64)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)).astype(np.float32)
+
+
+def nb_frames_for(nb_timesteps, n_fft=4096, n_hop=1024, center=True):
+    """Number of STFT frames that `stft` yields for a signal of `nb_timesteps` samples."""
+    if center:
+        nb_timesteps += 2 * (n_fft // 2)
+    return 1 + (nb_timesteps - n_fft) // n_hop
+
+
+def stft(audio, n_fft=4096, n_hop=1024, center=True):
+    """Short-time Fourier transform.
+
+    Args:
+        audio: float array ``(..., nb_timesteps)``, e.g. ``(nb_samples, nb_channels, nb_timesteps)``.
+        center: pad ``n_fft // 2`` on both sides by reflection (separation); training uses False.
+
+    Returns:
+        complex64 array ``(..., nb_bins, nb_frames)`` with ``nb_bins = n_fft // 2 + 1``.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if center:
+        pad = n_fft // 2
+        if audio.shape[-1] <= pad:
+            raise ValueError(f"signal of {audio.shape[-1]} samples is too short for reflect padding of {pad}")
+        widths = [(0, 0)] * (audio.ndim - 1) + [(pad, pad)]
+        audio = np.pad(audio, widths, mode="reflect")
+    if audio.shape[-1] < n_fft:
+        raise ValueError(f"signal of {audio.shape[-1]} samples is shorter than one frame ({n_fft})")
+    frames = sliding_window_view(audio, n_fft, axis=-1)[..., ::n_hop, :]  # (..., nb_frames, n_fft), a view
+    spec = scipy.fft.rfft(frames * hann_window(n_fft), axis=-1)  # float32 in -> complex64 out
+    return np.ascontiguousarray(np.swapaxes(spec, -1, -2))
+
+
+def istft(spec, n_fft=4096, n_hop=1024, center=True, length=None):
+    """Inverse STFT by windowed overlap-add, normalised by the summed squared window.
+
+    Args:
+        spec: complex array ``(..., nb_bins, nb_frames)``.
+        length: number of samples to return; the signal is cut or zero-padded to exactly it.
+
+    Returns:
+        float32 array ``(..., length)`` (or the natural length when `length` is None).
+    """
+    window = hann_window(n_fft)
+    nb_frames = spec.shape[-1]
+    frames = scipy.fft.irfft(np.swapaxes(np.asarray(spec, dtype=np.complex64), -1, -2), n=n_fft, axis=-1)
+    frames *= window  # (..., nb_frames, n_fft)
+    full_len = n_fft + n_hop * (nb_frames - 1)
+    signal = _overlap_add(frames, n_hop, full_len)
+    envelope = _overlap_add(np.broadcast_to(window**2, (nb_frames, n_fft)), n_hop, full_len)
+
+    start = n_fft // 2 if center else 0
+    end = full_len - (n_fft // 2 if center else 0) if length is None else start + length
+    signal = signal[..., start:end]
+    envelope = envelope[start:end]
+    # torch refuses an envelope that vanishes; we leave those samples untouched instead
+    # (they only occur at the very edges when center=False).
+    np.divide(signal, envelope, out=signal, where=envelope > 1e-11)
+    if length is not None and signal.shape[-1] < length:
+        widths = [(0, 0)] * (signal.ndim - 1) + [(0, length - signal.shape[-1])]
+        signal = np.pad(signal, widths)
+    return signal.astype(np.float32, copy=False)
+
+
+def _overlap_add(frames, n_hop, full_len):
+    """Sum ``(..., nb_frames, n_fft)`` frames placed every `n_hop` samples -> ``(..., full_len)``."""
+    *lead, nb_frames, n_fft = frames.shape
+    out = np.zeros((*lead, full_len), dtype=np.float32)
+    if n_fft % n_hop == 0:
+        # one vectorised add per hop-sized segment of the frame instead of one per frame
+        for k in range(n_fft // n_hop):
+            seg = frames[..., k * n_hop:(k + 1) * n_hop].reshape(*lead, nb_frames * n_hop)
+            out[..., k * n_hop:k * n_hop + nb_frames * n_hop] += seg
+    else:
+        for t in range(nb_frames):
+            out[..., t * n_hop:t * n_hop + n_fft] += frames[..., t, :]
+    return out
+
+
+def magnitude(spec, mono=False):
+    """Magnitude ``|spec|`` as float32; `mono` averages the channel axis 1 keeping it
+    (``(nb_samples, nb_channels, nb_bins, nb_frames)`` -> ``(nb_samples, 1, nb_bins, nb_frames)``),
+    as open-unmix's ComplexNorm does for a mono model."""
+    mag = np.abs(spec).astype(np.float32, copy=False)
+    if mono:
+        mag = mag.mean(axis=1, keepdims=True)
+    return mag
