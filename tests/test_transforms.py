@@ -1,0 +1,69 @@
+"""unmix.transforms against torch.stft/istft fixtures, and round trips."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unmix import transforms
+
+FIXTURES = np.load(Path(__file__).parent / "fixtures" / "transforms.npz")
+CASES = sorted({k.split("/")[0] for k in FIXTURES.files})
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_stft_matches_torch(case):
+    n_fft, n_hop, center, _ = FIXTURES[f"{case}/params"]
+    ref = FIXTURES[f"{case}/spec"]
+    spec = transforms.stft(FIXTURES[f"{case}/audio"], n_fft=n_fft, n_hop=n_hop, center=bool(center))
+    assert spec.dtype == np.complex64
+    assert spec.shape == ref.shape
+    assert np.max(np.abs(spec - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if FIXTURES[f"{c}/params"][2]])
+def test_istft_matches_torch(case):
+    n_fft, n_hop, _, length = FIXTURES[f"{case}/params"]
+    ref = FIXTURES[f"{case}/istft"]
+    out = transforms.istft(FIXTURES[f"{case}/spec"], n_fft=n_fft, n_hop=n_hop, center=True, length=length)
+    assert out.shape == ref.shape
+    assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("length", [4096 * 3, 44100, 44100 + 17, 5000])
+def test_round_trip_exact_length(length):
+    audio = np.random.default_rng(length).standard_normal((2, 2, length)).astype(np.float32)
+    back = transforms.istft(transforms.stft(audio), length=length)
+    assert back.shape == audio.shape
+    assert np.sqrt(np.mean((back - audio) ** 2)) < 1e-6
+
+
+def test_istft_pads_when_asked_for_more():
+    audio = np.random.default_rng(0).standard_normal((1, 9000)).astype(np.float32)
+    back = transforms.istft(transforms.stft(audio, 512, 128), 512, 128, length=9500)
+    assert back.shape == (1, 9500)
+    np.testing.assert_allclose(back[:, :9000], audio, atol=1e-5)
+    assert np.all(back[:, 9000 + 256:] == 0)
+
+
+def test_frame_count_and_bins():
+    spec = transforms.stft(np.zeros((3, 44100), np.float32))
+    assert spec.shape == (3, 2049, transforms.nb_frames_for(44100))
+    assert transforms.nb_frames_for(44100) == 1 + 44100 // 1024
+    assert transforms.nb_frames_for(44100, center=False) == 1 + (44100 - 4096) // 1024
+
+
+def test_hann_is_periodic():
+    w = transforms.hann_window(8)
+    np.testing.assert_allclose(w, [0, 0.1464466, 0.5, 0.8535534, 1, 0.8535534, 0.5, 0.1464466], atol=1e-6)
+
+
+def test_magnitude_mono_averages_channels():
+    spec = np.array([[[[3 + 4j]], [[0 + 1j]]]], dtype=np.complex64)  # (1, 2, 1, 1)
+    np.testing.assert_allclose(transforms.magnitude(spec)[0, :, 0, 0], [5, 1])
+    mono = transforms.magnitude(spec, mono=True)
+    assert mono.shape == (1, 1, 1, 1) and mono[0, 0, 0, 0] == pytest.approx(3.0)
+
+
+def test_too_short_signal_raises():
+    with pytest.raises(ValueError, match="too short"):
+        transforms.stft(np.zeros((1, 100), np.float32))
