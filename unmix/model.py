@@ -175,7 +175,7 @@ class OpenUnmix:
 
     # -- graph --------------------------------------------------------------------------
     def build(self, mix, training=False):
-        """NNabla graph of the network.
+        """NNabla graph of the network: `build_encoder` -> `build_lstm` -> `build_decoder`.
 
         Args:
             mix: nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)``, mixture magnitude.
@@ -184,6 +184,11 @@ class OpenUnmix:
         Returns:
             nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)``, the target magnitude.
         """
+        return self.build_decoder(self.build_lstm(self.build_encoder(mix, training), training), mix, training)
+
+    def build_encoder(self, mix, training=False):
+        """Crop, standardise, fc1 -> bn1 -> tanh: ``(nb_samples, nb_channels, nb_bins, nb_frames)``
+        -> ``(nb_frames, nb_samples, hidden_size)``. Frame-wise, so it can run on windows."""
         cfg = self.config
         nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
         if (nb_channels, nb_bins) != (cfg.nb_channels, cfg.nb_bins):
@@ -192,18 +197,34 @@ class OpenUnmix:
             )
         m, s = cfg.model_bins, cfg.hidden_size
         with nn.parameter_scope("", self._scope):
-            x = F.transpose(mix, (3, 0, 1, 2))  # (nb_frames, nb_samples, nb_channels, nb_bins)
-            mix_t = x
-            x = F.slice(x, start=(0, 0, 0, 0), stop=(nb_frames, nb_samples, nb_channels, m))
+            x = F.slice(mix, start=(0, 0, 0, 0), stop=(nb_samples, nb_channels, m, nb_frames))
+            x = F.transpose(x, (3, 0, 1, 2))  # (nb_frames, nb_samples, nb_channels, max_bin)
             x = (x + _bins_param("input_mean")) * _bins_param("input_scale")
             x = F.reshape(x, (nb_frames * nb_samples, nb_channels * m))
             with nn.parameter_scope("fc1"):
                 x = PF.affine(x, s, with_bias=False)
             x = _batch_norm(x, "bn1", training)
-            x = F.tanh(F.reshape(x, (nb_frames, nb_samples, s)))
+            return F.tanh(F.reshape(x, (nb_frames, nb_samples, s)))
 
-            lstm_out = self._lstm(x, training)
-            x = F.concatenate(x, lstm_out, axis=2)  # skip connection
+    def build_lstm(self, x, training=False):
+        """LSTM plus skip connection: ``(nb_frames, nb_samples, hidden_size)`` ->
+        ``(nb_frames, nb_samples, 2 * hidden_size)``. The only stage that needs the whole sequence."""
+        with nn.parameter_scope("", self._scope):
+            return F.concatenate(x, self._lstm(x, training), axis=2)
+
+    def build_decoder(self, x, mix, training=False):
+        """fc2 -> bn2 -> relu -> fc3 -> bn3 -> output scaling -> relu -> * mix.
+
+        Args:
+            x: ``(nb_frames, nb_samples, 2 * hidden_size)`` from `build_lstm`.
+            mix: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` mixture magnitude.
+
+        Returns:
+            ``(nb_samples, nb_channels, nb_bins, nb_frames)`` target magnitude.
+        """
+        nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
+        s = self.config.hidden_size
+        with nn.parameter_scope("", self._scope):
             x = F.reshape(x, (nb_frames * nb_samples, 2 * s))
             with nn.parameter_scope("fc2"):
                 x = PF.affine(x, s, with_bias=False)
@@ -213,8 +234,7 @@ class OpenUnmix:
             x = _batch_norm(x, "bn3", training)
             x = F.reshape(x, (nb_frames, nb_samples, nb_channels, nb_bins))
             x = x * _bins_param("output_scale") + _bins_param("output_mean")
-            x = F.relu(x) * mix_t
-            return F.transpose(x, (1, 2, 3, 0))
+            return F.relu(F.transpose(x, (1, 2, 3, 0))) * mix
 
     def _lstm(self, x, training):
         """Stacked (bi)LSTM over ``(nb_frames, nb_samples, hidden_size)`` -> same shape."""
@@ -230,15 +250,35 @@ class OpenUnmix:
             x = _lstm_layer(x, w, _index(bias, layer), cfg.lstm_hidden_size)
         return x
 
+    # -- inference on numpy ------------------------------------------------------------
     def __call__(self, mag):
-        """Inference on numpy: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
-        mag = np.ascontiguousarray(mag, dtype=np.float32)
-        mix = nn.Variable(mag.shape)
-        mix.d = mag
-        with nn.auto_forward(False):
-            out = self.build(mix, training=False)
-        out.forward(clear_buffer=True)
-        return out.d.copy()
+        """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
+        return self.decode(self.recur(self.encode(mag)), mag)
+
+    def encode(self, mag):
+        """`build_encoder` on numpy: mixture magnitude -> ``(nb_frames, nb_samples, hidden_size)``."""
+        return _run(lambda v: self.build_encoder(v[0]), mag)
+
+    def recur(self, features):
+        """`build_lstm` on numpy: -> ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+        return _run(lambda v: self.build_lstm(v[0]), features)
+
+    def decode(self, features, mag):
+        """`build_decoder` on numpy: features of `recur` + mixture magnitude -> target magnitude."""
+        return _run(lambda v: self.build_decoder(v[0], v[1]), features, mag)
+
+
+def _run(build, *arrays):
+    """Build an inference graph on fresh input Variables holding `arrays`, run it, return numpy."""
+    inputs = []
+    for a in arrays:
+        v = nn.Variable(a.shape)
+        v.d = np.ascontiguousarray(a, dtype=np.float32)
+        inputs.append(v)
+    with nn.auto_forward(False):
+        out = build(inputs)
+    out.forward(clear_buffer=True)
+    return out.d.copy()
 
 
 def _lstm_layer(x, w, b, hidden):
