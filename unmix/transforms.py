@@ -101,3 +101,63 @@ def magnitude(spec, mono=False):
     if mono:
         mag = mag.mean(axis=1, keepdims=True)
     return mag
+
+
+def stft_frames(audio, start, nb_frames, n_fft=4096, n_hop=1024):
+    """Frames ``start .. start + nb_frames`` of the centred `stft` of `audio`, without padding
+    or transforming the whole signal (long tracks are processed window by window).
+
+    Args:
+        audio: float32 ``(..., nb_timesteps)``.
+
+    Returns:
+        complex64 ``(..., nb_bins, nb_frames)``, equal to ``stft(audio)[..., start:start + nb_frames]``.
+    """
+    pad = n_fft // 2
+    length = audio.shape[-1]
+    if length <= pad:
+        raise ValueError(f"signal of {length} samples is too short for reflect padding of {pad}")
+    # indices into the reflect-padded signal, mapped back onto the original samples
+    idx = np.arange(start * n_hop, (start + nb_frames - 1) * n_hop + n_fft) - pad
+    idx = np.abs(idx)
+    idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
+    return stft(audio[..., idx], n_fft, n_hop, center=False)
+
+
+class OverlapAdd:
+    """Inverse STFT accumulated window by window into one output buffer.
+
+    ``add(spec, start)`` for consecutive frame windows, then ``result()`` equals
+    ``istft(full_spec, length=length)`` while only one window of frames is ever in memory.
+
+    Args:
+        shape: leading shape of the output, e.g. ``(nb_targets, nb_samples, nb_channels)``.
+        nb_frames: total frames of the signal; length: samples to return.
+    """
+
+    def __init__(self, shape, nb_frames, length, n_fft=4096, n_hop=1024):
+        self.n_fft, self.n_hop, self.nb_frames, self.length = n_fft, n_hop, nb_frames, length
+        self.full_len = n_fft + n_hop * (nb_frames - 1)
+        self.buffer = np.zeros((*shape, max(self.full_len, length + n_fft)), dtype=np.float32)
+        self.window = hann_window(n_fft)
+
+    def add(self, spec, start):
+        """Add frames ``start .. start + spec.shape[-1]``; spec ``(*shape, nb_bins, nb_frames_window)``."""
+        frames = scipy.fft.irfft(np.swapaxes(spec, -1, -2), n=self.n_fft, axis=-1)
+        frames *= self.window
+        chunk = _overlap_add(frames, self.n_hop, self.n_fft + self.n_hop * (spec.shape[-1] - 1))
+        offset = start * self.n_hop
+        self.buffer[..., offset:offset + chunk.shape[-1]] += chunk
+
+    def result(self):
+        """``(*shape, length)`` float32: normalised by the window envelope, centre padding removed.
+        A view into the buffer (no copy of the whole output)."""
+        envelope = _overlap_add(np.broadcast_to(self.window**2, (self.nb_frames, self.n_fft)),
+                                self.n_hop, self.full_len)
+        start = self.n_fft // 2
+        out = self.buffer[..., start:start + self.length]
+        env = np.zeros(self.length, np.float32)
+        avail = envelope[start:start + self.length]
+        env[:avail.shape[0]] = avail
+        np.divide(out, env, out=out, where=env > 1e-11)
+        return out
