@@ -140,6 +140,7 @@ class OverlapAdd:
         self.full_len = n_fft + n_hop * (nb_frames - 1)
         self.buffer = np.zeros((*shape, max(self.full_len, length + n_fft)), dtype=np.float32)
         self.window = hann_window(n_fft)
+        self._done = False
 
     def add(self, spec, start):
         """Add frames ``start .. start + spec.shape[-1]``; spec ``(*shape, nb_bins, nb_frames_window)``."""
@@ -151,7 +152,10 @@ class OverlapAdd:
 
     def result(self):
         """``(*shape, length)`` float32: normalised by the window envelope, centre padding removed.
-        A view into the buffer (no copy of the whole output)."""
+        A view into the buffer (no copy of the whole output); call it once, after the last `add`."""
+        if self._done:
+            raise RuntimeError("OverlapAdd.result() was already called")
+        self._done = True
         envelope = _overlap_add(np.broadcast_to(self.window**2, (self.nb_frames, self.n_fft)),
                                 self.n_hop, self.full_len)
         start = self.n_fft // 2
