@@ -1,0 +1,168 @@
+"""Separator: STFT -> target networks -> multichannel Wiener filter -> ISTFT, in bounded memory.
+
+A track is processed in windows of `wiener_win_len` frames, the windows the reference
+Separator uses for its Wiener filter. Only the LSTM needs the whole sequence, and it only
+sees ``(nb_frames, hidden_size)`` features, so the pipeline runs in three passes:
+
+1. per window: STFT of the window -> magnitude -> each network's encoder (frame-wise);
+2. per target: the LSTM over the whole feature sequence (small: hidden_size per frame);
+3. per window: STFT again -> decoders -> Wiener filter -> overlap-add into the output.
+
+The result equals running the reference on the whole track (the same windows, the same
+arithmetic), but peak memory grows only with the output audio itself, not with the
+``nb_frames x nb_bins x nb_targets`` spectrograms that make the reference need tens of
+GB for a 10-minute song.
+"""
+import numpy as np
+from tqdm import tqdm
+
+from unmix import audio as audio_io
+from unmix import filtering, transforms
+from unmix.errors import UnmixError
+
+
+class Separator:
+    """Separates mixtures with one network per target.
+
+    Args:
+        models: target name -> model with ``config``, ``encode``, ``recur``, ``decode``
+            (an `unmix.model.OpenUnmix` or an ONNX Runtime equivalent).
+        sample_rate, n_fft, n_hop: the signal parameters the models were trained with.
+        niter: EM iterations of the Wiener filter (0: target magnitudes with the mixture phase).
+        softmask: initial estimates by ratio masks instead of magnitudes with mixture phase.
+        residual: name of an extra target "mixture minus the others" (None: no residual).
+        wiener_win_len: frames per window (None or 0: the whole track at once, like the reference).
+    """
+
+    def __init__(self, models, sample_rate=44100.0, n_fft=4096, n_hop=1024, niter=1, softmask=False,
+                 residual=None, wiener_win_len=300):
+        if not models:
+            raise UnmixError("no target models to separate with")
+        channels = {m.config.nb_channels for m in models.values()}
+        if len(channels) != 1:
+            raise UnmixError("all target models must have the same number of channels")
+        if residual and residual in models:
+            raise UnmixError(f"the residual name '{residual}' is already a target")
+        if niter > 0 and len(models) + bool(residual) < 2:
+            raise UnmixError("Wiener EM (niter > 0) needs two sources or more: "
+                             "select more targets, add a residual, or use niter 0")
+        self.models = dict(models)
+        self.sample_rate = float(sample_rate)
+        self.n_fft, self.n_hop = int(n_fft), int(n_hop)
+        self.nb_channels = channels.pop()
+        self.niter, self.softmask, self.wiener_win_len = int(niter), bool(softmask), wiener_win_len
+        self.residual = residual or None
+
+    @property
+    def targets(self):
+        """Names of the estimates, in output order (the residual last)."""
+        return list(self.models) + ([self.residual] if self.residual else [])
+
+    # -- public entry points -------------------------------------------------------------
+    def separate(self, audio, rate, downmix=False, progress=False):
+        """Separate audio at any sample rate and channel count the model can take.
+
+        Args:
+            audio: ``(nb_channels, nb_timesteps)`` or ``(nb_samples, nb_channels, nb_timesteps)``.
+            rate: its sample rate; it is resampled to the model's and the estimates back.
+            downmix: average more than two channels down instead of refusing them.
+
+        Returns:
+            target -> estimate with the input's layout and exactly its length, float32.
+        """
+        audio = np.asarray(audio)
+        if audio.ndim not in (2, 3):
+            raise UnmixError(f"audio must be (nb_channels, nb_timesteps) or (nb_samples, nb_channels, "
+                             f"nb_timesteps), got shape {audio.shape}")
+        batched = audio.ndim == 3
+        batch = audio if batched else audio[None]
+        nb_channels_in, length = batch.shape[1], batch.shape[2]
+        mix = np.stack([self._prepare(x, rate, downmix) for x in batch])
+        estimates = self(mix, progress=progress)
+        out = {}
+        for name, est in estimates.items():
+            est = np.stack([_fit_length(audio_io.resample(e, self.sample_rate, rate), length) for e in est])
+            if nb_channels_in != est.shape[1]:  # back to the input's channel count
+                est = np.repeat(est, nb_channels_in, axis=1) if est.shape[1] == 1 else est
+            out[name] = est if batched else est[0]
+        return out
+
+    def __call__(self, audio, progress=False):
+        """Separate ``(nb_samples, nb_channels, nb_timesteps)`` float32 at the model's rate.
+
+        Returns:
+            target -> ``(nb_samples, nb_channels, nb_timesteps)`` float32.
+        """
+        self._check_audio(audio)
+        per_sample = [self._separate_one(x, progress) for x in audio]
+        if len(per_sample) == 1:  # no copy of the (possibly long) output
+            return {t: est[None] for t, est in zip(self.targets, per_sample[0])}
+        return {t: np.stack([s[j] for s in per_sample]) for j, t in enumerate(self.targets)}
+
+    # -- the three passes ------------------------------------------------------------------
+    def _separate_one(self, audio, progress):
+        """``(nb_channels, nb_timesteps)`` -> ``(nb_targets, nb_channels, nb_timesteps)``."""
+        length = audio.shape[-1]
+        nb_frames = transforms.nb_frames_for(length, self.n_fft, self.n_hop)
+        windows = self._windows(nb_frames)
+        bar = tqdm(total=2 * len(windows) + len(self.models), disable=not progress, unit="step",
+                   desc="separating", leave=False)
+
+        encoded = {t: [] for t in self.models}
+        for start, stop in windows:
+            mag = self._magnitude(audio, start, stop)
+            for target, model in self.models.items():
+                encoded[target].append(model.encode(mag))
+            bar.update()
+        features = {}
+        for target, model in self.models.items():
+            features[target] = model.recur(np.concatenate(encoded.pop(target), axis=0))
+            bar.update()
+
+        ola = transforms.OverlapAdd((len(self.targets), audio.shape[0]), nb_frames, length, self.n_fft, self.n_hop)
+        for start, stop in windows:
+            spec = transforms.stft_frames(audio, start, stop - start, self.n_fft, self.n_hop)  # (C, F, T)
+            mag = self._model_magnitude(spec)
+            targets = np.stack([model.decode(features[t][start:stop], mag)[0]
+                                for t, model in self.models.items()], axis=-1)  # (C', F, T, J)
+            est = filtering.wiener(targets.transpose(2, 1, 0, 3), spec.transpose(2, 1, 0), self.niter,
+                                   softmask=self.softmask, residual=bool(self.residual))  # (T, F, C, J)
+            ola.add(est.transpose(3, 2, 1, 0), start)
+            bar.update()
+        bar.close()
+        return ola.result()
+
+    def _windows(self, nb_frames):
+        win = int(self.wiener_win_len) if self.wiener_win_len else nb_frames
+        return [(s, min(nb_frames, s + win)) for s in range(0, nb_frames, win)]
+
+    def _magnitude(self, audio, start, stop):
+        spec = transforms.stft_frames(audio, start, stop - start, self.n_fft, self.n_hop)
+        return self._model_magnitude(spec)
+
+    def _model_magnitude(self, spec):
+        """``(nb_channels, nb_bins, nb_frames)`` complex -> ``(1, model channels, nb_bins, nb_frames)``."""
+        return transforms.magnitude(spec[None], mono=self.nb_channels == 1)
+
+    # -- input checks ------------------------------------------------------------------------
+    def _prepare(self, audio, rate, downmix):
+        """One ``(nb_channels, nb_timesteps)`` input -> the model's channels and rate."""
+        audio = audio_io.fit_channels(np.asarray(audio, dtype=np.float32), self.nb_channels, downmix=downmix)
+        return audio_io.resample(audio, rate, self.sample_rate)
+
+    def _check_audio(self, audio):
+        if audio.ndim != 3 or audio.shape[1] != self.nb_channels:
+            raise UnmixError(f"expected audio (nb_samples, {self.nb_channels}, nb_timesteps), got {audio.shape}")
+        min_len = self.n_fft // 2 + 1
+        if audio.shape[-1] < min_len:
+            raise UnmixError(f"audio of {audio.shape[-1]} samples is too short to separate "
+                             f"(at least {min_len} samples at {self.sample_rate:g} Hz)")
+        if not np.all(np.isfinite(audio)):
+            raise UnmixError("audio contains NaN or infinite samples")
+
+
+def _fit_length(audio, length):
+    """Cut or zero-pad ``(..., nb_timesteps)`` to exactly `length` (resampling may be a sample off)."""
+    if audio.shape[-1] >= length:
+        return audio[..., :length]
+    return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, length - audio.shape[-1])])
