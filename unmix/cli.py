@@ -32,9 +32,66 @@ def _run_convert(args):
     return 0
 
 
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a model folder for fast CPU inference (ONNX Runtime)")
+    p.add_argument("model", help="model folder (separator.json + <target>.h5)")
+    p.add_argument("out", help="folder to write <target>.onnx + separator.json into, "
+                               "or a .onnx file for a single target")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
+    p.add_argument("--targets", nargs="+", default=None, help="targets to export (default: all)")
+    return p
+
+
+def _run_export(args):
+    from unmix import onnx_backend
+
+    for path in onnx_backend.export(args.model, args.out, targets=args.targets):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_separate(sub):
+    p = sub.add_parser("separate", help="separate audio files into stems",
+                       description="Separate songs into <outdir>/<track>/<target><ext>.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="audio files: wav, flac, ogg (soundfile); mp3, m4a, aac, .stem.mp4 (ffmpeg)")
+    p.add_argument("--model", default=None,
+                   help="registry name or model folder (default: the bundled model unless a published one "
+                        "is cached; see `unmix models`)")
+    p.add_argument("--targets", nargs="+", default=None, help="targets to separate (default: all of the model)")
+    p.add_argument("--outdir", default="separated", help="output folder (default: separated)")
+    p.add_argument("--niter", type=int, default=1, help="Wiener EM iterations; 0 keeps the mixture phase")
+    p.add_argument("--softmask", action="store_true", help="initial estimates by ratio masks")
+    p.add_argument("--residual", default=None, metavar="NAME",
+                   help="add a target NAME = mixture minus the other targets")
+    p.add_argument("--wiener-win-len", type=int, default=300, help="frames per Wiener window (0: whole track)")
+    p.add_argument("--start", type=float, default=0.0, help="start offset in seconds")
+    p.add_argument("--duration", type=float, default=None, help="seconds to separate (default: to the end)")
+    p.add_argument("--ext", default=".wav", choices=[".wav", ".flac"], help="output format")
+    p.add_argument("--jobs", type=int, default=1, help="files separated in parallel processes")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
+                   help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
+    p.add_argument("--downmix", action="store_true", help="average inputs with more than 2 channels")
+    p.add_argument("--force", action="store_true", help="overwrite existing track folders")
+    return p
+
+
+def _run_separate(args):
+    from unmix import stems
+
+    options = dict(model=args.model, targets=args.targets, niter=args.niter, softmask=args.softmask,
+                   residual=args.residual, wiener_win_len=args.wiener_win_len or None, backend=args.backend)
+    file_options = dict(outdir=args.outdir, ext=args.ext, start=args.start, duration=args.duration,
+                        force=args.force, downmix=args.downmix)
+    failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs)
+    return 1 if failures else 0
+
+
 # (name, add-function, run-function); later stages append here.
 COMMANDS = [
+    ("separate", _add_separate, _run_separate),
     ("convert", _add_convert, _run_convert),
+    ("export", _add_export, _run_export),
 ]
 
 

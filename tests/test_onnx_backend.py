@@ -1,0 +1,126 @@
+"""unmix.onnx_backend: ONNX graph parity with the NNabla model, dynamic shapes, export and CLI."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from unmix.cli import main
+from unmix.errors import UnmixError
+from unmix.model import ModelConfig, OpenUnmix, save_target, write_separator_json
+from unmix.onnx_backend import CONFIG_KEY, OnnxModel, build_onnx, export
+
+STEREO = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
+CONFIGS = {
+    "stereo_bidirectional_max_bin": STEREO,
+    "mono": ModelConfig(nb_bins=33, nb_channels=1, hidden_size=8, nb_layers=2),
+    "unidirectional": ModelConfig(nb_bins=33, nb_channels=2, hidden_size=6, nb_layers=2, unidirectional=True),
+    "one_layer": ModelConfig(nb_bins=17, nb_channels=2, hidden_size=10, nb_layers=1, max_bin=9),
+}
+
+
+def perturbed(config, seed=1):
+    """A model whose every parameter (running statistics included) is random, not identity."""
+    model = OpenUnmix(config, seed=seed)
+    rng = np.random.default_rng(seed)
+    params = {k: v + rng.uniform(-0.3, 0.3, v.shape).astype(np.float32) for k, v in model.get_params().items()}
+    params = {k: np.abs(v) + 0.1 if k.endswith("/var") else v for k, v in params.items()}
+    model.set_params(params)
+    return model
+
+
+def random_mix(config, nb_frames, nb_samples=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 2, (nb_samples, config.nb_channels, config.nb_bins, nb_frames)).astype(np.float32)
+
+
+def assert_parity(ref, out):
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_parity_with_nnabla_over_frame_counts(name):
+    config = CONFIGS[name]
+    model = perturbed(config)
+    onnx_model = OnnxModel(model, nb_threads=1)
+    assert onnx_model.config == config
+    for nb_frames in (1, 6, 23):  # one session: the frame count is dynamic
+        mix = random_mix(config, nb_frames, seed=nb_frames)
+        ref = model(mix)
+        assert (ref > 0).mean() > 0.2, "the comparison must not be all clipped zeros"
+        assert_parity(ref, onnx_model(mix))
+
+
+def test_graph_is_small_checked_and_dynamic():
+    proto = build_onnx(perturbed(STEREO))
+    onnx.checker.check_model(proto)
+    assert len(proto.graph.node) <= 32
+    assert [n.op_type for n in proto.graph.node].count("LSTM") == STEREO.nb_layers
+    lstm = next(n for n in proto.graph.node if n.op_type == "LSTM")
+    assert onnx.helper.get_attribute_value(lstm.attribute[[a.name for a in lstm.attribute].index("direction")]) \
+        == b"bidirectional"
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["nb_samples", 2, 33, "nb_frames"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert ModelConfig.from_dict(json.loads(meta[CONFIG_KEY])) == STEREO
+
+
+def test_nb_samples_is_dynamic_and_samples_are_independent():
+    model = OnnxModel(perturbed(STEREO), nb_threads=1)
+    mix = random_mix(STEREO, 9, nb_samples=3)
+    batch = model(mix)
+    assert np.allclose(model(mix[1:2]), batch[1:2], rtol=1e-5, atol=1e-6)
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    model = OnnxModel(perturbed(STEREO), nb_threads=1)
+    with pytest.raises(UnmixError, match="2 channels, 33 bins"):
+        model(np.zeros((1, 1, 33, 4), np.float32))
+    with pytest.raises(UnmixError, match="no ONNX model"):
+        OnnxModel("/nonexistent/vocals.onnx")
+
+
+@pytest.fixture
+def model_folder(tmp_path):
+    folder = tmp_path / "model"
+    configs = {"vocals": STEREO, "drums": STEREO}
+    for seed, target in enumerate(configs, start=1):
+        save_target(folder, target, perturbed(STEREO, seed=seed))
+    write_separator_json(folder, configs, sample_rate=44100, n_fft=64, n_hop=16)
+    return folder
+
+
+def test_export_cli_round_trip(model_folder, tmp_path, capsys):
+    out = tmp_path / "exported"
+    assert main(["export", str(model_folder), str(out), "--format", "onnx"]) == 0
+    assert "vocals.onnx" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["drums.onnx", "separator.json", "vocals.onnx"]
+    meta = json.loads((out / "separator.json").read_text())
+    assert meta["targets"] == ["vocals", "drums"] and meta["n_fft"] == 64 and meta["format"] == "onnx"
+    mix = random_mix(STEREO, 11)
+    for seed, target in enumerate(["vocals", "drums"], start=1):
+        loaded = OnnxModel(out / f"{target}.onnx", nb_threads=1)
+        assert loaded.config == STEREO
+        assert_parity(perturbed(STEREO, seed=seed)(mix), loaded(mix))
+
+
+def test_export_selected_target_and_single_file(model_folder, tmp_path):
+    out = tmp_path / "only"
+    assert main(["export", str(model_folder), str(out), "--targets", "drums"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["drums.onnx", "separator.json"]
+    assert json.loads((out / "separator.json").read_text())["targets"] == ["drums"]
+    single = tmp_path / "vocals_model.onnx"
+    assert export(model_folder, single, targets=["vocals"]) == [single]
+    assert OnnxModel(single, nb_threads=1).config == STEREO
+
+
+def test_export_errors_write_nothing(model_folder, tmp_path, capsys):
+    out = tmp_path / "bad"
+    assert main(["export", str(model_folder), str(out), "--targets", "vocals", "bass"]) == 1
+    assert "no target 'bass'" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["export", str(model_folder), str(tmp_path / "two.onnx")]) == 1
+    assert "single file" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing"), str(out)]) == 1
+    assert "not a model folder" in capsys.readouterr().err

@@ -1,0 +1,221 @@
+"""CPU inference through ONNX Runtime: an ONNX graph written directly from a model's parameters.
+
+NNabla's CPU backend runs on one thread and its step-by-step LSTM is slow; ONNX Runtime's
+native `LSTM` operator is multi-threaded and about 8x faster (see design.md). The graph is the
+network of `unmix.model.OpenUnmix` for inference, about 30 nodes:
+
+    mix (nb_samples, nb_channels, nb_bins, nb_frames), nb_samples and nb_frames symbolic
+      -> Slice to max_bin -> Transpose (nb_frames, nb_samples, nb_channels, max_bin)
+      -> + input_mean -> * input_scale -> Reshape (nb_frames, nb_samples, nb_channels * max_bin)
+      -> MatMul fc1 (bn1 scale folded in) -> + bn1 shift -> Tanh
+      -> LSTM per layer (-> Transpose -> Reshape to (nb_frames, nb_samples, D * H)) -> Concat skip
+      -> MatMul fc2 (+ bn2) -> Relu -> MatMul fc3 (+ bn3) -> Reshape (.., nb_channels, nb_bins)
+      -> * output_scale + output_mean -> Transpose back -> Relu -> * mix
+
+Batch norm uses its running statistics (inference), so it folds into the preceding MatMul:
+``(x W - mean) / sqrt(var + eps) * gamma + beta = x (W * scale) + shift``.
+The model's config travels in the ONNX metadata (``unmix_config``), so an exported file is
+usable on its own.
+"""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from unmix.errors import UnmixError, atomic_path
+from unmix.model import BN_EPS, ModelConfig, OpenUnmix, load_target, read_separator_json, write_json
+
+OPSET = 17
+CONFIG_KEY = "unmix_config"
+# ONNX LSTM gate order is i, o, f, c; ours (and torch's) is i, f, g, o
+_ONNX_GATES = [0, 3, 1, 2]
+
+
+# -- graph ------------------------------------------------------------------------------------
+class _Graph:
+    """Collects nodes and initializers with unique names (keeps `build_onnx` linear to read)."""
+
+    def __init__(self):
+        self.nodes, self.initializers = [], []
+
+    def const(self, name, value, dtype=np.float32):
+        from onnx import numpy_helper
+
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type, inputs, **attrs):
+        """Add one node; returns the name of its (first) output."""
+        from onnx import helper
+
+        name = f"{op_type.lower()}_{len(self.nodes)}"
+        self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+        return name
+
+
+def build_onnx(model):
+    """The ONNX model of `model` (an `OpenUnmix`) for inference, checked with onnx.checker.
+
+    Input ``mix`` and output ``target``: ``(nb_samples, nb_channels, nb_bins, nb_frames)``
+    float32, with symbolic nb_samples and nb_frames.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    cfg, p = model.config, model.get_params()
+    c, m, n, s = cfg.nb_channels, cfg.model_bins, cfg.nb_bins, cfg.hidden_size
+    g = _Graph()
+    x = "mix"
+    if m < n:
+        x = g.op("Slice", [x, g.const("crop_start", [0], np.int64), g.const("crop_stop", [m], np.int64),
+                           g.const("crop_axis", [2], np.int64)])
+    x = g.op("Transpose", [x], perm=[3, 0, 1, 2])  # (nb_frames, nb_samples, nb_channels, max_bin)
+    x = g.op("Add", [x, g.const("input_mean", p["input_mean"])])
+    x = g.op("Mul", [x, g.const("input_scale", p["input_scale"])])
+    x = g.op("Reshape", [x, g.const("shape_features", [0, 0, c * m], np.int64)])
+    x = g.op("Tanh", [_fc_bn(g, x, p, "fc1", "bn1")])
+
+    skip = x
+    for layer in range(cfg.nb_layers):
+        x = _lstm_layer(g, x, p, layer, cfg)
+    x = g.op("Concat", [skip, x], axis=2)  # (nb_frames, nb_samples, 2 * hidden_size)
+
+    x = g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
+    x = _fc_bn(g, x, p, "fc3", "bn3")
+    x = g.op("Reshape", [x, g.const("shape_bins", [0, 0, c, n], np.int64)])
+    x = g.op("Mul", [x, g.const("output_scale", p["output_scale"])])
+    x = g.op("Add", [x, g.const("output_mean", p["output_mean"])])
+    x = g.op("Transpose", [x], perm=[1, 2, 3, 0])  # back to (nb_samples, nb_channels, nb_bins, nb_frames)
+    x = g.op("Relu", [x])
+    g.nodes.append(helper.make_node("Mul", [x, "mix"], ["target"], name="mask_times_mix"))
+
+    dims = ["nb_samples", c, n, "nb_frames"]
+    graph = helper.make_graph(
+        g.nodes, "open_unmix",
+        [helper.make_tensor_value_info("mix", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("target", TensorProto.FLOAT, dims)],
+        initializer=g.initializers,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
+    proto.ir_version = 8  # readable by onnxruntime >= 1.10
+    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(cfg.to_dict())})
+    onnx.checker.check_model(proto)
+    return proto
+
+
+def _fc_bn(g, x, p, fc, bn):
+    """``bn(x @ W)`` with the running statistics folded in: one MatMul and one Add."""
+    gamma, beta, mean, var = (p[f"{bn}/bn/{k}"][0] for k in ("gamma", "beta", "mean", "var"))
+    scale = gamma / np.sqrt(var + BN_EPS)
+    x = g.op("MatMul", [x, g.const(f"{fc}_W", p[f"{fc}/affine/W"] * scale)])
+    return g.op("Add", [x, g.const(f"{bn}_shift", beta - mean * scale)])
+
+
+def _lstm_layer(g, x, p, layer, cfg):
+    """One ONNX LSTM layer: ``(nb_frames, nb_samples, I)`` -> ``(nb_frames, nb_samples, D * H)``."""
+    d, h = cfg.nb_directions, cfg.lstm_hidden_size
+    w = p["lstm/lstm/weight_l0"] if layer == 0 else p["lstm/lstm/weight"][layer - 1]  # (D, 4, H, I + H)
+    w = w[:, _ONNX_GATES]
+    nb_inputs = w.shape[-1] - h
+    bias = p["lstm/lstm/bias"][layer][:, _ONNX_GATES].reshape(d, 4 * h)
+    # ONNX B is [Wb | Rb]; ours is their sum, so it all goes in Wb
+    bias = np.concatenate([bias, np.zeros_like(bias)], axis=1)
+    name = f"lstm{layer}"
+    y = g.op(
+        "LSTM",
+        [x, g.const(f"{name}_W", w[..., :nb_inputs].reshape(d, 4 * h, nb_inputs)),
+         g.const(f"{name}_R", w[..., nb_inputs:].reshape(d, 4 * h, h)), g.const(f"{name}_B", bias)],
+        hidden_size=h, direction="bidirectional" if d == 2 else "forward",
+    )  # Y: (nb_frames, D, nb_samples, H), backward outputs already in frame order
+    y = g.op("Transpose", [y], perm=[0, 2, 1, 3])
+    return g.op("Reshape", [y, g.const(f"{name}_shape", [0, 0, d * h], np.int64)])
+
+
+# -- runtime ----------------------------------------------------------------------------------
+class OnnxModel:
+    """An Open-Unmix target run by ONNX Runtime on the CPU; called like `OpenUnmix`.
+
+    Args:
+        model_or_path: an `OpenUnmix`, an ``onnx.ModelProto`` from `build_onnx`, or the path
+            of a ``.onnx`` file written by `export`.
+        nb_threads: intra-op threads (default: all CPU cores).
+    """
+
+    def __init__(self, model_or_path, nb_threads=None):
+        import onnxruntime as ort
+
+        if isinstance(model_or_path, OpenUnmix):
+            model_or_path = build_onnx(model_or_path)
+        if isinstance(model_or_path, (str, os.PathLike)):
+            label = source = str(model_or_path)
+            if not Path(source).is_file():
+                raise UnmixError(f"no ONNX model at {source}")
+        else:
+            label, source = "(in memory)", model_or_path.SerializeToString()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = nb_threads or os.cpu_count() or 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for unreadable files
+            raise UnmixError(f"cannot load ONNX model {label}: {str(exc).splitlines()[0]}") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if CONFIG_KEY not in meta:
+            raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
+        self.config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+
+    def __call__(self, mag):
+        """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
+        cfg = self.config
+        if mag.ndim != 4 or mag.shape[1:3] != (cfg.nb_channels, cfg.nb_bins):
+            raise UnmixError(f"model expects (nb_samples, {cfg.nb_channels} channels, {cfg.nb_bins} bins, "
+                             f"nb_frames), got shape {tuple(mag.shape)}")
+        mix = np.ascontiguousarray(mag, dtype=np.float32)
+        return self.session.run(["target"], {"mix": mix})[0]
+
+
+# -- export -----------------------------------------------------------------------------------
+def export(model_folder, out_folder_or_file, targets=None):
+    """Write ``<target>.onnx`` per target of a model folder, plus its separator.json.
+
+    Args:
+        model_folder: an unmix model folder (separator.json + ``<target>.h5``).
+        out_folder_or_file: a folder, or a ``.onnx`` file when exporting exactly one target.
+        targets: target names (default: all of the folder).
+
+    Returns:
+        list of the written ``.onnx`` paths.
+    """
+    meta = read_separator_json(model_folder)
+    targets = list(targets or meta["targets"])
+    out = Path(out_folder_or_file)
+    if out.suffix == ".onnx":
+        if len(targets) != 1:
+            raise UnmixError(f"{out} is a single file but {len(targets)} targets are to be exported: "
+                             "give a folder or one target")
+        paths = {targets[0]: out}
+    else:
+        if out.exists() and not out.is_dir():
+            raise UnmixError(f"{out} exists and is not a folder")
+        paths = {t: out / f"{t}.onnx" for t in targets}
+    models = {t: load_target(model_folder, t) for t in targets}  # all errors before any write
+    for target, model in models.items():
+        _save(build_onnx(model), paths[target])
+    if out.suffix != ".onnx":  # the folder describes itself: only the exported targets
+        exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets},
+                    "format": "onnx"}
+        write_json(out / "separator.json", exported)
+    return list(paths.values())
+
+
+def _save(proto, path):
+    """Write an ONNX model atomically, with a clear error when the disk says no."""
+    import onnx
+
+    try:
+        with atomic_path(path) as tmp:
+            onnx.save_model(proto, str(tmp))
+    except OSError as exc:
+        raise UnmixError(f"cannot write {path}: {exc.strerror or exc}") from None
