@@ -1,0 +1,415 @@
+"""Convert open-unmix-pytorch checkpoints and Sony NNabla UMX weights into a model folder.
+
+Sources (see `find_checkpoints`):
+
+- a folder of ``<target>.pth`` as open-unmix's training writes it, with an optional
+  ``separator.json`` (sample_rate, nfft, nhop, nb_channels) and ``<target>.json``
+  (training arguments and history, kept as the converted ``<target>.json``);
+  ``<target>.chkpnt`` ({'state_dict': ...}) is used where no ``.pth`` exists;
+- published files named ``<target>-<hash8>.pth`` (torch hub names, e.g.
+  ``vocals-b62c91ce.pth``), in a folder or given one by one;
+- Sony's NNabla UMX ``.h5`` parameter files (one file with ``vocals/fc1/affine/W``, ...
+  for every target, or one file per target), or a folder of them.
+
+The layout mapping (torch -> NNabla) is the table of `unmix.model.param_shapes`:
+Linear weights are transposed, each LSTM layer/direction keeps ``[W_ih | W_hh]`` per
+gate (order i, f, g, o in both) and one bias ``b_ih + b_hh``. The architecture is
+inferred from the shapes, so no configuration is needed.
+"""
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from unmix import model as umx
+from unmix import pth
+from unmix.errors import UnmixError
+
+DEFAULT_SAMPLE_RATE = 44100.0
+DEFAULT_N_FFT = 4096
+DEFAULT_N_HOP = 1024
+
+# Parts of older open-unmix models that live in the separator here: v1.0 models held
+# their own STFT window (twice: as `stft` and as `transform.0`) and sample-rate buffer.
+IGNORED_TORCH_KEYS = ("stft.window", "transform.0.window", "sample_rate")
+TORCH_SUFFIXES = (".pth", ".pt", ".chkpnt")
+# <target>.pth, or torch hub's <target>-<first 8 hex digits of sha256>.pth (umxse uses '_')
+_NAME = re.compile(r"^(?P<target>.+?)(?:[-_][0-9a-f]{8})?$")
+_NNABLA_TOP = ("input_mean", "input_scale", "output_scale", "output_mean", "fc1", "fc2", "fc3",
+               "bn1", "bn2", "bn3", "lstm")
+
+
+# -- torch state dict -> parameters ----------------------------------------------------------
+def state_dict_to_params(state_dict):
+    """Map an open-unmix-pytorch ``OpenUnmix`` state dict to this package's parameters.
+
+    Args:
+        state_dict: torch name -> np.ndarray (e.g. from `unmix.pth.load_state_dict`).
+
+    Returns:
+        (ModelConfig inferred from the shapes, name -> float32 array as `unmix.model.param_shapes`).
+    """
+    sd = _strip_prefix(state_dict, "module.")  # saved from a DataParallel wrapper
+    config = _torch_config(sd)
+    _check_torch_keys(sd, config)
+    p = {
+        "input_mean": sd["input_mean"],
+        "input_scale": sd["input_scale"],
+        "output_scale": sd["output_scale"],
+        "output_mean": sd["output_mean"],
+    }
+    for k in (1, 2, 3):
+        p[f"fc{k}/affine/W"] = sd[f"fc{k}.weight"].T
+        for ours, theirs in (("beta", "bias"), ("gamma", "weight"), ("mean", "running_mean"), ("var", "running_var")):
+            p[f"bn{k}/bn/{ours}"] = sd[f"bn{k}.{theirs}"].reshape(1, -1)
+    p.update(_torch_lstm(sd, config))
+    params = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in p.items()}
+    _check_params(config, params, "state dict")
+    return config, params
+
+
+def _strip_prefix(sd, prefix):
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix):]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _torch_config(sd):
+    """The ModelConfig that a torch state dict's shapes imply."""
+    needed = ("input_mean", "output_scale", "fc1.weight", "lstm.weight_hh_l0")
+    missing = [k for k in needed if k not in sd]
+    if missing:
+        raise UnmixError(f"not an Open-Unmix state dict: it lacks {', '.join(missing)}")
+    m, n = _length(sd, "input_mean"), _length(sd, "output_scale")
+    fc1 = sd["fc1.weight"]
+    if fc1.ndim != 2 or fc1.shape[1] % m:
+        raise UnmixError(f"fc1.weight has shape {fc1.shape}, which does not fit input_mean of {m} bins")
+    layers = 0
+    while f"lstm.weight_ih_l{layers}" in sd:
+        layers += 1
+    return umx.ModelConfig(
+        nb_bins=n,
+        nb_channels=fc1.shape[1] // m,
+        hidden_size=fc1.shape[0],
+        nb_layers=max(layers, 1),
+        max_bin=None if m == n else m,
+        unidirectional="lstm.weight_ih_l0_reverse" not in sd,
+    )
+
+
+def _length(sd, key):
+    if sd[key].ndim != 1:
+        raise UnmixError(f"{key} has shape {sd[key].shape}, expected one axis")
+    return sd[key].shape[0]
+
+
+def torch_shapes(config):
+    """torch state-dict name -> shape of an open-unmix-pytorch 1.3 ``OpenUnmix`` with `config`."""
+    c, m, n, s = config.nb_channels, config.model_bins, config.nb_bins, config.hidden_size
+    h, d = config.lstm_hidden_size, config.nb_directions
+    shapes = {"input_mean": (m,), "input_scale": (m,), "output_scale": (n,), "output_mean": (n,),
+              "fc1.weight": (s, c * m), "fc2.weight": (s, 2 * s), "fc3.weight": (c * n, s)}
+    for k, size in ((1, s), (2, s), (3, c * n)):
+        for leaf in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"bn{k}.{leaf}"] = (size,)
+    for layer in range(config.nb_layers):
+        for sfx in ("", "_reverse")[:d]:
+            shapes[f"lstm.weight_ih_l{layer}{sfx}"] = (4 * h, s if layer == 0 else d * h)
+            shapes[f"lstm.weight_hh_l{layer}{sfx}"] = (4 * h, h)
+            shapes[f"lstm.bias_ih_l{layer}{sfx}"] = (4 * h,)
+            shapes[f"lstm.bias_hh_l{layer}{sfx}"] = (4 * h,)
+    return shapes
+
+
+def _check_torch_keys(sd, config):
+    """One clear error for missing or unknown keys, or the first wrong shape."""
+    expected = torch_shapes(config)
+    ignored = {k for k in sd if k in IGNORED_TORCH_KEYS or k.endswith(".num_batches_tracked")}
+    missing = sorted(set(expected) - set(sd))
+    unknown = sorted(set(sd) - set(expected) - ignored)
+    if missing or unknown:
+        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"unknown {_few(unknown)}"] if unknown else [])
+        raise UnmixError(f"state dict does not fit an Open-Unmix model ({config_summary(config)}): {'; '.join(parts)}")
+    for key, shape in expected.items():
+        if tuple(sd[key].shape) != shape:
+            raise UnmixError(f"state dict {key} has shape {tuple(sd[key].shape)}, expected {shape} "
+                             f"for {config_summary(config)}")
+
+
+def _torch_lstm(sd, config):
+    """NNabla LSTM parameters from torch's per-layer, per-direction tensors."""
+    h, d = config.lstm_hidden_size, config.nb_directions
+    weights, biases = [], []
+    for layer in range(config.nb_layers):
+        w_dirs, b_dirs = [], []
+        for sfx in ("", "_reverse")[:d]:
+            w = np.concatenate([sd[f"lstm.weight_ih_l{layer}{sfx}"], sd[f"lstm.weight_hh_l{layer}{sfx}"]], axis=1)
+            w_dirs.append(w.reshape(4, h, -1))  # rows are gate-major: (i, f, g, o) x H
+            b_dirs.append((sd[f"lstm.bias_ih_l{layer}{sfx}"] + sd[f"lstm.bias_hh_l{layer}{sfx}"]).reshape(4, h))
+        weights.append(np.stack(w_dirs))
+        biases.append(np.stack(b_dirs))
+    out = {"lstm/lstm/weight_l0": weights[0], "lstm/lstm/bias": np.stack(biases)}
+    if config.nb_layers > 1:
+        out["lstm/lstm/weight"] = np.stack(weights[1:])
+    return out
+
+
+# -- Sony NNabla parameters -> parameters ----------------------------------------------------
+def nnabla_to_params(named):
+    """Map Sony's NNabla UMX parameters of one target (target prefix already removed).
+
+    Sony names batch norms after their affine layer (``fc1/bn/gamma`` of shape
+    ``(1, 1, S)``); here they are ``bn1/bn/gamma`` of shape ``(1, S)``.
+
+    Returns:
+        (ModelConfig, name -> float32 array).
+    """
+    params = {}
+    for name, value in named.items():
+        name = re.sub(r"^fc([123])/bn/", r"bn\1/bn/", name)
+        params[name] = np.asarray(value, dtype=np.float32)
+    needed = ("input_mean", "output_scale", "fc1/affine/W", "lstm/lstm/weight_l0")
+    missing = [k for k in needed if k not in params]
+    if missing:
+        raise UnmixError(f"not Open-Unmix NNabla parameters: they lack {', '.join(missing)}")
+    m, n = params["input_mean"].size, params["output_scale"].size
+    fc1, w0 = params["fc1/affine/W"], params["lstm/lstm/weight_l0"]
+    if fc1.ndim != 2 or fc1.shape[0] % m or w0.ndim != 4:
+        raise UnmixError(f"fc1/affine/W {fc1.shape} and lstm/lstm/weight_l0 {w0.shape} do not fit an Open-Unmix model")
+    rest = params.get("lstm/lstm/weight")
+    config = umx.ModelConfig(
+        nb_bins=n,
+        nb_channels=fc1.shape[0] // m,
+        hidden_size=fc1.shape[1],
+        nb_layers=1 + (rest.shape[0] if rest is not None else 0),
+        max_bin=None if m == n else m,
+        unidirectional=w0.shape[0] == 1,
+    )
+    expected = umx.param_shapes(config)
+    for name, value in params.items():
+        # vectors and batch-norm statistics differ only in their unit axes
+        if name in expected and not name.endswith("/W") and "lstm" not in name and value.size == np.prod(expected[name]):
+            params[name] = value.reshape(expected[name])
+    _check_params(config, params, "NNabla parameters")
+    return config, params
+
+
+def _check_params(config, params, what):
+    expected = umx.param_shapes(config)
+    missing, unknown = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or unknown:
+        parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"unknown {_few(unknown)}"] if unknown else [])
+        raise UnmixError(f"{what} do not fit an Open-Unmix model ({config_summary(config)}): {'; '.join(parts)}")
+    for name, shape in expected.items():
+        if params[name].shape != tuple(shape):
+            raise UnmixError(f"{what}: {name} has shape {params[name].shape}, expected {tuple(shape)} "
+                             f"for {config_summary(config)}")
+
+
+def config_summary(config):
+    """A short description of a ModelConfig for messages."""
+    kind = "unidirectional" if config.unidirectional else "bidirectional"
+    return (f"{config.nb_channels} ch, {config.nb_bins} bins (max_bin {config.model_bins}), "
+            f"hidden {config.hidden_size}, {config.nb_layers} {kind} LSTM layers")
+
+
+def _few(names, limit=6):
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+# -- finding checkpoints -------------------------------------------------------------------------
+def target_name(path):
+    """The target of a checkpoint file: ``vocals-b62c91ce.pth`` -> ``vocals``."""
+    return _NAME.match(Path(path).stem).group("target")
+
+
+def find_checkpoints(src):
+    """target -> checkpoint path(s) found at `src` (a file or a folder).
+
+    Returns:
+        (kind, mapping): kind "torch" with target -> Path, or "nnabla" with target ->
+        name -> array (the target prefix removed).
+    """
+    src = Path(src)
+    if src.is_file():
+        files = [src]
+    elif src.is_dir():
+        files = sorted(p for p in src.iterdir() if p.is_file())
+    else:
+        raise UnmixError(f"{src} does not exist")
+    torch_files = [p for p in files if p.suffix in TORCH_SUFFIXES]
+    if torch_files:
+        return "torch", _torch_targets(torch_files)
+    h5_files = [p for p in files if p.suffix == ".h5"]
+    if h5_files:
+        return "nnabla", _nnabla_targets(h5_files)
+    raise UnmixError(f"no checkpoints found in {src} (expected <target>.pth, <target>-<hash>.pth or NNabla .h5)")
+
+
+def _torch_targets(files):
+    """target -> file; ``.pth`` wins over the training's ``.chkpnt`` of the same target."""
+    found = {}
+    for path in sorted(files, key=lambda p: p.suffix == ".chkpnt"):
+        target = target_name(path)
+        if target in found and found[target].suffix != ".chkpnt" and path.suffix == ".chkpnt":
+            continue
+        if target in found:
+            raise UnmixError(f"two checkpoints for target '{target}': {found[target].name} and {path.name}")
+        found[target] = path
+    return found
+
+
+def _nnabla_targets(files):
+    """target -> NNabla parameters; names without a target prefix belong to the file's target."""
+    found = {}
+    for path in files:
+        for name, value in umx.read_h5_params(path).items():
+            head, _, rest = name.partition("/")
+            target, name = (target_name(path), name) if head in _NNABLA_TOP or not rest else (head, rest)
+            group = found.setdefault(target, {})
+            if name in group:
+                raise UnmixError(f"parameter {target}/{name} appears twice in {', '.join(p.name for p in files)}")
+            group[name] = value
+    return found
+
+
+# -- signal parameters -----------------------------------------------------------------------
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UnmixError(f"cannot read {path}: {exc}") from None
+
+
+def _first(mappings, *keys):
+    for mapping in mappings:
+        for key in keys:
+            if isinstance(mapping, dict) and mapping.get(key) is not None:
+                return mapping[key]
+    return None
+
+
+def signal_params(folder, configs, target_jsons, state_rates):
+    """(sample_rate, n_fft, n_hop) from ``separator.json``, ``<target>.json`` args, the weights, or defaults.
+
+    open-unmix writes ``separator.json`` as {sample_rate, nfft, nhop, nb_channels} and
+    keeps its training arguments (nfft, nhop, ...) under "args" of ``<target>.json``.
+    """
+    sep_path = Path(folder) / "separator.json"
+    sep = _read_json(sep_path) if sep_path.is_file() else {}
+    sources = [sep] + [j.get("args") for j in target_jsons.values() if isinstance(j, dict)]
+    nb_bins = {c.nb_bins for c in configs.values()}
+    if len(nb_bins) != 1:
+        raise UnmixError(f"targets have different numbers of bins {sorted(nb_bins)}: they need one STFT")
+    nb_bins = nb_bins.pop()
+    n_fft = int(_first(sources, "n_fft", "nfft") or 2 * (nb_bins - 1))
+    n_hop = int(_first(sources, "n_hop", "nhop") or n_fft // 4)
+    stored_rate = next(iter(state_rates.values()), None)
+    rate = _first([sep], "sample_rate", "rate") or stored_rate or DEFAULT_SAMPLE_RATE
+    if n_fft // 2 + 1 != nb_bins:
+        raise UnmixError(f"weights have {nb_bins} frequency bins but n_fft {n_fft} gives {n_fft // 2 + 1}")
+    channels = _first([sep], "nb_channels")
+    for target, config in configs.items():
+        if channels is not None and int(channels) != config.nb_channels:
+            raise UnmixError(f"{sep_path} says {channels} channels, the '{target}' weights have {config.nb_channels}")
+    return float(rate), n_fft, n_hop
+
+
+# -- the whole conversion --------------------------------------------------------------------
+def load_sources(src, targets=None):
+    """Read and map every target's weights found at `src`.
+
+    Returns:
+        target -> (ModelConfig, params, training json or None), and target -> sample
+        rate stored in the weights (old open-unmix models kept one).
+    """
+    src = Path(src)
+    kind, found = find_checkpoints(src)
+    if targets:
+        absent = [t for t in targets if t not in found]
+        if absent:
+            raise UnmixError(f"no weights for {', '.join(absent)} in {src} (found: {', '.join(sorted(found))})")
+        found = {t: found[t] for t in targets}
+    folder = src if src.is_dir() else src.parent
+    models, rates = {}, {}
+    for target, item in found.items():
+        if kind == "nnabla":
+            models[target] = (*nnabla_to_params(item), None)
+            continue
+        sd = pth.load_state_dict(item)
+        try:
+            config, params = state_dict_to_params(sd)
+        except UnmixError as exc:
+            raise UnmixError(f"{item.name}: {exc}") from None
+        if sd.get("sample_rate") is not None and sd["sample_rate"].size == 1:
+            rates[target] = float(sd["sample_rate"])
+        json_path = folder / f"{target}.json"
+        models[target] = (config, params, _read_json(json_path) if json_path.is_file() else None)
+    return models, rates
+
+
+def convert(src, out, targets=None, force=False):
+    """Convert checkpoints at `src` into the model folder `out` (written atomically).
+
+    Args:
+        src: a folder or file, see the module docstring.
+        out: the model folder to write (``separator.json``, ``<target>.h5``, ``<target>.json``).
+        targets: names to convert (default: every target found).
+        force: replace an existing `out`.
+
+    Returns:
+        Path of the written folder.
+    """
+    src, out = Path(src), Path(out)
+    _check_out(src, out, force)
+    models, rates = load_sources(src, targets)
+    configs = {t: m[0] for t, m in models.items()}
+    folder = src if src.is_dir() else src.parent
+    rate, n_fft, n_hop = signal_params(folder, configs, {t: m[2] for t, m in models.items()}, rates)
+
+    def write(tmp):
+        for target, (config, params, extra) in models.items():
+            umx.save_target(tmp, target, umx.OpenUnmix(config, params), extra_json=extra)
+        umx.write_separator_json(tmp, configs, rate, n_fft, n_hop)
+
+    _write_folder(out, write)
+    return out
+
+
+def _check_out(src, out, force):
+    if out.exists() and not force:
+        raise UnmixError(f"{out} exists; use --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise UnmixError(f"{out} exists and is not a folder")
+    if out.exists() and src.exists() and out.resolve() in (src.resolve(), *src.resolve().parents):
+        raise UnmixError(f"{out} holds the source weights; write the model folder elsewhere")
+
+
+def _write_folder(out, write):
+    """Run `write(tmp)` on a fresh folder beside `out`, then swap it into place.
+
+    A failure leaves `out` as it was (absent or the previous model folder).
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    old = None
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
+        write(tmp)
+        if out.exists():
+            old = tmp.with_suffix(".old")
+            os.rename(out, old)
+        os.rename(tmp, out)
+    except OSError as exc:
+        if old is not None and old.exists() and not out.exists():
+            os.rename(old, out)
+        raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
