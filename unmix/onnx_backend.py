@@ -54,47 +54,45 @@ class _Graph:
         return name
 
 
-def build_onnx(model):
+STAGES = ("full", "encoder", "lstm", "decoder")
+
+
+def build_onnx(model, stage="full"):
     """The ONNX model of `model` (an `OpenUnmix`) for inference, checked with onnx.checker.
 
-    Input ``mix`` and output ``target``: ``(nb_samples, nb_channels, nb_bins, nb_frames)``
-    float32, with symbolic nb_samples and nb_frames.
+    Args:
+        stage: "full": input ``mix``, output ``target``, both ``(nb_samples, nb_channels, nb_bins,
+            nb_frames)``. The three stages of `OpenUnmix.encode/recur/decode` for long tracks:
+            "encoder" ``mix`` -> ``features`` ``(nb_frames, nb_samples, hidden_size)``;
+            "lstm" ``features`` -> ``lstm_out`` ``(nb_frames, nb_samples, 2 * hidden_size)``;
+            "decoder" ``lstm_out``, ``mix`` -> ``target``. nb_samples and nb_frames are symbolic.
     """
     import onnx
     from onnx import TensorProto, helper
 
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage}")
     cfg, p = model.config, model.get_params()
-    c, m, n, s = cfg.nb_channels, cfg.model_bins, cfg.nb_bins, cfg.hidden_size
+    c, n, s = cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     g = _Graph()
-    x = "mix"
-    if m < n:
-        x = g.op("Slice", [x, g.const("crop_start", [0], np.int64), g.const("crop_stop", [m], np.int64),
-                           g.const("crop_axis", [2], np.int64)])
-    x = g.op("Transpose", [x], perm=[3, 0, 1, 2])  # (nb_frames, nb_samples, nb_channels, max_bin)
-    x = g.op("Add", [x, g.const("input_mean", p["input_mean"])])
-    x = g.op("Mul", [x, g.const("input_scale", p["input_scale"])])
-    x = g.op("Reshape", [x, g.const("shape_features", [0, 0, c * m], np.int64)])
-    x = g.op("Tanh", [_fc_bn(g, x, p, "fc1", "bn1")])
+    x = "mix" if stage in ("full", "encoder") else "features" if stage == "lstm" else "lstm_out"
+    if stage in ("full", "encoder"):
+        x = _encoder(g, x, p, cfg)
+    if stage in ("full", "lstm"):
+        x = _lstm(g, x, p, cfg)
+    if stage in ("full", "decoder"):
+        x = _decoder(g, x, p, cfg)
+    output = {"full": "target", "encoder": "features", "lstm": "lstm_out", "decoder": "target"}[stage]
+    g.nodes.append(helper.make_node("Identity", [x], [output], name="output"))
 
-    skip = x
-    for layer in range(cfg.nb_layers):
-        x = _lstm_layer(g, x, p, layer, cfg)
-    x = g.op("Concat", [skip, x], axis=2)  # (nb_frames, nb_samples, 2 * hidden_size)
-
-    x = g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
-    x = _fc_bn(g, x, p, "fc3", "bn3")
-    x = g.op("Reshape", [x, g.const("shape_bins", [0, 0, c, n], np.int64)])
-    x = g.op("Mul", [x, g.const("output_scale", p["output_scale"])])
-    x = g.op("Add", [x, g.const("output_mean", p["output_mean"])])
-    x = g.op("Transpose", [x], perm=[1, 2, 3, 0])  # back to (nb_samples, nb_channels, nb_bins, nb_frames)
-    x = g.op("Relu", [x])
-    g.nodes.append(helper.make_node("Mul", [x, "mix"], ["target"], name="mask_times_mix"))
-
-    dims = ["nb_samples", c, n, "nb_frames"]
+    mix_dims = ["nb_samples", c, n, "nb_frames"]
+    dims = {"mix": mix_dims, "target": mix_dims, "features": ["nb_frames", "nb_samples", s],
+            "lstm_out": ["nb_frames", "nb_samples", 2 * s]}
+    inputs = {"full": ["mix"], "encoder": ["mix"], "lstm": ["features"], "decoder": ["lstm_out", "mix"]}[stage]
     graph = helper.make_graph(
-        g.nodes, "open_unmix",
-        [helper.make_tensor_value_info("mix", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("target", TensorProto.FLOAT, dims)],
+        g.nodes, f"open_unmix_{stage}",
+        [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, dims[output])],
         initializer=g.initializers,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
@@ -102,6 +100,40 @@ def build_onnx(model):
     helper.set_model_props(proto, {CONFIG_KEY: json.dumps(cfg.to_dict())})
     onnx.checker.check_model(proto)
     return proto
+
+
+def _encoder(g, x, p, cfg):
+    """mix -> crop -> standardise -> fc1/bn1 -> tanh: ``(nb_frames, nb_samples, hidden_size)``."""
+    c, m, n = cfg.nb_channels, cfg.model_bins, cfg.nb_bins
+    if m < n:
+        x = g.op("Slice", [x, g.const("crop_start", [0], np.int64), g.const("crop_stop", [m], np.int64),
+                           g.const("crop_axis", [2], np.int64)])
+    x = g.op("Transpose", [x], perm=[3, 0, 1, 2])  # (nb_frames, nb_samples, nb_channels, max_bin)
+    x = g.op("Add", [x, g.const("input_mean", p["input_mean"])])
+    x = g.op("Mul", [x, g.const("input_scale", p["input_scale"])])
+    x = g.op("Reshape", [x, g.const("shape_features", [0, 0, c * m], np.int64)])
+    return g.op("Tanh", [_fc_bn(g, x, p, "fc1", "bn1")])
+
+
+def _lstm(g, x, p, cfg):
+    """Stacked LSTM and skip connection: -> ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+    skip = x
+    for layer in range(cfg.nb_layers):
+        x = _lstm_layer(g, x, p, layer, cfg)
+    return g.op("Concat", [skip, x], axis=2)
+
+
+def _decoder(g, x, p, cfg):
+    """fc2/bn2 -> relu -> fc3/bn3 -> output scaling -> relu -> * mix."""
+    c, n = cfg.nb_channels, cfg.nb_bins
+    x = g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
+    x = _fc_bn(g, x, p, "fc3", "bn3")
+    x = g.op("Reshape", [x, g.const("shape_bins", [0, 0, c, n], np.int64)])
+    x = g.op("Mul", [x, g.const("output_scale", p["output_scale"])])
+    x = g.op("Add", [x, g.const("output_mean", p["output_mean"])])
+    x = g.op("Transpose", [x], perm=[1, 2, 3, 0])  # back to (nb_samples, nb_channels, nb_bins, nb_frames)
+    x = g.op("Relu", [x])
+    return g.op("Mul", [x, "mix"])
 
 
 def _fc_bn(g, x, p, fc, bn):
@@ -140,40 +172,74 @@ class OnnxModel:
         model_or_path: an `OpenUnmix`, an ``onnx.ModelProto`` from `build_onnx`, or the path
             of a ``.onnx`` file written by `export`.
         nb_threads: intra-op threads (default: all CPU cores).
+
+    Built from an `OpenUnmix`, it also offers the staged `encode` / `recur` / `decode` that the
+    Separator uses for long tracks (three small sessions, made on first use).
     """
 
     def __init__(self, model_or_path, nb_threads=None):
-        import onnxruntime as ort
-
-        if isinstance(model_or_path, OpenUnmix):
-            model_or_path = build_onnx(model_or_path)
+        self.nb_threads = nb_threads
+        self._model = model_or_path if isinstance(model_or_path, OpenUnmix) else None
+        if self._model is not None:
+            model_or_path = build_onnx(self._model)
         if isinstance(model_or_path, (str, os.PathLike)):
             label = source = str(model_or_path)
             if not Path(source).is_file():
                 raise UnmixError(f"no ONNX model at {source}")
         else:
             label, source = "(in memory)", model_or_path.SerializeToString()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = nb_threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for unreadable files
-            raise UnmixError(f"cannot load ONNX model {label}: {str(exc).splitlines()[0]}") from None
+        self.session = _session(source, label, nb_threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if CONFIG_KEY not in meta:
             raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
         self.config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+        self._stages = {}
 
     def __call__(self, mag):
         """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
+        return self.session.run(["target"], {"mix": self._check_mag(mag)})[0]
+
+    def encode(self, mag):
+        """Like `OpenUnmix.encode`: -> ``(nb_frames, nb_samples, hidden_size)``."""
+        return self._stage("encoder").run(["features"], {"mix": self._check_mag(mag)})[0]
+
+    def recur(self, features):
+        """Like `OpenUnmix.recur`: -> ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+        return self._stage("lstm").run(["lstm_out"], {"features": np.ascontiguousarray(features, np.float32)})[0]
+
+    def decode(self, features, mag):
+        """Like `OpenUnmix.decode`: features of `recur` + mixture magnitude -> target magnitude."""
+        feeds = {"lstm_out": np.ascontiguousarray(features, np.float32), "mix": self._check_mag(mag)}
+        return self._stage("decoder").run(["target"], feeds)[0]
+
+    def _stage(self, stage):
+        if stage not in self._stages:
+            if self._model is None:
+                raise UnmixError("staged inference needs the model parameters: build OnnxModel from an OpenUnmix")
+            proto = build_onnx(self._model, stage)
+            self._stages[stage] = _session(proto.SerializeToString(), stage, self.nb_threads)
+        return self._stages[stage]
+
+    def _check_mag(self, mag):
         cfg = self.config
         if mag.ndim != 4 or mag.shape[1:3] != (cfg.nb_channels, cfg.nb_bins):
             raise UnmixError(f"model expects (nb_samples, {cfg.nb_channels} channels, {cfg.nb_bins} bins, "
                              f"nb_frames), got shape {tuple(mag.shape)}")
-        mix = np.ascontiguousarray(mag, dtype=np.float32)
-        return self.session.run(["target"], {"mix": mix})[0]
+        return np.ascontiguousarray(mag, dtype=np.float32)
+
+
+def _session(source, label, nb_threads):
+    """An ONNX Runtime CPU session for a path or serialized model."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = nb_threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types for unreadable files
+        raise UnmixError(f"cannot load ONNX model {label}: {str(exc).splitlines()[0]}") from None
 
 
 # -- export -----------------------------------------------------------------------------------

@@ -82,8 +82,7 @@ class Separator:
         out = {}
         for name, est in estimates.items():
             est = np.stack([_fit_length(audio_io.resample(e, self.sample_rate, rate), length) for e in est])
-            if nb_channels_in != est.shape[1]:  # back to the input's channel count
-                est = np.repeat(est, nb_channels_in, axis=1) if est.shape[1] == 1 else est
+            est = _fit_channels_back(est, nb_channels_in)
             out[name] = est if batched else est[0]
         return out
 
@@ -161,8 +160,80 @@ class Separator:
             raise UnmixError("audio contains NaN or infinite samples")
 
 
+def _fit_channels_back(estimate, nb_channels):
+    """``(nb_samples, model channels, nb_timesteps)`` back to the input's mono or stereo layout
+    (a downmixed multichannel input keeps the model's channels)."""
+    if nb_channels == estimate.shape[1] or nb_channels > 2:
+        return estimate
+    if nb_channels == 1:
+        return estimate.mean(axis=1, keepdims=True)
+    return np.repeat(estimate, nb_channels, axis=1)
+
+
 def _fit_length(audio, length):
     """Cut or zero-pad ``(..., nb_timesteps)`` to exactly `length` (resampling may be a sample off)."""
     if audio.shape[-1] >= length:
         return audio[..., :length]
     return np.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(0, length - audio.shape[-1])])
+
+
+def load_separator(model=None, targets=None, niter=1, softmask=False, residual=None, wiener_win_len=300,
+                   backend="auto", nb_threads=None):
+    """A `Separator` for a registry name or a model folder.
+
+    Args:
+        model: registry name (see `unmix.pretrained`) or model folder; None: the default model.
+        targets: subset of the folder's targets (None: all).
+        backend: 'onnx' (ONNX Runtime, fast on CPU), 'nnabla', or 'auto' (onnx when installed).
+        nb_threads: CPU threads for the onnx backend (None: all cores).
+    """
+    from unmix import pretrained
+    from unmix.model import load_target, read_separator_json
+
+    folder = pretrained.resolve_model(model)
+    meta = read_separator_json(folder)
+    targets = list(targets or meta["targets"])
+    unknown = [t for t in targets if t not in meta["targets"]]
+    if unknown:
+        raise UnmixError(f"model {folder} has no target {', '.join(unknown)} (it has {', '.join(meta['targets'])})")
+    backend = _pick_backend(backend)
+    models = {}
+    for target in targets:
+        net = load_target(folder, target)
+        if backend == "onnx":
+            from unmix.onnx_backend import OnnxModel
+
+            net = OnnxModel(net, nb_threads=nb_threads)
+        models[target] = net
+    return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
+                     softmask=softmask, residual=residual, wiener_win_len=wiener_win_len)
+
+
+def _pick_backend(backend):
+    if backend not in ("auto", "onnx", "nnabla"):
+        raise UnmixError(f"unknown backend '{backend}': use auto, onnx or nnabla")
+    if backend == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "nnabla"
+        return "onnx"
+    return backend
+
+
+def separate(audio, rate, model=None, targets=None, niter=1, softmask=False, residual=None, wiener_win_len=300,
+             backend="auto", downmix=False, separator=None):
+    """Separate a mixture into its targets.
+
+    Args:
+        audio: ``(nb_channels, nb_timesteps)`` or ``(nb_samples, nb_channels, nb_timesteps)`` float.
+        rate: its sample rate (resampled to the model's and back).
+        model: registry name or model folder (None: the default model); ignored if `separator` is given.
+        separator: a `Separator` to reuse (models loaded once).
+
+    Returns:
+        target -> estimate, the input's layout and exactly its length.
+    """
+    if separator is None:
+        separator = load_separator(model, targets, niter, softmask, residual, wiener_win_len, backend)
+    return separator.separate(audio, rate, downmix=downmix)

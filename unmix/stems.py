@@ -1,0 +1,135 @@
+"""Files in, stem folders out: what `unmix separate` does for each input file.
+
+Each track is written to a hidden temporary folder beside its destination and renamed
+to ``<outdir>/<track name>/`` only when every stem is on disk, so an error (a full disk,
+Ctrl-C) leaves no half-written track, and an earlier result is replaced only with `force`.
+"""
+import concurrent.futures
+import contextlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from unmix import audio as audio_io
+from unmix.errors import UnmixError
+
+OUTPUT_EXTENSIONS = (".wav", ".flac")
+
+
+def track_name(path):
+    """``song.mp3`` -> ``song``; ``Artist - Title.stem.mp4`` -> ``Artist - Title``."""
+    name = Path(path).name
+    for suffix in (".stem.mp4", ".stem.m4a"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def track_folder(path, outdir):
+    """Where the stems of `path` go."""
+    return Path(outdir) / track_name(path)
+
+
+def separate_file(path, separator, outdir, ext=".wav", start=0.0, duration=None, force=False, downmix=False,
+                  progress=False):
+    """Separate one audio file and write ``<outdir>/<track>/<target><ext>``.
+
+    Returns:
+        the track folder.
+    """
+    if ext not in OUTPUT_EXTENSIONS:
+        raise UnmixError(f"unsupported output extension {ext}: use {' or '.join(OUTPUT_EXTENSIONS)}")
+    dest = track_folder(path, outdir)
+    if dest.exists() and not force:
+        raise UnmixError(f"{dest} exists; use --force to overwrite it")
+    audio, rate = audio_io.load(path, start=start, duration=duration)
+    estimates = separator.separate(audio, rate, downmix=downmix, progress=progress)
+    with _staging_folder(dest) as tmp:
+        for target, estimate in estimates.items():
+            audio_io.save(tmp / f"{target}{ext}", estimate, rate)
+    return dest
+
+
+@contextlib.contextmanager
+def _staging_folder(dest):
+    """A temporary folder next to `dest` that replaces `dest` on success and vanishes on error."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():  # --force: swap, then drop the old result
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            dest.rename(old / dest.name)
+            tmp.rename(dest)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def separate_files(paths, separator_options, file_options, jobs=1):
+    """Separate every file, one failure not stopping the others.
+
+    Args:
+        separator_options: keyword arguments of `unmix.load_separator`.
+        file_options: keyword arguments of `separate_file` (outdir, ext, start, ...).
+        jobs: files processed in parallel worker processes.
+
+    Returns:
+        the number of files that failed (each reported on stderr in one line).
+    """
+    from unmix.separator import load_separator
+
+    separator = load_separator(**separator_options)  # a bad model fails here, once, before any file
+    if jobs <= 1 or len(paths) == 1:
+        failures = 0
+        for path in paths:
+            error = _user_error(lambda: separate_file(path, separator, progress=True, **file_options))
+            failures += _report(path, error, file_options["outdir"])
+        return failures
+    with concurrent.futures.ProcessPoolExecutor(jobs, initializer=_init_worker,
+                                                initargs=(separator_options,)) as pool:
+        futures = {pool.submit(_worker_separate, p, file_options): p for p in paths}
+        done = tqdm(concurrent.futures.as_completed(futures), total=len(futures), unit="file", desc="separating")
+        return sum(_report(futures[f], f.result(), file_options["outdir"]) for f in done)
+
+
+def _report(path, error, outdir):
+    """Print one line for `path`: where its stems went, or its error. Returns 1 on error."""
+    if error:
+        tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+        return 1
+    tqdm.write(f"wrote {track_folder(path, outdir)}")
+    return 0
+
+
+def _user_error(work):
+    """Run `work()`; None on success, else the one-line message of an error a user can cause."""
+    try:
+        work()
+        return None
+    except UnmixError as exc:
+        return str(exc)
+    except OSError as exc:  # e.g. a full disk or a read-only folder while writing
+        return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+
+
+_WORKER_SEPARATOR = None
+
+
+def _init_worker(separator_options):
+    global _WORKER_SEPARATOR
+    from unmix.separator import load_separator
+
+    options = dict(separator_options, nb_threads=1)
+    _WORKER_SEPARATOR = load_separator(**options)
+
+
+def _worker_separate(path, file_options):
+    """In a worker: separate `path`; returns None on success or the error line."""
+    return _user_error(lambda: separate_file(path, _WORKER_SEPARATOR, **file_options))
