@@ -268,7 +268,8 @@ def resolve_model(model=DEFAULT_MODEL, cache_dir=None, base_url=None, progress=T
     """The model folder for `model`: a local folder, or a registry name (downloaded once).
 
     Args:
-        model: a model folder (has separator.json) or a name from `MODELS`.
+        model: a model folder (has separator.json) or a name from `MODELS`; an existing
+            path wins over a name (as in open-unmix), so ``./umx`` is a folder, never the registry.
         cache_dir: overrides the cache location (see `cache_root`).
         base_url: fetch files from ``<base_url>/<file name>`` instead of their publisher
             (a mirror, or a local test server); default $UNMIX_MODEL_URL, else the table's URLs.
