@@ -27,6 +27,7 @@ def atomic_path(path, suffix=None):
     suffix = path.suffix if suffix is None else suffix
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get the usual permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -34,3 +35,16 @@ def atomic_path(path, suffix=None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent, name):
+    """A hidden temporary folder ``.<name>.XXXX.part`` in `parent`, with the usual permissions."""
+    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
+    return Path(tmp)

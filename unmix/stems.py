@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from unmix import audio as audio_io
-from unmix.errors import UnmixError
+from unmix.errors import UnmixError, make_temp_dir
 
 OUTPUT_EXTENSIONS = (".wav", ".flac")
 
@@ -45,6 +45,7 @@ def separate_file(path, separator, outdir, ext=".wav", start=0.0, duration=None,
     dest = track_folder(path, outdir)
     if dest.exists() and not force:
         raise UnmixError(f"{dest} exists; use --force to overwrite it")
+    dest.parent.mkdir(parents=True, exist_ok=True)  # an unwritable outdir fails before the work
     audio, rate = audio_io.load(path, start=start, duration=duration)
     estimates = separator.separate(audio, rate, downmix=downmix, progress=progress)
     with _staging_folder(dest) as tmp:
@@ -57,7 +58,7 @@ def separate_file(path, separator, outdir, ext=".wav", start=0.0, duration=None,
 def _staging_folder(dest):
     """A temporary folder next to `dest` that replaces `dest` on success and vanishes on error."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    tmp = make_temp_dir(dest.parent, dest.name)
     try:
         yield tmp
         if dest.exists():  # --force: swap, then drop the old result
@@ -102,7 +103,8 @@ def separate_files(paths, separator_options, file_options, jobs=1):
 def _report(path, error, outdir):
     """Print one line for `path`: where its stems went, or its error. Returns 1 on error."""
     if error:
-        tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+        where = "" if str(path) in error else f"{path}: "
+        tqdm.write(f"error: {where}{error}", file=sys.stderr)
         return 1
     tqdm.write(f"wrote {track_folder(path, outdir)}")
     return 0

@@ -1,0 +1,169 @@
+"""`unmix separate` end to end on a tiny model: outputs, options and every bad input."""
+import errno
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import RATE, TARGETS, tone
+from unmix import audio as audio_io
+from unmix.cli import main
+
+
+def run(*argv):
+    return main(["separate", *map(str, argv)])
+
+
+def stems_of(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_writes_four_stems_with_input_length(tiny_model, song, tmp_path):
+    assert run(song, "--model", tiny_model, "--outdir", tmp_path / "out") == 0
+    folder = tmp_path / "out" / "song"
+    assert stems_of(folder) == sorted(f"{t}.wav" for t in TARGETS)
+    mix, _ = sf.read(song, always_2d=True)
+    for target in TARGETS:
+        est, rate = sf.read(folder / f"{target}.wav", always_2d=True)
+        assert rate == RATE and est.shape == mix.shape and np.all(np.isfinite(est))
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")], "no temporary folders left"
+
+
+def test_options_targets_residual_flac_and_span(tiny_model, song, tmp_path):
+    code = run(song, "--model", tiny_model, "--outdir", tmp_path, "--targets", "vocals", "--residual",
+               "accompaniment", "--ext", ".flac", "--start", "0.25", "--duration", "0.5", "--niter", "2")
+    assert code == 0
+    folder = tmp_path / "song"
+    assert stems_of(folder) == ["accompaniment.flac", "vocals.flac"]
+    vocals, rate = sf.read(folder / "vocals.flac")
+    assert rate == RATE and vocals.shape == (RATE // 2, 2)
+    accompaniment, _ = sf.read(folder / "accompaniment.flac")
+    mix = tone()[:, RATE // 4: RATE // 4 + RATE // 2].T
+    err = np.sum((vocals + accompaniment - mix) ** 2) / np.sum(mix**2)
+    assert err < 1e-3, "target + residual add up to the mixture"
+
+
+def test_mp3_and_mono_and_other_rate(tiny_model, tmp_path):
+    wav = tmp_path / "mono.wav"
+    sf.write(wav, tone(1.0, nb_channels=1, rate=22050).T, 22050)
+    mp3 = tmp_path / "song.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav), str(mp3)], check=True)
+    assert run(wav, mp3, "--model", tiny_model, "--outdir", tmp_path / "out", "--niter", "0") == 0
+    est, rate = sf.read(tmp_path / "out" / "mono" / "drums.wav", always_2d=True)
+    assert rate == 22050 and est.shape == (22050, 1)  # the input's rate, channels and length
+    est, rate = sf.read(tmp_path / "out" / "song" / "bass.wav", always_2d=True)
+    assert rate == 22050 and est.shape[1] == 1
+
+
+def test_silence_gives_silent_stems(tiny_model, tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros((RATE, 2), np.float32), RATE)
+    assert run(path, "--model", tiny_model, "--outdir", tmp_path / "out") == 0
+    est, _ = sf.read(tmp_path / "out" / "silence" / "vocals.wav")
+    assert np.all(est == 0)
+
+
+def bad_file(tmp_path, kind):
+    path = tmp_path / f"{kind}.wav"
+    if kind == "missing":
+        return path
+    if kind == "not_audio":
+        path.write_text("this is not audio")
+    elif kind == "empty":
+        sf.write(path, np.zeros((0, 2), np.float32), RATE)
+    elif kind == "too_short":
+        sf.write(path, np.zeros((100, 2), np.float32), RATE)
+    elif kind == "nan":
+        data = tone().T.copy()
+        data[100] = np.nan
+        sf.write(path, data, RATE, subtype="FLOAT")
+    elif kind == "six_channels":
+        sf.write(path, np.zeros((RATE, 6), np.float32), RATE)
+    return path
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("missing", "no such file"), ("not_audio", "not"), ("empty", "empty"), ("too_short", "too short"),
+    ("nan", "NaN"), ("six_channels", "6 channels"),
+])
+def test_bad_input_one_line_and_no_output(tiny_model, tmp_path, capsys, kind, message):
+    path = bad_file(tmp_path, kind)
+    assert run(path, "--model", tiny_model, "--outdir", tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message.lower() in err[0].lower()
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_downmix_accepts_many_channels(tiny_model, tmp_path):
+    path = tmp_path / "surround.wav"
+    sf.write(path, np.repeat(tone(), 3, axis=0).T, RATE)
+    assert run(path, "--model", tiny_model, "--outdir", tmp_path / "out", "--downmix") == 0
+    est, _ = sf.read(tmp_path / "out" / "surround" / "other.wav", always_2d=True)
+    assert est.shape == (RATE, 2)
+
+
+def test_one_failure_does_not_stop_the_others(tiny_model, song, tmp_path, capsys):
+    code = run(tmp_path / "missing.wav", song, "--model", tiny_model, "--outdir", tmp_path / "out")
+    assert code == 1
+    assert stems_of(tmp_path / "out" / "song") == sorted(f"{t}.wav" for t in TARGETS)
+    assert "missing.wav" in capsys.readouterr().err
+
+
+def test_existing_output_kept_unless_force(tiny_model, song, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "song").mkdir(parents=True)
+    (out / "song" / "vocals.wav").write_text("earlier result")
+    assert run(song, "--model", tiny_model, "--outdir", out) == 1
+    assert "--force" in capsys.readouterr().err
+    assert (out / "song" / "vocals.wav").read_text() == "earlier result"
+    assert run(song, "--model", tiny_model, "--outdir", out, "--force") == 0
+    assert sf.info(out / "song" / "vocals.wav").frames == RATE
+
+
+def test_disk_full_leaves_nothing_half_written(tiny_model, song, tmp_path, capsys, monkeypatch):
+    real_save, calls = audio_io.save, []
+
+    def save_then_fail(path, audio, rate, subtype=None):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, audio, rate, subtype)
+
+    monkeypatch.setattr(audio_io, "save", save_then_fail)
+    out = tmp_path / "out"
+    assert run(song, "--model", tiny_model, "--outdir", out) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert list(out.iterdir()) == [], "neither the track folder nor its temporary folder remains"
+
+
+def test_unwritable_outdir(tiny_model, song, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert run(song, "--model", tiny_model, "--outdir", blocker / "out") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Not a directory" in err and len(err.splitlines()) == 1
+
+
+def test_bad_model_folder(song, tmp_path, capsys):
+    assert run(song, "--model", tmp_path) == 1
+    assert "not a model folder" in capsys.readouterr().err
+
+
+def test_jobs_in_parallel(tiny_model, tmp_path):
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"s{i}.wav")
+        sf.write(paths[-1], tone(0.5).T * (i + 1), RATE)
+    assert run(*paths, "--model", tiny_model, "--outdir", tmp_path / "out", "--jobs", "2", "--niter", "0") == 0
+    assert all(stems_of(tmp_path / "out" / f"s{i}") for i in range(2))
+
+
+def test_help_and_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and "unmix 0.1.0" in capsys.readouterr().out
+    assert main([]) == 2
+    out = subprocess.run([sys.executable, "-m", "unmix", "separate", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--wiener-win-len" in out.stdout
