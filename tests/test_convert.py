@@ -141,6 +141,19 @@ def test_cli_published_names_and_defaults(tmp_path, capsys):
     assert model.read_separator_json(tmp_path / "all")["targets"] == ["drums", "vocals"]
 
 
+def test_separator_state_dict(tmp_path):
+    # torch.save(separator.state_dict()): every target in one file, with the STFT window and rate
+    _, _, mag, ref = load_case("one_layer")
+    out = convert.convert(FIXTURES / "parity_separator.pth", tmp_path / "sep")
+    meta = model.read_separator_json(out)
+    assert meta["targets"] == ["bass", "drums"]
+    assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"]) == (16000, 512, 128)
+    for target in ("bass", "drums"):
+        assert_matches_reference(model.load_target(out, target), mag, ref)
+    out = convert.convert(FIXTURES / "parity_separator.pth", tmp_path / "drums", targets=["drums"])
+    assert model.read_separator_json(out)["targets"] == ["drums"]
+
+
 def test_existing_output_needs_force(tmp_path, capsys):
     src = torch_folder(tmp_path / "src")
     out = tmp_path / "out"

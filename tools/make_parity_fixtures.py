@@ -14,6 +14,8 @@ Writes into tests/fixtures/:
   ``(nb_samples, nb_channels, nb_bins, nb_frames)``.
 - ``parity_stereo_bi.pth``: the state dict of the ``stereo_bi`` case saved by
   ``torch.save``, to convert end to end through ``unmix convert``.
+- ``parity_separator.pth``: the state dict of an open-unmix ``Separator`` (16 kHz,
+  n_fft 512, n_hop 128) holding the ``one_layer`` model as targets 'bass' and 'drums'.
 - ``parity_pth_zip.pth`` / ``parity_pth_legacy.pth``: a few tensors of several dtypes
   (with a transposed view, an offset slice and a Parameter) saved in torch's zip and
   legacy formats; ``parity_pth_chkpnt.pth`` wraps them as open-unmix's train.py writes
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from openunmix.model import OpenUnmix
+from openunmix.model import OpenUnmix, Separator
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -72,6 +74,11 @@ def make_case(name, kwargs, nb_samples, nb_frames, seed):
     with torch.no_grad():
         out = model(mag)
     sd = model.state_dict()
+    if name == "stereo_bi":
+        torch.save(sd, OUT / "parity_stereo_bi.pth")
+    if name == "one_layer":
+        separator = Separator({"bass": model, "drums": model}, sample_rate=16000, n_fft=512, n_hop=128)
+        torch.save(separator.state_dict(), OUT / "parity_separator.pth")
     arrays = {f"sd/{k}": v.numpy() for k, v in sd.items()}
     np.savez_compressed(
         OUT / f"parity_{name}.npz",
@@ -81,7 +88,6 @@ def make_case(name, kwargs, nb_samples, nb_frames, seed):
         **arrays,
     )
     print(f"parity_{name}: max|out| {out.abs().max():.3f}, zeros {(out == 0).float().mean():.2f}")
-    return sd
 
 
 def pth_tensors():
@@ -128,9 +134,7 @@ def make_pth_fixtures():
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for seed, (name, (kwargs, nb_samples, nb_frames)) in enumerate(CASES.items()):
-        sd = make_case(name, kwargs, nb_samples, nb_frames, seed)
-        if name == "stereo_bi":
-            torch.save(sd, OUT / "parity_stereo_bi.pth")
+        make_case(name, kwargs, nb_samples, nb_frames, seed)
     make_pth_fixtures()
     total = sum(p.stat().st_size for p in OUT.glob("parity_*"))
     print(f"parity fixtures: {total / 1e6:.2f} MB")

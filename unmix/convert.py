@@ -8,6 +8,7 @@ Sources (see `find_checkpoints`):
   ``<target>.chkpnt`` ({'state_dict': ...}) is used where no ``.pth`` exists;
 - published files named ``<target>-<hash8>.pth`` (torch hub names, e.g.
   ``vocals-b62c91ce.pth``), in a folder or given one by one;
+- the state dict of a whole open-unmix ``Separator`` (every target in one file);
 - Sony's NNabla UMX ``.h5`` parameter files (one file with ``vocals/fc1/affine/W``, ...
   for every target, or one file per target), or a folder of them.
 
@@ -22,6 +23,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -36,6 +38,9 @@ DEFAULT_N_HOP = 1024
 # Parts of older open-unmix models that live in the separator here: v1.0 models held
 # their own STFT window (twice: as `stft` and as `transform.0`) and sample-rate buffer.
 IGNORED_TORCH_KEYS = ("stft.window", "transform.0.window", "sample_rate")
+# a whole open-unmix Separator's state dict: its targets' models, and its own STFT parts
+SEPARATOR_PREFIX = "target_models."
+SEPARATOR_KEYS = ("sample_rate", "stft.window", "istft.window")
 TORCH_SUFFIXES = (".pth", ".pt", ".chkpnt")
 # <target>.pth, or torch hub's <target>-<first 8 hex digits of sha256>.pth (umxse uses '_')
 _NAME = re.compile(r"^(?P<target>.+?)(?:[-_][0-9a-f]{8})?$")
@@ -294,63 +299,107 @@ def _first(mappings, *keys):
     return None
 
 
-def signal_params(folder, configs, target_jsons, state_rates):
+def signal_params(folder, models):
     """(sample_rate, n_fft, n_hop) from ``separator.json``, ``<target>.json`` args, the weights, or defaults.
 
     open-unmix writes ``separator.json`` as {sample_rate, nfft, nhop, nb_channels} and
-    keeps its training arguments (nfft, nhop, ...) under "args" of ``<target>.json``.
+    keeps its training arguments (nfft, nhop, ...) under "args" of ``<target>.json``;
+    older models and Separator state dicts carry their sample rate and STFT window.
+    Without any of these: 44100 Hz, n_fft from the number of bins (4096 for 2049), n_hop n_fft / 4.
+
+    Args:
+        folder: where ``separator.json`` may lie.
+        models: target -> `Converted`.
     """
     sep_path = Path(folder) / "separator.json"
     sep = _read_json(sep_path) if sep_path.is_file() else {}
-    sources = [sep] + [j.get("args") for j in target_jsons.values() if isinstance(j, dict)]
-    nb_bins = {c.nb_bins for c in configs.values()}
+    histories = [m.history.get("args") for m in models.values() if isinstance(m.history, dict)]
+    stored = [m.stored for m in models.values()]
+    nb_bins = {m.config.nb_bins for m in models.values()}
     if len(nb_bins) != 1:
         raise UnmixError(f"targets have different numbers of bins {sorted(nb_bins)}: they need one STFT")
     nb_bins = nb_bins.pop()
-    n_fft = int(_first(sources, "n_fft", "nfft") or 2 * (nb_bins - 1))
-    n_hop = int(_first(sources, "n_hop", "nhop") or n_fft // 4)
-    stored_rate = next(iter(state_rates.values()), None)
-    rate = _first([sep], "sample_rate", "rate") or stored_rate or DEFAULT_SAMPLE_RATE
+    n_fft = int(_first([sep, *histories, *stored], "n_fft", "nfft") or 2 * (nb_bins - 1))
+    n_hop = int(_first([sep, *histories], "n_hop", "nhop") or n_fft // 4)
+    rate = float(_first([sep, *stored], "sample_rate", "rate") or DEFAULT_SAMPLE_RATE)
     if n_fft // 2 + 1 != nb_bins:
         raise UnmixError(f"weights have {nb_bins} frequency bins but n_fft {n_fft} gives {n_fft // 2 + 1}")
     channels = _first([sep], "nb_channels")
-    for target, config in configs.items():
-        if channels is not None and int(channels) != config.nb_channels:
-            raise UnmixError(f"{sep_path} says {channels} channels, the '{target}' weights have {config.nb_channels}")
-    return float(rate), n_fft, n_hop
+    for target, m in models.items():
+        if channels is not None and int(channels) != m.config.nb_channels:
+            raise UnmixError(f"{sep_path} says {channels} channels, the '{target}' weights have {m.config.nb_channels}")
+    return rate, n_fft, n_hop
 
 
 # -- the whole conversion --------------------------------------------------------------------
+class Converted(NamedTuple):
+    """One target's converted weights."""
+
+    config: umx.ModelConfig
+    params: dict  # name -> float32 array, as unmix.model.param_shapes
+    history: Optional[dict]  # the training's <target>.json, kept beside the weights
+    stored: dict  # signal parameters found in the weights: sample_rate, n_fft
+
+
+def _torch_state_dicts(files):
+    """target -> (file, state dict, stored signal parameters) of torch checkpoint files.
+
+    A file normally holds one target's ``OpenUnmix``; the state dict of a whole
+    open-unmix ``Separator`` holds every target under ``target_models.<target>.``.
+    """
+    out = {}
+    for file_target, path in files.items():
+        sd = pth.load_state_dict(path)
+        stored = {}
+        if "sample_rate" in sd and sd["sample_rate"].size == 1:
+            stored["sample_rate"] = float(sd["sample_rate"])
+        if "stft.window" in sd and sd["stft.window"].ndim == 1:
+            stored["n_fft"] = int(sd["stft.window"].shape[0])
+        parts = {file_target: sd}
+        if any(k.startswith(SEPARATOR_PREFIX) for k in sd):
+            parts = {}
+            for key, value in sd.items():
+                if key.startswith(SEPARATOR_PREFIX):
+                    target, _, name = key[len(SEPARATOR_PREFIX):].partition(".")
+                    parts.setdefault(target, {})[name] = value
+                elif key not in SEPARATOR_KEYS:
+                    raise UnmixError(f"{path.name}: unknown key {key} in a Separator state dict")
+        for target, part in parts.items():
+            if target in out:
+                raise UnmixError(f"two checkpoints for target '{target}': {out[target][0].name} and {path.name}")
+            out[target] = (path, part, stored)
+    return out
+
+
 def load_sources(src, targets=None):
-    """Read and map every target's weights found at `src`.
+    """Read and map the weights of every target found at `src` (or of `targets`).
 
     Returns:
-        target -> (ModelConfig, params, training json or None), and target -> sample
-        rate stored in the weights (old open-unmix models kept one).
+        target -> `Converted`.
     """
     src = Path(src)
     kind, found = find_checkpoints(src)
+    if kind == "torch":
+        found = _torch_state_dicts(found)
     if targets:
         absent = [t for t in targets if t not in found]
         if absent:
             raise UnmixError(f"no weights for {', '.join(absent)} in {src} (found: {', '.join(sorted(found))})")
         found = {t: found[t] for t in targets}
     folder = src if src.is_dir() else src.parent
-    models, rates = {}, {}
+    models = {}
     for target, item in found.items():
         if kind == "nnabla":
-            models[target] = (*nnabla_to_params(item), None)
+            models[target] = Converted(*nnabla_to_params(item), None, {})
             continue
-        sd = pth.load_state_dict(item)
+        path, sd, stored = item
         try:
             config, params = state_dict_to_params(sd)
         except UnmixError as exc:
-            raise UnmixError(f"{item.name}: {exc}") from None
-        if sd.get("sample_rate") is not None and sd["sample_rate"].size == 1:
-            rates[target] = float(sd["sample_rate"])
+            raise UnmixError(f"{path.name}: {exc}") from None
         json_path = folder / f"{target}.json"
-        models[target] = (config, params, _read_json(json_path) if json_path.is_file() else None)
-    return models, rates
+        models[target] = Converted(config, params, _read_json(json_path) if json_path.is_file() else None, stored)
+    return models
 
 
 def convert(src, out, targets=None, force=False):
@@ -367,15 +416,13 @@ def convert(src, out, targets=None, force=False):
     """
     src, out = Path(src), Path(out)
     _check_out(src, out, force)
-    models, rates = load_sources(src, targets)
-    configs = {t: m[0] for t, m in models.items()}
-    folder = src if src.is_dir() else src.parent
-    rate, n_fft, n_hop = signal_params(folder, configs, {t: m[2] for t, m in models.items()}, rates)
+    models = load_sources(src, targets)
+    rate, n_fft, n_hop = signal_params(src if src.is_dir() else src.parent, models)
 
     def write(tmp):
-        for target, (config, params, extra) in models.items():
-            umx.save_target(tmp, target, umx.OpenUnmix(config, params), extra_json=extra)
-        umx.write_separator_json(tmp, configs, rate, n_fft, n_hop)
+        for target, m in models.items():
+            umx.save_target(tmp, target, umx.OpenUnmix(m.config, m.params), extra_json=m.history)
+        umx.write_separator_json(tmp, {t: m.config for t, m in models.items()}, rate, n_fft, n_hop)
 
     _write_folder(out, write)
     return out
