@@ -112,6 +112,14 @@ def test_tensor_outside_its_storage_is_refused(tmp_path, numel, offset, size, st
         pth.load(path)
 
 
+def test_tensor_cannot_be_rewritten_after_its_checks(tmp_path):
+    # BUILD on the built tensor would set a size that its storage cannot hold
+    data = _tensor_pickle(4, 0, (2,), (1,))[:-2] + b"(Vsize\n(I1000000\ntdbu."
+    path = _zip_pth(tmp_path / "build.pth", data, {"0": np.zeros(4, "<f4").tobytes()})
+    with pytest.raises(UnmixError, match="tries to modify a tensor"):
+        pth.load(path)
+
+
 def test_storage_shorter_than_declared_is_refused(tmp_path):
     path = _zip_pth(tmp_path / "short.pth", _tensor_pickle(10, 0, (10,), (1,)), {"0": b"\0" * 16})
     with pytest.raises(UnmixError, match="has 4 elements, 10 expected"):

@@ -31,9 +31,7 @@ from unmix import model as umx
 from unmix import pth
 from unmix.errors import UnmixError
 
-DEFAULT_SAMPLE_RATE = 44100.0
-DEFAULT_N_FFT = 4096
-DEFAULT_N_HOP = 1024
+DEFAULT_SAMPLE_RATE = 44100.0  # n_fft defaults to what the bins imply (4096 for 2049), n_hop to n_fft / 4
 
 # Parts of older open-unmix models that live in the separator here: v1.0 models held
 # their own STFT window (twice: as `stft` and as `transform.0`) and sample-rate buffer.

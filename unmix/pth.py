@@ -49,7 +49,15 @@ STORAGE_DTYPES = {
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-class _StorageType:
+class _Sealed:
+    """Refuses pickle's BUILD opcode, which would otherwise let a file rewrite a tensor's
+    size or stride after it was checked (and so read past its storage)."""
+
+    def __setstate__(self, state):
+        raise UnmixError("malformed checkpoint: it tries to modify a tensor or storage after building it")
+
+
+class _StorageType(_Sealed):
     """Stands for ``torch.<name>`` (e.g. FloatStorage) inside the pickle."""
 
     def __init__(self, name):
@@ -57,14 +65,14 @@ class _StorageType:
         self.dtype = STORAGE_DTYPES[name]
 
 
-class _StorageRef:
+class _StorageRef(_Sealed):
     """A storage named in the pickle: `numel` elements of `dtype` starting at element `offset` of `key`."""
 
     def __init__(self, key, storage_type, numel, offset=0):
         self.key, self.storage_type, self.numel, self.offset = key, storage_type, numel, offset
 
 
-class _LazyTensor:
+class _LazyTensor(_Sealed):
     """A tensor view (offset, size, stride in elements) into a storage that may not be read yet."""
 
     def __init__(self, storage, offset, size, stride):
@@ -117,12 +125,12 @@ class _Unpickler(pickle.Unpickler):
         if not ok or not isinstance(pid[1], _StorageType) or not isinstance(pid[4], int):
             raise UnmixError(f"malformed checkpoint {self.path}: unexpected persistent id")
         storage_type, key, numel = pid[1], str(pid[2]), pid[4]
-        view = pid[5] if len(pid) == 6 else None
-        if view is None:
-            return _StorageRef(key, storage_type, numel)
-        # very old torch: a view (view_key, offset, size) of storage `key`
-        _, offset, size = view
-        return _StorageRef(key, storage_type, size, offset)
+        offset, view = 0, pid[5] if len(pid) == 6 else None
+        if view is not None:  # very old torch: a view (view_key, offset, size) of storage `key`
+            _, offset, numel = view
+        if not all(isinstance(v, int) and v >= 0 for v in (offset, numel)):
+            raise UnmixError(f"malformed checkpoint {self.path}: bad storage size")
+        return _StorageRef(key, storage_type, numel, offset)
 
 
 def _unpickle(file, path):
