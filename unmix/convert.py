@@ -194,8 +194,9 @@ def nnabla_to_params(named):
     )
     expected = umx.param_shapes(config)
     for name, value in params.items():
-        # vectors and batch-norm statistics differ only in their unit axes
-        if name in expected and not name.endswith("/W") and "lstm" not in name and value.size == np.prod(expected[name]):
+        # vectors and batch-norm parameters differ only in their unit axes; weights must match exactly
+        squeezable = name in expected and not name.endswith("/W") and not name.startswith("lstm/")
+        if squeezable and value.size == np.prod(expected[name]):
             params[name] = value.reshape(expected[name])
     _check_params(config, params, "NNabla parameters")
     return config, params
