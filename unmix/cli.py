@@ -87,11 +87,33 @@ def _run_separate(args):
     return 1 if failures else 0
 
 
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="separate the bundled example song and plot its stems",
+                       description="Separate the bundled 10 s example song with the default model; write "
+                                   "<outdir>/<target>.wav and <outdir>/spectrograms.png.")
+    p.add_argument("--outdir", default="separated/demo", help="output folder (default: separated/demo)")
+    p.add_argument("--model", default=None,
+                   help="registry name or model folder (default: the bundled model unless a published one "
+                        "is cached)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
+                   help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
+    return p
+
+
+def _run_demo(args):
+    from unmix import demo
+
+    for path in demo.run_demo(args.outdir, model=args.model, backend=args.backend).values():
+        print(f"wrote {path}")
+    return 0
+
+
 # (name, add-function, run-function); later stages append here.
 COMMANDS = [
     ("separate", _add_separate, _run_separate),
     ("convert", _add_convert, _run_convert),
     ("export", _add_export, _run_export),
+    ("demo", _add_demo, _run_demo),
 ]
 
 

@@ -38,7 +38,10 @@ from typing import Dict, Optional, Tuple
 
 from unmix.errors import UnmixError, atomic_path
 
-DEFAULT_MODEL = "umxhq"
+DEFAULT_MODEL = "umxhq"  # the published model a user gets by default once it is in the cache
+# A small model trained by this project on synthetic songs (see models/README.md). It ships inside
+# the package, so separation works offline out of the box; a cached DEFAULT_MODEL is preferred.
+BUNDLED_MODEL = Path(__file__).resolve().parent / "data" / "default_model"
 ENV_CACHE = "UNMIX_CACHE"
 ENV_BASE_URL = "UNMIX_MODEL_URL"
 TIMEOUT_S = 30  # per socket operation: a stalled server fails instead of hanging forever
@@ -264,12 +267,24 @@ def cache_root(cache_dir=None):
     return Path.home() / ".cache" / "unmix"
 
 
-def resolve_model(model=DEFAULT_MODEL, cache_dir=None, base_url=None, progress=True):
+def default_model(cache_dir=None):
+    """What None stands for: DEFAULT_MODEL's folder when it is already cached (no download),
+    else the bundled model folder, else the name DEFAULT_MODEL (downloaded on first use)."""
+    cached = cache_root(cache_dir) / DEFAULT_MODEL
+    if (cached / "separator.json").is_file():
+        return cached
+    if (BUNDLED_MODEL / "separator.json").is_file():
+        return BUNDLED_MODEL
+    return DEFAULT_MODEL
+
+
+def resolve_model(model=None, cache_dir=None, base_url=None, progress=True):
     """The model folder for `model`: a local folder, or a registry name (downloaded once).
 
     Args:
         model: a model folder (has separator.json) or a name from `MODELS`; an existing
             path wins over a name (as in open-unmix), so ``./umx`` is a folder, never the registry.
+            None: `default_model`.
         cache_dir: overrides the cache location (see `cache_root`).
         base_url: fetch files from ``<base_url>/<file name>`` instead of their publisher
             (a mirror, or a local test server); default $UNMIX_MODEL_URL, else the table's URLs.
@@ -278,6 +293,8 @@ def resolve_model(model=DEFAULT_MODEL, cache_dir=None, base_url=None, progress=T
     Returns:
         Path of a model folder.
     """
+    if model is None:
+        model = default_model(cache_dir)
     path = Path(str(model)).expanduser()
     if path.exists():
         if not (path / "separator.json").is_file():
