@@ -6,6 +6,7 @@ of a few such values are exact in float32, so a chunk tells its track, source,
 channel order and start, and mixtures can be checked exactly.
 """
 import multiprocessing
+import os
 import shutil
 from pathlib import Path
 
@@ -393,9 +394,29 @@ def test_worker_errors_and_early_stop(tmp_path):
     for _ in loader:
         break  # workers still loading must be stopped
     assert multiprocessing.active_children() == []
+    assert list(Path("/dev/shm").glob(f"unmix_{os.getpid()}_*")) == []  # no batch left behind
     (root / "train" / "A" / "bass.wav").write_bytes(b"gone")
     with pytest.raises(UnmixError, match="cannot read audio file"):
         list(data.DataLoader(ds, 8, nb_workers=2))
+    assert multiprocessing.active_children() == []
+
+
+class DyingDataset(data.UnmixDataset):
+    """Two samples; the worker loading the second one dies."""
+
+    def __len__(self):
+        return 2
+
+    def _get(self, index, rng):
+        if index == 1:
+            os._exit(3)
+        return np.zeros((1, 4)), np.zeros((1, 4))
+
+
+def test_dead_worker_is_reported():
+    loader = data.DataLoader(DyingDataset(), 1, shuffle=False, nb_workers=1, start_method="fork")
+    with pytest.raises(RuntimeError, match="data worker died"):
+        list(loader)
     assert multiprocessing.active_children() == []
 
 
