@@ -253,6 +253,8 @@ def test_musdb_seeded_split_is_disjoint_and_complete(tmp_path):
     assert train.random_track_mix and valid.seq_duration is None
     _, valid2 = data.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=["T4"])
     assert [t[0] for t in valid2.tracks] == ["T4"]
+    with pytest.raises(UnmixError, match=r"\(valid split\): no tracks found"):
+        data.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=[])
 
 
 def test_musdb_skips_short_tracks_and_errors(tmp_path):

@@ -191,6 +191,8 @@ def _fix_length(audio: np.ndarray, length: int) -> np.ndarray:
 def _common_format(refs: Sequence[AudioRef], sample_rate: Optional[float],
                    nb_channels: Optional[int], where) -> float:
     """Check that `refs` share one sample rate (and channel count); return the rate."""
+    if not refs:
+        raise UnmixError(f"{where}: no tracks found")
     rates = sorted({r.rate for r in refs})
     if len(rates) > 1:
         raise UnmixError(f"{where}: files have different sample rates {rates}; resample them first")
@@ -292,9 +294,10 @@ def validation_names(names: Sequence[str], valid_tracks: Optional[Sequence[str]]
                      seed: int = 42) -> List[str]:
     """Choose the validation tracks among `names` (training-track names).
 
-    Explicit `valid_tracks` win (each must exist); otherwise MUSDB18's official
-    validation tracks that are present; otherwise a seeded pick of one track in
-    eight (at least one). At least one track is always left for training.
+    Explicit `valid_tracks` win (each must exist; an empty list holds nothing
+    out); otherwise MUSDB18's official validation tracks that are present;
+    otherwise a pick of one track in eight (at least one) seeded with `seed`.
+    At least one track is always left for training.
     """
     names = sorted(names)
     if valid_tracks is not None:
@@ -745,7 +748,7 @@ class MUSDBDataset(UnmixDataset):
                 found = [t for t in found if (t[0] in valid) == (split == "valid")]
             self.tracks += found
         refs = [r for t in self.tracks for r in t[1].values()]
-        self.sample_rate = _common_format(refs, sample_rate, nb_channels, self.root)
+        self.sample_rate = _common_format(refs, sample_rate, nb_channels, f"{self.root} ({split} split)")
         self._channels = nb_channels or refs[0].channels
         if self._chunked and self.seq_len is not None:
             self.skipped = [t[0] for t in self.tracks if t[2] < self.seq_len]
@@ -855,6 +858,9 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
     File names default from `target`: output_file / target_file
     ``<target><ext>``, target_dir ``<target>``. Every dataset's ``.target``
     names the trained target (e.g. the stem of `target_file`).
+    `valid_tracks` picks the validation tracks by folder name (see
+    `validation_names`; musdb, aligned and the track folder datasets; the
+    latter two split ``root/train`` only when there is no ``root/valid``).
     """
     ext = _normalise_ext(ext)
     common = dict(seed=seed, sample_rate=sample_rate, nb_channels=nb_channels)
