@@ -207,16 +207,23 @@ class OpenUnmix:
             return F.tanh(F.reshape(x, (nb_frames, nb_samples, s)))
 
     def build_lstm(self, x, training=False):
-        """LSTM plus skip connection: ``(nb_frames, nb_samples, hidden_size)`` ->
-        ``(nb_frames, nb_samples, 2 * hidden_size)``. The only stage that needs the whole sequence."""
+        """LSTM, skip connection, fc2 -> bn2 -> relu: ``(nb_frames, nb_samples, hidden_size)`` -> same shape.
+        The only stage that needs the whole sequence; fc2 is here so that what a long track
+        keeps between stages is hidden_size, not 2 * hidden_size, floats per frame."""
+        nb_frames, nb_samples, s = x.shape
         with nn.parameter_scope("", self._scope):
-            return F.concatenate(x, self._lstm(x, training), axis=2)
+            x = F.concatenate(x, self._lstm(x, training), axis=2)
+            x = F.reshape(x, (nb_frames * nb_samples, 2 * s))
+            with nn.parameter_scope("fc2"):
+                x = PF.affine(x, s, with_bias=False)
+            x = F.relu(_batch_norm(x, "bn2", training))
+            return F.reshape(x, (nb_frames, nb_samples, s))
 
     def build_decoder(self, x, mix, training=False):
-        """fc2 -> bn2 -> relu -> fc3 -> bn3 -> output scaling -> relu -> * mix.
+        """fc3 -> bn3 -> output scaling -> relu -> * mix.
 
         Args:
-            x: ``(nb_frames, nb_samples, 2 * hidden_size)`` from `build_lstm`.
+            x: ``(nb_frames, nb_samples, hidden_size)`` from `build_lstm`.
             mix: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` mixture magnitude.
 
         Returns:
@@ -225,10 +232,7 @@ class OpenUnmix:
         nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
         s = self.config.hidden_size
         with nn.parameter_scope("", self._scope):
-            x = F.reshape(x, (nb_frames * nb_samples, 2 * s))
-            with nn.parameter_scope("fc2"):
-                x = PF.affine(x, s, with_bias=False)
-            x = F.relu(_batch_norm(x, "bn2", training))
+            x = F.reshape(x, (nb_frames * nb_samples, s))
             with nn.parameter_scope("fc3"):
                 x = PF.affine(x, nb_channels * nb_bins, with_bias=False)
             x = _batch_norm(x, "bn3", training)
@@ -260,7 +264,7 @@ class OpenUnmix:
         return _run(lambda v: self.build_encoder(v[0]), mag)
 
     def recur(self, features):
-        """`build_lstm` on numpy: -> ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+        """`build_lstm` on numpy: -> ``(nb_frames, nb_samples, hidden_size)``."""
         return _run(lambda v: self.build_lstm(v[0]), features)
 
     def decode(self, features, mag):

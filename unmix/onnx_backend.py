@@ -64,7 +64,7 @@ def build_onnx(model, stage="full"):
         stage: "full": input ``mix``, output ``target``, both ``(nb_samples, nb_channels, nb_bins,
             nb_frames)``. The three stages of `OpenUnmix.encode/recur/decode` for long tracks:
             "encoder" ``mix`` -> ``features`` ``(nb_frames, nb_samples, hidden_size)``;
-            "lstm" ``features`` -> ``lstm_out`` ``(nb_frames, nb_samples, 2 * hidden_size)``;
+            "lstm" ``features`` -> ``lstm_out`` ``(nb_frames, nb_samples, hidden_size)`` (LSTM, skip, fc2);
             "decoder" ``lstm_out``, ``mix`` -> ``target``. nb_samples and nb_frames are symbolic.
     """
     import onnx
@@ -87,7 +87,7 @@ def build_onnx(model, stage="full"):
 
     mix_dims = ["nb_samples", c, n, "nb_frames"]
     dims = {"mix": mix_dims, "target": mix_dims, "features": ["nb_frames", "nb_samples", s],
-            "lstm_out": ["nb_frames", "nb_samples", 2 * s]}
+            "lstm_out": ["nb_frames", "nb_samples", s]}
     inputs = {"full": ["mix"], "encoder": ["mix"], "lstm": ["features"], "decoder": ["lstm_out", "mix"]}[stage]
     graph = helper.make_graph(
         g.nodes, f"open_unmix_{stage}",
@@ -116,17 +116,17 @@ def _encoder(g, x, p, cfg):
 
 
 def _lstm(g, x, p, cfg):
-    """Stacked LSTM and skip connection: -> ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+    """Stacked LSTM, skip connection, fc2/bn2 -> relu: -> ``(nb_frames, nb_samples, hidden_size)``."""
     skip = x
     for layer in range(cfg.nb_layers):
         x = _lstm_layer(g, x, p, layer, cfg)
-    return g.op("Concat", [skip, x], axis=2)
+    x = g.op("Concat", [skip, x], axis=2)
+    return g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
 
 
 def _decoder(g, x, p, cfg):
-    """fc2/bn2 -> relu -> fc3/bn3 -> output scaling -> relu -> * mix."""
+    """fc3/bn3 -> output scaling -> relu -> * mix."""
     c, n = cfg.nb_channels, cfg.nb_bins
-    x = g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
     x = _fc_bn(g, x, p, "fc3", "bn3")
     x = g.op("Reshape", [x, g.const("shape_bins", [0, 0, c, n], np.int64)])
     x = g.op("Mul", [x, g.const("output_scale", p["output_scale"])])
@@ -179,32 +179,38 @@ class OnnxModel:
 
     def __init__(self, model_or_path, nb_threads=None):
         self.nb_threads = nb_threads
-        self._model = model_or_path if isinstance(model_or_path, OpenUnmix) else None
-        if self._model is not None:
-            model_or_path = build_onnx(self._model)
+        self._stages, self._session = {}, None
+        if isinstance(model_or_path, OpenUnmix):
+            # Three stage sessions (each weight lives in one of them); `__call__` chains them.
+            self.config = model_or_path.config
+            for stage in ("encoder", "lstm", "decoder"):
+                self._stages[stage] = _session(build_onnx(model_or_path, stage).SerializeToString(), stage,
+                                               nb_threads)
+            return
         if isinstance(model_or_path, (str, os.PathLike)):
             label = source = str(model_or_path)
             if not Path(source).is_file():
                 raise UnmixError(f"no ONNX model at {source}")
         else:
             label, source = "(in memory)", model_or_path.SerializeToString()
-        self.session = _session(source, label, nb_threads)
-        meta = self.session.get_modelmeta().custom_metadata_map
+        self._session = _session(source, label, nb_threads)
+        meta = self._session.get_modelmeta().custom_metadata_map
         if CONFIG_KEY not in meta:
             raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
         self.config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-        self._stages = {}
 
     def __call__(self, mag):
         """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
-        return self.session.run(["target"], {"mix": self._check_mag(mag)})[0]
+        if self._session is None:
+            return self.decode(self.recur(self.encode(mag)), mag)
+        return self._session.run(["target"], {"mix": self._check_mag(mag)})[0]
 
     def encode(self, mag):
         """Like `OpenUnmix.encode`: -> ``(nb_frames, nb_samples, hidden_size)``."""
         return self._stage("encoder").run(["features"], {"mix": self._check_mag(mag)})[0]
 
     def recur(self, features):
-        """Like `OpenUnmix.recur`: -> ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+        """Like `OpenUnmix.recur`: -> ``(nb_frames, nb_samples, hidden_size)``."""
         return self._stage("lstm").run(["lstm_out"], {"features": np.ascontiguousarray(features, np.float32)})[0]
 
     def decode(self, features, mag):
@@ -214,10 +220,7 @@ class OnnxModel:
 
     def _stage(self, stage):
         if stage not in self._stages:
-            if self._model is None:
-                raise UnmixError("staged inference needs the model parameters: build OnnxModel from an OpenUnmix")
-            proto = build_onnx(self._model, stage)
-            self._stages[stage] = _session(proto.SerializeToString(), stage, self.nb_threads)
+            raise UnmixError("staged inference needs the model parameters: build OnnxModel from an OpenUnmix")
         return self._stages[stage]
 
     def _check_mag(self, mag):
@@ -236,6 +239,8 @@ def _session(source, label, nb_threads):
     opts.intra_op_num_threads = nb_threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # no arena: with a frame count that changes from call to call the arena only grows
+    opts.enable_cpu_mem_arena = False
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for unreadable files

@@ -77,11 +77,11 @@ class Separator:
         batched = audio.ndim == 3
         batch = audio if batched else audio[None]
         nb_channels_in, length = batch.shape[1], batch.shape[2]
-        mix = np.stack([self._prepare(x, rate, downmix) for x in batch])
+        mix = _stack([self._prepare(x, rate, downmix) for x in batch])
         estimates = self(mix, progress=progress)
         out = {}
         for name, est in estimates.items():
-            est = np.stack([_fit_length(audio_io.resample(e, self.sample_rate, rate), length) for e in est])
+            est = _stack([_fit_length(audio_io.resample(e, self.sample_rate, rate), length) for e in est])
             est = _fit_channels_back(est, nb_channels_in)
             out[name] = est if batched else est[0]
         return out
@@ -158,6 +158,11 @@ class Separator:
                              f"(at least {min_len} samples at {self.sample_rate:g} Hz)")
         if not np.all(np.isfinite(audio)):
             raise UnmixError("audio contains NaN or infinite samples")
+
+
+def _stack(arrays):
+    """`np.stack`, but a single array becomes a view (no copy of a long track)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
 
 def _fit_channels_back(estimate, nb_channels):
