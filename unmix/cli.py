@@ -108,12 +108,98 @@ def _run_demo(args):
     return 0
 
 
+def _add_train(sub):
+    p = sub.add_parser(
+        "train", help="train one target model (the open-unmix recipe)",
+        description="Train one target; --output becomes a model folder for `unmix separate --model DIR`. "
+                    "Multi-GPU: mpirun -n N unmix train --context cudnn ...")
+    p.add_argument("--root", default=None, help="dataset root (musdb: $MUSDB_PATH if unset)")
+    p.add_argument("--dataset", default="musdb",
+                   choices=["musdb", "aligned", "sourcefolder", "trackfolder_fix", "trackfolder_var"])
+    p.add_argument("--is-wav", action="store_true", help="musdb: read the MUSDB18-HQ folder layout")
+    p.add_argument("--target", default="vocals", help="target source (musdb)")
+    p.add_argument("--output", default="open-unmix", help="model folder to write")
+    p.add_argument("--checkpoint", default=None, metavar="DIR", help="resume the training saved in DIR")
+    p.add_argument("--model", default=None, help="fine-tune from a model folder or registry name")
+    p.add_argument("--force", action="store_true", help="start over where --output holds a training")
+    p.add_argument("--epochs", type=int, default=1000, help="total epochs (a resumed run continues to it)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.001, help="learning rate")
+    p.add_argument("--patience", type=int, default=140, help="early-stopping patience (epochs)")
+    p.add_argument("--lr-decay-patience", type=int, default=80, help="plateau epochs before a decay")
+    p.add_argument("--lr-decay-gamma", type=float, default=0.3, help="learning-rate decay factor")
+    p.add_argument("--weight-decay", type=float, default=0.00001)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seq-dur", type=float, default=6.0, help="seconds per training sample (<= 0: full tracks)")
+    p.add_argument("--samples-per-track", type=int, default=64)
+    p.add_argument("--hidden-size", type=int, default=512)
+    p.add_argument("--nb-layers", type=int, default=3, help="LSTM layers")
+    p.add_argument("--unidirectional", action="store_true", help="causal (unidirectional) LSTM")
+    p.add_argument("--nb-channels", type=int, default=2, choices=[1, 2])
+    p.add_argument("--bandwidth", type=float, default=16000, help="highest frequency (Hz) the model sees")
+    p.add_argument("--nfft", type=int, default=None, help="STFT size (default 4096, or the --model's)")
+    p.add_argument("--nhop", type=int, default=None, help="STFT hop (default 1024, or the --model's)")
+    p.add_argument("--nb-workers", type=int, default=0, help="data loading processes")
+    p.add_argument("--source-augmentations", nargs="+", default=None,
+                   help="gain, channelswap, force_stereo (default: gain channelswap for musdb, none otherwise)")
+    p.add_argument("--valid-tracks", nargs="+", default=None, help="track names held out for validation")
+    p.add_argument("--context", default="cpu", choices=["cpu", "cuda", "cudnn"], help="NNabla context")
+    p.add_argument("--valid-backend", default="auto", choices=["auto", "onnx", "nnabla"],
+                   help="validation runtime (auto: onnx on cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    g = p.add_argument_group("dataset files (as open-unmix's)")
+    g.add_argument("--input-file", help="aligned: mixture file name/glob")
+    g.add_argument("--output-file", help="aligned: target file name/glob")
+    g.add_argument("--target-dir", help="sourcefolder: folder of the target")
+    g.add_argument("--interferer-dirs", nargs="+", help="sourcefolder: folders of the interferers")
+    g.add_argument("--ext", help="sourcefolder, trackfolder_var: audio extension (default .wav)")
+    g.add_argument("--nb-train-samples", type=int, help="sourcefolder: samples per epoch")
+    g.add_argument("--nb-valid-samples", type=int, help="sourcefolder: validation samples")
+    g.add_argument("--target-file", help="trackfolder_*: target file name")
+    g.add_argument("--interferer-files", nargs="+", help="trackfolder_fix: interferer file names")
+    g.add_argument("--random-track-mix", action="store_true", help="trackfolder_fix: mix across tracks")
+    g.add_argument("--random-interferer-mix", action="store_true", help="trackfolder_var: mix across tracks")
+    g.add_argument("--silence-missing", action="store_true",
+                   help="trackfolder_var: use tracks without the target (silent target)")
+    return p
+
+
+def _run_train(args):
+    from unmix import train
+
+    names = ("input_file", "output_file", "target_dir", "interferer_dirs", "ext", "nb_train_samples",
+             "nb_valid_samples", "target_file", "interferer_files")
+    dataset_options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    for flag, key in (("random_track_mix", "random_track_mix"), ("random_interferer_mix", "random_interferer_mix"),
+                      ("silence_missing", "silence_missing_targets")):
+        if getattr(args, flag):
+            dataset_options[key] = True
+    options = train.TrainOptions(
+        root=args.root, output=args.output, dataset=args.dataset, target=args.target, is_wav=args.is_wav,
+        checkpoint=args.checkpoint, model=args.model, force=args.force, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, patience=args.patience, lr_decay_patience=args.lr_decay_patience,
+        lr_decay_gamma=args.lr_decay_gamma, weight_decay=args.weight_decay, seed=args.seed, seq_dur=args.seq_dur,
+        samples_per_track=args.samples_per_track, hidden_size=args.hidden_size, nb_layers=args.nb_layers,
+        unidirectional=args.unidirectional, nb_channels=args.nb_channels, bandwidth=args.bandwidth,
+        nfft=args.nfft, nhop=args.nhop, nb_workers=args.nb_workers,
+        source_augmentations=args.source_augmentations, valid_tracks=args.valid_tracks,
+        dataset_options=dataset_options, context=args.context, valid_backend=args.valid_backend,
+        quiet=args.quiet)
+    result = train.train(options)
+    if not args.quiet:
+        best = "none" if result.best_loss is None else f"{result.best_loss:.5g} (epoch {result.best_epoch})"
+        print(f"{result.target}: {result.epochs_trained} epochs ({result.stopped}), best valid loss {best}; "
+              f"model folder {result.output}")
+    return 130 if result.stopped == "interrupted" else 0
+
+
 # (name, add-function, run-function); later stages append here.
 COMMANDS = [
     ("separate", _add_separate, _run_separate),
     ("convert", _add_convert, _run_convert),
     ("export", _add_export, _run_export),
     ("demo", _add_demo, _run_demo),
+    ("train", _add_train, _run_train),
 ]
 
 
