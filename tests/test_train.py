@@ -319,15 +319,24 @@ def test_resume_continues_the_same_curve(tmp_path, aligned_root, monkeypatch):
     assert cut.stopped == "interrupted" and cut.epochs_trained == 1
     assert json.loads((tmp_path / "cut" / "vocals.json").read_text())["epochs_trained"] == 1
 
-    resumed = tr.train(options(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), **common))
+    # resumed in place, with data-loading workers this time (samples do not depend on them)
+    resumed = tr.train(options(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), nb_workers=2,
+                               **common))
     assert resumed.stopped == "completed" and resumed.epochs_trained == 3
     assert resumed.train_losses == full.train_losses  # identical: seeded data, dropout and solver state
     assert resumed.valid_losses == full.valid_losses
-    a, b = read_h5_params(tmp_path / "full" / "vocals.chkpnt.h5"), read_h5_params(tmp_path / "cut" / "vocals.chkpnt.h5")
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    # nothing left to do: a finished training resumed with the same --epochs trains no more
-    again = tr.train(options(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), **common))
-    assert again.epochs_trained == 3 and again.train_losses == full.train_losses
+    for name in ("vocals.chkpnt.h5", "vocals.h5"):
+        a, b = read_h5_params(tmp_path / "full" / name), read_h5_params(tmp_path / "cut" / name)
+        assert all(np.array_equal(a[k], b[k]) for k in a), name
+    history = json.loads((tmp_path / "cut" / "vocals.json").read_text())
+    assert history["epochs_trained"] == 3 and len(history["lr_history"]) == 3
+
+    # a finished training resumed into another folder with the same --epochs trains no more,
+    # and that folder gets the checkpoint and the best weights
+    moved = tr.train(options(output=str(tmp_path / "moved"), checkpoint=str(tmp_path / "cut"), **common))
+    assert moved.epochs_trained == 3 and moved.train_losses == full.train_losses
+    assert load_target(tmp_path / "moved", "vocals").config.nb_layers == 2
+    assert json.loads((tmp_path / "moved" / "vocals.json").read_text())["valid_loss_history"] == full.valid_losses
 
 
 def test_nan_in_the_data_stops_with_a_clear_error(tmp_path, capsys):
@@ -397,3 +406,16 @@ def test_solver_state_round_trip_is_exact(tmp_path, aligned_root):
             np.testing.assert_array_equal(loaded[name].pstate[key].d, var.d, err_msg=f"{name}/{key}")
     with pytest.raises(UnmixError, match="solver state"):
         tr.Trainer(OpenUnmix(ModelConfig(nb_bins=257, hidden_size=16, nb_layers=3))).load_solver(tmp_path / "solver.h5")
+
+
+def test_context_errors_are_clear(monkeypatch):
+    assert tr._setup_context("cpu") is None
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # under mpirun: data parallel needs the CUDA extension
+    with pytest.raises(UnmixError, match="cudnn"):
+        tr._setup_context("cpu")
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    try:
+        import nnabla_ext.cuda  # noqa: F401
+    except ImportError:
+        with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
+            tr._setup_context("cudnn")

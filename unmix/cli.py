@@ -186,11 +186,13 @@ def _run_train(args):
         dataset_options=dataset_options, context=args.context, valid_backend=args.valid_backend,
         quiet=args.quiet)
     result = train.train(options)
-    if not args.quiet:
+    interrupted = result.stopped == "interrupted"
+    if interrupted or not args.quiet:
         best = "none" if result.best_loss is None else f"{result.best_loss:.5g} (epoch {result.best_epoch})"
         print(f"{result.target}: {result.epochs_trained} epochs ({result.stopped}), best valid loss {best}; "
-              f"model folder {result.output}")
-    return 130 if result.stopped == "interrupted" else 0
+              f"model folder {result.output}" + (f"; resume with --checkpoint {result.output}" if interrupted else ""),
+              file=sys.stderr if interrupted else sys.stdout)
+    return 130 if interrupted else 0
 
 
 # (name, add-function, run-function); later stages append here.

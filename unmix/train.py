@@ -41,6 +41,7 @@ stopping decisions; only rank 0 writes files and shows progress.
 import contextlib
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -463,9 +464,9 @@ def validation_sums(model, loader, n_fft, n_hop, nb_channels, progress=False):
 class _Run:
     """State of one training run; `train` drives it."""
 
-    def __init__(self, options: TrainOptions):
+    def __init__(self, options: TrainOptions, comm=None):
         self.o = options
-        self.comm = _communicator(options.context)
+        self.comm = comm
         self.rank = self.comm.rank if self.comm else 0
         self.size = self.comm.size if self.comm else 1
         self.writer = self.rank == 0
@@ -566,11 +567,13 @@ class _Run:
         if float(rate) != self.sample_rate:
             raise UnmixError(f"{where} was trained at {float(rate):g} Hz, the dataset is at {self.sample_rate:g} Hz")
 
+    def _resuming_in_place(self):
+        o = self.o
+        return bool(o.checkpoint) and Path(o.checkpoint).expanduser().resolve() == self.output.resolve()
+
     def _check_clobber(self):
         """Refuse to overwrite another training of this target (before any work)."""
-        o = self.o
-        resuming_here = o.checkpoint and Path(o.checkpoint).expanduser().resolve() == self.output.resolve()
-        if (self.output / f"{self.target}.chkpnt.h5").exists() and not (resuming_here or o.force):
+        if (self.output / f"{self.target}.chkpnt.h5").exists() and not (self._resuming_in_place() or self.o.force):
             raise UnmixError(f"{self.output} already holds a training of '{self.target}': resume it with "
                              f"--checkpoint {self.output}, or pass --force to start over")
 
@@ -627,8 +630,11 @@ class _Run:
     # epochs -------------------------------------------------------------------------------------
     def run(self):
         """Train until `epochs`, early stopping or Ctrl-C; returns a TrainResult."""
-        if self.history is None:
+        moved = self.history is not None and not self._resuming_in_place()
+        if self.history is None or moved:
             self.save(is_best=False)  # a resumable state from the very start (statistics included)
+        if moved:
+            self._carry_best()
         stopped = "completed"
         try:
             for epoch in range(self.epoch + 1, self.o.epochs + 1):
@@ -658,12 +664,13 @@ class _Run:
         self.trainer.set_lr(self.scheduler.step(valid_loss))
         stop = self.stopper.step(valid_loss)
         is_best = valid_loss == self.stopper.best
-        if is_best:
-            self.best_epoch = epoch
-        for key, value in zip(self.curves, (train_loss, valid_loss, lr, middle - start, end - middle)):
-            self.curves[key].append(float(value))
-        self.epoch = epoch
-        self.save(is_best)
+        with _sigint_held():  # the epoch counter and the files on disk move together
+            if is_best:
+                self.best_epoch = epoch
+            for key, value in zip(self.curves, (train_loss, valid_loss, lr, middle - start, end - middle)):
+                self.curves[key].append(float(value))
+            self.epoch = epoch
+            self.save(is_best)
         self.say(f"epoch {epoch}: train {train_loss:.5g}, valid {valid_loss:.5g}, lr {lr:g}"
                  f"{' (best)' if is_best else ''}, {end - start:.1f} s")
         return stop
@@ -759,6 +766,14 @@ class _Run:
             "unmix_version": __version__,
         }
 
+    def _carry_best(self):
+        """Resuming into another folder: bring the best weights so far along."""
+        src = Path(self.o.checkpoint).expanduser() / f"{self.target}.h5"
+        if self.writer and src.is_file():
+            with _sigint_held(), atomic_path(self.output / src.name) as tmp:
+                shutil.copyfile(src, tmp)
+            self._write_separator_json()
+
     def _write_separator_json(self):
         """separator.json with this target added to the targets already in the folder."""
         from unmix.model import ModelConfig, read_separator_json, write_separator_json
@@ -818,8 +833,7 @@ def train(options: TrainOptions):
         raise UnmixError(f"--epochs must be >= 0, got {options.epochs}")
     if options.checkpoint and options.model:
         raise UnmixError("give either --checkpoint (resume) or --model (fine-tune), not both")
-    _set_context(options.context)
-    run = _Run(options)
+    run = _Run(options, _setup_context(options.context))
     run.setup()
     return run.run()
 
@@ -834,42 +848,32 @@ def _plain(value):
     return None if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def _set_context(context):
-    """Make `context` ('cpu', 'cuda', 'cudnn') NNabla's default."""
+def _setup_context(context):
+    """Make `context` ('cpu', 'cuda', 'cudnn') NNabla's default; under mpirun with several
+    processes, also start the data-parallel communicator and put each process on GPU
+    ``local_rank`` (the recipe of NNabla's examples). Returns the communicator or None."""
+    import os
+
+    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 1)
     if context == "cpu":
-        return
+        if size > 1:
+            raise UnmixError("data-parallel training under mpirun needs --context cudnn (nnabla-ext-cuda)")
+        return None
     try:
         import nnabla as nn
         from nnabla.ext_utils import get_extension_context
 
-        nn.set_default_context(get_extension_context(context, device_id=str(_local_rank())))
+        ctx = get_extension_context(context)
+        comm = None
+        if size > 1:
+            import nnabla.communicators as C
+
+            comm = C.MultiProcessDataParallelCommunicator(ctx)
+            comm.init()
+            ctx.device_id = str(comm.local_rank)
+        nn.set_default_context(ctx)
     except Exception as exc:
         raise UnmixError(f"cannot use the NNabla context '{context}' (is nnabla-ext-cuda installed?): {exc}") from None
-
-
-def _local_rank():
-    import os
-
-    for key in ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "LOCAL_RANK"):
-        if os.environ.get(key):
-            return int(os.environ[key])
-    return 0
-
-
-def _communicator(context):
-    """A data-parallel communicator when running under MPI with several processes, else None."""
-    import os
-
-    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("PMI_SIZE", "1")))
-    if size <= 1:
-        return None
-    if context == "cpu":
-        raise UnmixError("data-parallel training under mpirun needs --context cudnn (nnabla-ext-cuda)")
-    import nnabla.communicators as C
-    from nnabla.ext_utils import get_extension_context
-
-    comm = C.MultiProcessDataParallelCommunicator(get_extension_context(context, device_id=str(_local_rank())))
-    comm.init()
     return comm
 
 
