@@ -396,3 +396,17 @@ def test_error_bad_span(files):
 
 def test_error_stream_of_single_stream_file(files):
     assert_one_line_error(files["float.wav"], "single audio stream; there is no stream 1", stream=1)
+
+
+def test_stream_writer_equals_one_shot_save(tmp_path):
+    from unmix.audio import StreamWriter, save
+
+    audio = np.random.default_rng(0).uniform(-1.5, 1.5, (2, 5000)).astype(np.float32)
+    for ext in (".wav", ".flac"):
+        with StreamWriter(tmp_path / f"chunks{ext}", 44100, 2) as writer:
+            for start in range(0, 5000, 1234):
+                writer.write(audio[:, start:start + 1234])
+        save(tmp_path / f"whole{ext}", audio, 44100)
+        chunked, _ = sf.read(tmp_path / f"chunks{ext}", dtype="float32")
+        whole, _ = sf.read(tmp_path / f"whole{ext}", dtype="float32")
+        np.testing.assert_array_equal(chunked, whole)

@@ -8,7 +8,6 @@ import pytest
 import soundfile as sf
 
 from conftest import RATE, TARGETS, tone
-from unmix import audio as audio_io
 from unmix.cli import main
 
 
@@ -123,15 +122,15 @@ def test_existing_output_kept_unless_force(tiny_model, song, tmp_path, capsys):
 
 
 def test_disk_full_leaves_nothing_half_written(tiny_model, song, tmp_path, capsys, monkeypatch):
-    real_save, calls = audio_io.save, []
+    real_write, calls = sf.SoundFile.write, []
 
-    def save_then_fail(path, audio, rate, subtype=None):
-        calls.append(path)
+    def write_then_fail(self, data):
+        calls.append(self.name)
         if len(calls) == 3:
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return real_save(path, audio, rate, subtype)
+            raise OSError(errno.ENOSPC, "No space left on device", self.name)
+        return real_write(self, data)
 
-    monkeypatch.setattr(audio_io, "save", save_then_fail)
+    monkeypatch.setattr(sf.SoundFile, "write", write_then_fail)
     out = tmp_path / "out"
     assert run(song, "--model", tiny_model, "--outdir", out) == 1
     assert "No space left on device" in capsys.readouterr().err

@@ -371,3 +371,46 @@ def save(path, audio, rate, subtype=None):
     except (OSError, _SF_ERROR) as exc:
         raise UnmixError(f"could not write {path}: {_one_line(exc)}") from None
     return path
+
+
+class StreamWriter:
+    """Writes ``(nb_channels, n)`` float32 chunks, in order, to one .wav or .flac file.
+
+    For long separations whose stems are never held whole in memory. Not atomic by itself:
+    open it inside a staging folder that is renamed when every stem is complete
+    (see `unmix.stems`). Formats and clipping as `save`.
+    """
+
+    def __init__(self, path, rate, nb_channels, subtype=None):
+        self.path = Path(path)
+        ext = self.path.suffix.lower()
+        if ext not in WRITE_SUBTYPES:
+            raise UnmixError(f"{path}: cannot write '{ext or self.path.name}' files, use .wav or .flac")
+        self.subtype = subtype or WRITE_SUBTYPES[ext]
+        try:
+            self.file = sf.SoundFile(str(self.path), "w", int(rate), nb_channels, subtype=self.subtype,
+                                     format="WAV" if ext == ".wav" else "FLAC")
+        except (OSError, _SF_ERROR) as exc:
+            raise UnmixError(f"could not write {path}: {_one_line(exc)}") from None
+
+    def write(self, chunk):
+        chunk = np.asarray(chunk, dtype=np.float32)
+        if self.subtype.upper().startswith("PCM"):
+            chunk = np.clip(chunk, -1.0, 1.0)
+        try:
+            self.file.write(chunk.T)
+        except (OSError, _SF_ERROR) as exc:
+            raise UnmixError(f"could not write {self.path}: {_one_line(exc)}") from None
+
+    def close(self):
+        try:
+            self.file.close()
+        except (OSError, _SF_ERROR) as exc:
+            raise UnmixError(f"could not write {self.path}: {_one_line(exc)}") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False

@@ -47,10 +47,16 @@ def separate_file(path, separator, outdir, ext=".wav", start=0.0, duration=None,
         raise UnmixError(f"{dest} exists; use --force to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)  # an unwritable outdir fails before the work
     audio, rate = audio_io.load(path, start=start, duration=duration)
-    estimates = separator.separate(audio, rate, downmix=downmix, progress=progress)
-    with _staging_folder(dest) as tmp:
-        for target, estimate in estimates.items():
-            audio_io.save(tmp / f"{target}{ext}", estimate, rate)
+    chunks = separator.stream(audio, rate, downmix=downmix, progress=progress)
+    # stems are streamed to disk window by window: a long song never exists whole in memory
+    with _staging_folder(dest) as tmp, contextlib.ExitStack() as files:
+        writers = {}
+        for chunk in chunks:
+            for target, value in chunk.items():
+                if target not in writers:
+                    writers[target] = files.enter_context(
+                        audio_io.StreamWriter(tmp / f"{target}{ext}", rate, value.shape[0]))
+                writers[target].write(value)
     return dest
 
 

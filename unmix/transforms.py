@@ -125,43 +125,66 @@ def stft_frames(audio, start, nb_frames, n_fft=4096, n_hop=1024):
 
 
 class OverlapAdd:
-    """Inverse STFT accumulated window by window into one output buffer.
+    """Inverse STFT by windows of frames, emitting finished samples as it goes.
 
-    ``add(spec, start)`` for consecutive frame windows, then ``result()`` equals
-    ``istft(full_spec, length=length)`` while only one window of frames is ever in memory.
+    Windows are added in order with ``add(spec, start)``; each call returns the output
+    samples that no later frame can change any more, normalised and with the centre padding
+    removed. Concatenated, the returned chunks equal ``istft(full_spec, length=length)``,
+    while only about one window of frames and samples is held at a time.
 
     Args:
-        shape: leading shape of the output, e.g. ``(nb_targets, nb_samples, nb_channels)``.
-        nb_frames: total frames of the signal; length: samples to return.
+        shape: leading shape of the output, e.g. ``(nb_targets, nb_channels)``.
+        nb_frames: total frames of the signal; length: samples to return in all.
     """
 
     def __init__(self, shape, nb_frames, length, n_fft=4096, n_hop=1024):
-        self.n_fft, self.n_hop, self.nb_frames, self.length = n_fft, n_hop, nb_frames, length
-        self.full_len = n_fft + n_hop * (nb_frames - 1)
-        self.buffer = np.zeros((*shape, max(self.full_len, length + n_fft)), dtype=np.float32)
+        self.shape, self.n_fft, self.n_hop = tuple(shape), n_fft, n_hop
+        self.nb_frames, self.length = nb_frames, length
         self.window = hann_window(n_fft)
-        self._done = False
+        self.full_len = n_fft + n_hop * (nb_frames - 1)  # samples of the padded signal
+        self.pending = np.zeros((*self.shape, 0), np.float32)  # padded samples from `offset` on
+        self.offset = 0
+        self.emitted = 0
 
     def add(self, spec, start):
-        """Add frames ``start .. start + spec.shape[-1]``; spec ``(*shape, nb_bins, nb_frames_window)``."""
+        """Add frames ``start .. start + nb`` (spec ``(*shape, nb_bins, nb)``); returns the
+        finished output samples ``(*shape, n)`` (n may be 0)."""
         frames = scipy.fft.irfft(np.swapaxes(spec, -1, -2), n=self.n_fft, axis=-1)
         frames *= self.window
-        chunk = _overlap_add(frames, self.n_hop, self.n_fft + self.n_hop * (spec.shape[-1] - 1))
-        offset = start * self.n_hop
-        self.buffer[..., offset:offset + chunk.shape[-1]] += chunk
+        nb = spec.shape[-1]
+        chunk = _overlap_add(frames, self.n_hop, self.n_fft + self.n_hop * (nb - 1))
+        begin = start * self.n_hop - self.offset
+        end = begin + chunk.shape[-1]
+        if end > self.pending.shape[-1]:
+            grow = np.zeros((*self.shape, end - self.pending.shape[-1]), np.float32)
+            self.pending = np.concatenate([self.pending, grow], axis=-1)
+        self.pending[..., begin:end] += chunk
+        stop = start + nb
+        final = self.full_len if stop >= self.nb_frames else stop * self.n_hop  # later frames start here
+        return self._emit(final)
 
-    def result(self):
-        """``(*shape, length)`` float32: normalised by the window envelope, centre padding removed.
-        A view into the buffer (no copy of the whole output); call it once, after the last `add`."""
-        if self._done:
-            raise RuntimeError("OverlapAdd.result() was already called")
-        self._done = True
-        envelope = _overlap_add(np.broadcast_to(self.window**2, (self.nb_frames, self.n_fft)),
-                                self.n_hop, self.full_len)
-        start = self.n_fft // 2
-        out = self.buffer[..., start:start + self.length]
-        env = np.zeros(self.length, np.float32)
-        avail = envelope[start:start + self.length]
-        env[:avail.shape[0]] = avail
-        np.divide(out, env, out=out, where=env > 1e-11)
+    def _emit(self, final):
+        """Normalise and return padded samples ``offset .. final``, trimmed to the output span."""
+        done = self.pending[..., :final - self.offset]
+        self.pending = self.pending[..., final - self.offset:].copy()
+        envelope = self._envelope(self.offset, final)
+        np.divide(done, envelope, out=done, where=envelope > 1e-11)
+        pad = self.n_fft // 2
+        lo = max(self.offset, pad) - self.offset
+        hi = min(final, pad + self.length) - self.offset
+        self.offset = final
+        out = done[..., lo:max(lo, hi)]
+        if final == self.full_len and self.emitted + out.shape[-1] < self.length:  # istft pads with zeros
+            missing = self.length - self.emitted - out.shape[-1]
+            out = np.concatenate([out, np.zeros((*self.shape, missing), np.float32)], axis=-1)
+        self.emitted += out.shape[-1]
         return out
+
+    def _envelope(self, a, b):
+        """Sum of squared windows over padded samples ``a .. b``."""
+        first = max(0, (a - self.n_fft) // self.n_hop)
+        last = min(self.nb_frames, b // self.n_hop + 1)
+        env = _overlap_add(np.broadcast_to(self.window**2, (last - first, self.n_fft)), self.n_hop,
+                           self.n_fft + self.n_hop * (last - first - 1))
+        lo = a - first * self.n_hop
+        return env[lo:lo + (b - a)]
