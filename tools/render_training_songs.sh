@@ -8,13 +8,13 @@
 #                                                       # hydrogen-data; venv ~/.venvs/musdb-synth
 # Seeds do not collide with the shared musdb-synth-mini set (train 1000-1007, test 2000-2003).
 #
-#   tools/render_training_songs.sh train     # N songs (default 100) of DUR s (default 25), seeds 3000..
+#   tools/render_training_songs.sh train     # N songs (default 84) of DUR s (default 25), seeds 3000..
 #   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/data/example/example.flac
 set -euo pipefail
 GEN=${GEN:-/work/shared/tools/musdb_synth}
 VENV=${VENV:-$HOME/.venvs/musdb-synth}
 OUT=${OUT:-/work/data/synth-train}
-N=${N:-100}
+N=${N:-84}
 DUR=${DUR:-25}
 SEED=${SEED:-3000}
 JOBS=${JOBS:-1}
