@@ -195,6 +195,52 @@ def _run_train(args):
     return 130 if interrupted else 0
 
 
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate", help="score a model (or an oracle) on MUSDB18 with museval (BSSEval v4)",
+        description="Separate every track of a MUSDB18 (.stem.mp4) or MUSDB18-HQ (wav/flac folders) subset, "
+                    "score it with museval as MUSDB papers do, write <evaldir>/<subset>/<track>.json "
+                    "(finished tracks are skipped on a rerun) and the median-of-medians table "
+                    "<evaldir>/scores.csv and scores.md.")
+    p.add_argument("--root", required=True, help="MUSDB18 folder (holding train/ and test/)")
+    p.add_argument("--subset", default="test", help="subset folder (default: test)")
+    p.add_argument("--is-wav", action="store_true", help="read the MUSDB18-HQ folder layout")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--model", default=None, help="registry name or model folder (default: the default model)")
+    what.add_argument("--oracle", default=None, choices=["IRM1", "IRM2", "IBM", "MIX"],
+                      help="score an oracle instead: ratio masks of magnitudes (IRM1) or powers (IRM2), "
+                           "binary masks (IBM), or the mixture as every estimate (MIX)")
+    p.add_argument("--targets", nargs="+", default=None,
+                   help="targets to estimate (default: all of the model; an oracle's: vocals drums bass other)")
+    p.add_argument("--niter", type=int, default=1, help="Wiener EM iterations (default: 1)")
+    p.add_argument("--residual", default=None, metavar="NAME", help="add a target NAME = mixture minus the others")
+    p.add_argument("--wiener-win-len", type=int, default=300, help="frames per Wiener window (0: whole track)")
+    p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"], help="network runtime")
+    p.add_argument("--outdir", default=None, help="also write the estimates to <outdir>/<subset>/<track>/")
+    p.add_argument("--evaldir", default=None,
+                   help="scores folder, one per model: tracks scored there are skipped "
+                        "(default: eval/<model or oracle name>)")
+    p.add_argument("--cores", type=int, default=1, help="tracks evaluated in parallel processes")
+    p.add_argument("--tracks", nargs="+", default=None, metavar="NAME", help="evaluate only these tracks")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a per-track SDR box plot")
+    return p
+
+
+def _run_evaluate(args):
+    from unmix import evaluate
+
+    result = evaluate.evaluate(
+        args.root, subset=args.subset, is_wav=args.is_wav, model=args.model, targets=args.targets,
+        niter=args.niter, residual=args.residual, wiener_win_len=args.wiener_win_len, backend=args.backend,
+        oracle=args.oracle, outdir=args.outdir, evaldir=args.evaldir, cores=args.cores, tracks=args.tracks,
+        plot=args.plot)
+    print(f"{result.method}: median over 1 s frames, then over {len(result.tracks)} tracks (dB)")
+    print(result.table)
+    print(f"wrote {result.evaldir / 'scores.csv'} and {result.evaldir / 'scores.md'}"
+          + (f", {args.plot}" if args.plot else ""))
+    return 0
+
+
 # (name, add-function, run-function); later stages append here.
 COMMANDS = [
     ("separate", _add_separate, _run_separate),
@@ -202,6 +248,7 @@ COMMANDS = [
     ("export", _add_export, _run_export),
     ("demo", _add_demo, _run_demo),
     ("train", _add_train, _run_train),
+    ("evaluate", _add_evaluate, _run_evaluate),
 ]
 
 

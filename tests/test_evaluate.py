@@ -1,0 +1,354 @@
+"""unmix evaluate: MUSDB track reading, oracles, museval-equivalent scores, resume, tables, plot, CLI.
+
+Two 2 s synthetic tracks in MUSDB18-HQ layout (once as 16-bit WAV, once as 16-bit FLAC, the
+same samples) are scored end to end; two targets keep museval at about a second per track.
+"""
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import musdb
+import museval
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import make_model_folder
+
+from unmix import cli
+from unmix import evaluate as ev
+from unmix.separator import Separator
+
+RATE = 44100
+SECONDS = 2.0
+TRACK_NAMES = ("Alpha - First Song", "Beta - Second Song")
+TARGETS = ["vocals", "drums"]
+
+
+def synth_sources(index, seconds=SECONDS):
+    """Four stereo sources ``(nb_channels, nb_timesteps)`` on the 16-bit grid, different per track."""
+    rng = np.random.default_rng(index)
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = 220.0 * (1 + 0.25 * index)
+    mono = {
+        "vocals": 0.15 * np.sin(2 * np.pi * f0 * t + 3 * np.sin(2 * np.pi * 5 * t)),
+        "drums": 0.2 * np.clip(rng.standard_normal(t.size), -2, 2) * (np.mod(t, 0.5) < 0.05),
+        "bass": 0.15 * np.sin(2 * np.pi * (55 + 10 * index) * t),
+        "other": 0.05 * (np.sin(2 * np.pi * 660 * t) + np.sin(2 * np.pi * (880 + 40 * index) * t)),
+    }  # peaks below 0.8 even summed: nothing clips in the files
+    # quantised as a 16-bit file stores them, so the files hold exactly these values
+    return {s: np.round(np.stack([a, (0.6 + 0.2 * index) * a]) * 32767) / 32768 for s, a in mono.items()}
+
+
+def write_hq(root, ext, subset="test", names=TRACK_NAMES, seconds=SECONDS, mixture=True):
+    """MUSDB18-HQ layout ``root/subset/<name>/{mixture,vocals,drums,bass,other}<ext>``."""
+    for index, name in enumerate(names):
+        folder = Path(root) / subset / name
+        folder.mkdir(parents=True, exist_ok=True)
+        sources = synth_sources(index, seconds)
+        for source, audio in sources.items():
+            sf.write(folder / f"{source}{ext}", audio.T, RATE, subtype="PCM_16")
+        if mixture:
+            sf.write(folder / f"mixture{ext}", sum(sources.values()).T, RATE, subtype="PCM_16")
+    return Path(root)
+
+
+def run_cli(argv):
+    """``(exit code, stdout, stderr)`` of ``unmix <argv>``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli.main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    base = tmp_path_factory.mktemp("musdb")
+    return {"wav": write_hq(base / "wav", ".wav"), "flac": write_hq(base / "flac", ".flac"), "base": base}
+
+
+@pytest.fixture(scope="module")
+def model_run(data):
+    """The tiny random model evaluated on the WAV tracks, with estimates, scores and a plot."""
+    base = data["base"]
+    model = make_model_folder(base / "model", targets=TARGETS)
+    paths = {"model": model, "evaldir": base / "eval-model", "outdir": base / "est-model",
+             "plot": base / "model.png"}
+    rc, out, err = run_cli(["evaluate", "--root", data["wav"], "--is-wav", "--model", model,
+                            "--evaldir", paths["evaldir"], "--outdir", paths["outdir"], "--plot", paths["plot"]])
+    assert rc == 0, err
+    return dict(paths, out=out, err=err)
+
+
+@pytest.fixture(scope="module")
+def oracle_run(data):
+    """The IRM1 oracle on the FLAC copy of the same tracks."""
+    base = data["base"]
+    paths = {"evaldir": base / "eval-irm1", "outdir": base / "est-irm1"}
+    rc, out, err = run_cli(["evaluate", "--root", data["flac"], "--oracle", "IRM1", "--targets", *TARGETS,
+                            "--evaldir", paths["evaldir"], "--outdir", paths["outdir"]])
+    assert rc == 0, err
+    return dict(paths, out=out)
+
+
+def read_estimates(outdir, name, targets=TARGETS):
+    """Written estimates as float32 ``(nb_timesteps, nb_channels)`` (the float wav round-trips exactly)."""
+    return {t: sf.read(Path(outdir) / "test" / name / f"{t}.wav", dtype="float32", always_2d=True)[0]
+            for t in targets}
+
+
+def json_scores(path):
+    """target -> metric -> per-frame values (NaN kept) of a museval JSON file."""
+    scores = json.loads(Path(path).read_text())
+    return {t["name"]: {m: np.array([np.nan if f["metrics"][m] is None else float(f["metrics"][m])
+                                     for f in t["frames"]]) for m in ev.METRICS}
+            for t in scores["targets"]}
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_model_scores_equal_museval_eval_mus_track(data, model_run):
+    """Our JSON is byte-identical to what museval.eval_mus_track writes for the same estimates."""
+    mus = musdb.DB(root=str(data["wav"]), subsets="test", is_wav=True)
+    assert [t.name for t in mus] == sorted(TRACK_NAMES)
+    for track in mus:
+        estimates = read_estimates(model_run["outdir"], track.name)
+        assert all(e.shape == track.audio.shape for e in estimates.values())
+        expected = museval.eval_mus_track(track, estimates).json
+        written = (model_run["evaldir"] / "test" / f"{track.name}.json").read_text()
+        assert written == expected
+        assert [t["name"] for t in json.loads(written)["targets"]] == TARGETS
+        assert len(json.loads(written)["targets"][0]["frames"]) == int(SECONDS)  # 1 s windows
+
+
+def test_flac_oracle_scores_equal_museval_on_written_estimates(oracle_run):
+    """FLAC folders (which musdb cannot read) score as museval.evaluate with 1 s windows/hops."""
+    for index, name in enumerate(sorted(TRACK_NAMES)):
+        sources = synth_sources(TRACK_NAMES.index(name))
+        estimates = read_estimates(oracle_run["outdir"], name)
+        sdr, isr, sir, sar = museval.evaluate([sources[t].T for t in TARGETS], [estimates[t] for t in TARGETS],
+                                              win=RATE, hop=RATE)
+        got = json_scores(oracle_run["evaldir"] / "test" / f"{name}.json")
+        for i, target in enumerate(TARGETS):
+            for metric, values in zip(("SDR", "ISR", "SIR", "SAR"), (sdr, isr, sir, sar)):
+                np.testing.assert_allclose(got[target][metric], values[i], atol=1e-5)  # JSON keeps 5 decimals
+
+
+def test_oracle_irm_beats_the_random_model(model_run, oracle_run):
+    model = pd.read_csv(model_run["evaldir"] / "scores.csv", index_col="target")
+    oracle = pd.read_csv(oracle_run["evaldir"] / "scores.csv", index_col="target")
+    assert list(model.index) == list(oracle.index) == TARGETS
+    for target in TARGETS:
+        assert oracle.loc[target, "SDR"] > 15.0
+        assert oracle.loc[target, "SDR"] > model.loc[target, "SDR"] + 10.0
+
+
+def test_table_printed_and_saved_as_median_of_medians(model_run):
+    per_track = {name: json_scores(model_run["evaldir"] / "test" / f"{name}.json") for name in TRACK_NAMES}
+    table = pd.read_csv(model_run["evaldir"] / "scores.csv", index_col="target")
+    assert list(table.columns) == list(ev.METRICS)
+    for target in TARGETS:
+        for metric in ev.METRICS:
+            expected = np.median([np.nanmedian(per_track[n][target][metric]) for n in TRACK_NAMES])
+            assert table.loc[target, metric] == pytest.approx(expected, abs=1e-5)
+    row = "| vocals | " + " | ".join(f"{table.loc['vocals', m]:.2f}" for m in ev.METRICS) + " |"
+    assert "| target | SDR | SIR | ISR | SAR |" in model_run["out"]
+    assert row in model_run["out"]
+    assert "UMX" not in model_run["out"]  # not the MUSDB18 test set: no published numbers
+    md = (model_run["evaldir"] / "scores.md").read_text()
+    assert row in md and "model: test" in md and "over 2 tracks" in md
+    for name in TRACK_NAMES:  # one progress line per track
+        assert f"{name}: vocals SDR" in model_run["err"]
+
+
+def test_plot_is_a_png(model_run):
+    png = model_run["plot"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[0] >= 200 and image.shape[1] >= 300
+
+
+def test_resume_skips_scored_tracks(data, model_run, tmp_path, monkeypatch):
+    evaldir = tmp_path / "eval"
+    shutil.copytree(model_run["evaldir"], evaldir)
+    calls = []
+    original = Separator.separate
+    monkeypatch.setattr(Separator, "separate", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    argv = ["evaluate", "--root", data["wav"], "--is-wav", "--model", model_run["model"], "--evaldir", evaldir]
+
+    rc, out, err = run_cli(argv)
+    assert rc == 0 and calls == []
+    assert "2 of 2 tracks already scored" in err
+
+    redo = evaldir / "test" / f"{TRACK_NAMES[1]}.json"
+    before = redo.read_text()
+    redo.unlink()
+    rc, out, err = run_cli(argv)
+    assert rc == 0 and len(calls) == 1
+    assert redo.read_text() == before  # the same separation gives the same scores
+    assert "1 of 2 tracks already scored" in err
+
+
+def test_is_done_needs_the_same_targets_and_a_readable_json(data, model_run, tmp_path):
+    track = ev.find_tracks(data["wav"], "test", is_wav=True)[0]
+    assert ev.is_done(track, model_run["evaldir"], TARGETS)
+    assert ev.is_done(track, model_run["evaldir"], TARGETS, outdir=model_run["outdir"])
+    assert not ev.is_done(track, model_run["evaldir"], TARGETS, outdir=tmp_path)  # estimates missing
+    assert not ev.is_done(track, model_run["evaldir"], ["vocals", "drums", "bass"])  # other targets
+    broken = tmp_path / "test" / f"{track.name}.json"
+    broken.parent.mkdir()
+    broken.write_text('{"targets": [')
+    assert not ev.is_done(track, tmp_path, TARGETS)
+
+
+def test_mix_baseline_in_parallel_scores_the_mixture(data, tmp_path):
+    """--oracle MIX on 2 processes: every estimate is the mixture itself."""
+    evaldir, outdir = tmp_path / "eval", tmp_path / "est"
+    rc, out, err = run_cli(["evaluate", "--root", data["flac"], "--oracle", "MIX", "--targets", *TARGETS,
+                            "--cores", 2, "--evaldir", evaldir, "--outdir", outdir])
+    assert rc == 0, err
+    for name in TRACK_NAMES:
+        sources = synth_sources(TRACK_NAMES.index(name))
+        mixture = sum(sources.values())
+        estimates = read_estimates(outdir, name)
+        for t in TARGETS:
+            np.testing.assert_array_equal(estimates[t], mixture.T.astype(np.float32))
+        mix32 = mixture.T.astype(np.float32)
+        sdr, isr, sir, sar = museval.evaluate([sources[t].T for t in TARGETS], [mix32] * len(TARGETS),
+                                              win=RATE, hop=RATE)
+        got = json_scores(evaldir / "test" / f"{name}.json")
+        for i, target in enumerate(TARGETS):
+            for metric, values in zip(("SDR", "ISR", "SIR", "SAR"), (sdr, isr, sir, sar)):
+                np.testing.assert_allclose(got[target][metric], values[i], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ pieces
+
+
+def test_oracle_estimates_recover_separable_sources():
+    """Sources apart in frequency are recovered by every mask; IRM1 masks sum to one."""
+    t = np.arange(RATE) / RATE
+    tones = {"vocals": 1000.0, "drums": 4000.0, "bass": 80.0, "other": 9000.0}
+    sources = {s: 0.2 * np.stack([np.sin(2 * np.pi * f * t), np.cos(2 * np.pi * f * t)]) for s, f in tones.items()}
+    mixture = sum(sources.values())
+    inner = slice(4096, -4096)  # away from the reflect-padded edges
+    for method in ("IRM1", "IRM2", "IBM"):
+        est = ev.oracle_estimates(mixture, sources, method)
+        assert set(est) == set(ev.ORACLE_TARGETS)
+        for s in tones:
+            assert est[s].shape == mixture.shape and est[s].dtype == np.float32
+            err = est[s][:, inner] - sources[s][:, inner]
+            snr = 10 * np.log10(np.sum(sources[s][:, inner] ** 2) / np.sum(err ** 2))
+            assert snr > 30, (method, s, snr)
+        np.testing.assert_allclose(est["accompaniment"], est["drums"] + est["bass"] + est["other"], atol=1e-6)
+    irm1 = ev.oracle_estimates(mixture, sources, "IRM1")
+    np.testing.assert_allclose(sum(irm1[s] for s in tones), mixture, atol=1e-4)
+    mix = ev.oracle_estimates(mixture, sources, "MIX")
+    for target in ev.ORACLE_TARGETS:
+        np.testing.assert_array_equal(mix[target], mixture.astype(np.float32))
+
+
+def test_scored_targets_follow_eval_mus_track():
+    assert ev.scored_targets(["drums", "vocals"]) == ["vocals", "drums"]  # musdb's order
+    assert ev.scored_targets(["vocals", "drums", "bass", "other"]) == ["vocals", "drums", "bass", "other"]
+    assert ev.scored_targets(["vocals", "accompaniment"]) == ["vocals", "accompaniment"]
+    assert ev.scored_targets(["vocals", "drums", "bass", "accompaniment"]) == \
+        ["drums", "bass", "vocals", "accompaniment"]
+    assert ev.scored_targets(["vocals"]) == []
+    assert ev.scored_targets(["vocals", "karaoke"]) == []
+
+
+def test_score_track_scores_vocals_accompaniment_as_eval_mus_track(tmp_path):
+    """With vocals and accompaniment, museval scores that pair on its own: the same JSON."""
+    write_hq(tmp_path, ".wav", names=("Delta - Pair",), seconds=1.0)
+    track = musdb.DB(root=str(tmp_path), subsets="test", is_wav=True)[0]
+    mixture, sources, rate = ev.load_track(ev.find_tracks(tmp_path, "test")[0])
+    rng = np.random.default_rng(3)
+    refs = ev.musdb_references(sources, ["vocals", "drums", "accompaniment"])
+    estimates = {t: (a + 0.05 * rng.standard_normal(a.shape)).astype(np.float32) for t, a in refs.items()}
+    ours = ev.score_track(track.name, refs, estimates, rate)
+    theirs = museval.eval_mus_track(track, {t: e.T for t, e in estimates.items()})
+    assert ours.json == theirs.json
+    assert [t["name"] for t in ours.scores["targets"]] == ["drums", "vocals", "accompaniment"]
+
+
+def test_hq_folders_read_as_musdb_reads_them(data, tmp_path):
+    mus = musdb.DB(root=str(data["wav"]), subsets="test", is_wav=True)
+    tracks = ev.find_tracks(data["wav"], "test", is_wav=True)
+    assert [t.name for t in tracks] == [t.name for t in mus] and not tracks[0].is_stem
+    mixture, sources, rate = ev.load_track(tracks[0])
+    assert rate == mus[0].rate == RATE and mixture.dtype == np.float64
+    assert np.array_equal(mixture, mus[0].audio.T)
+    refs = ev.musdb_references(sources, list(ev.MUSDB_TARGETS))
+    for target in ev.MUSDB_TARGETS:  # sums included, bit for bit
+        assert np.array_equal(refs[target], mus[0].targets[target].audio.T), target
+    # a folder without a mixture file: the sum of its sources
+    write_hq(tmp_path, ".flac", names=("Solo - Song",), mixture=False)
+    mixture, sources, _ = ev.load_track(ev.find_tracks(tmp_path, "test")[0])
+    np.testing.assert_array_equal(mixture, sum(synth_sources(0).values()))
+
+
+def test_stem_files_read_as_musdb_reads_them(tmp_path):
+    stempeg = pytest.importorskip("stempeg")
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    (tmp_path / "test").mkdir()
+    sources = synth_sources(0, seconds=1.0)
+    stems = np.stack([sum(sources.values())] + [sources[s] for s in ("drums", "bass", "other", "vocals")])
+    stempeg.write_stems(str(tmp_path / "test" / "Gamma - Stems.stem.mp4"), stems.transpose(0, 2, 1),
+                        sample_rate=RATE, writer=stempeg.StreamsWriter(codec="aac"))
+    (tmp_path / "test" / "not a track").mkdir()  # folders are ignored when stems exist
+    tracks = ev.find_tracks(tmp_path, "test")
+    assert [(t.name, t.is_stem) for t in tracks] == [("Gamma - Stems", True)]
+    mixture, ours, rate = ev.load_track(tracks[0])
+    theirs = musdb.DB(root=str(tmp_path), subsets="test")[0]
+    assert rate == RATE and np.array_equal(mixture, theirs.audio.T)
+    for source in ev.MUSDB_SOURCES:
+        assert np.array_equal(ours[source], theirs.targets[source].audio.T), source
+
+
+def test_published_sdrs_shown_for_the_musdb18_test_set(tmp_path, monkeypatch):
+    assert len(ev.MUSDB18_TEST_TRACKS) == 50
+    names = sorted(ev.MUSDB18_TEST_TRACKS)
+    assert ev.is_musdb18_test(names) and not ev.is_musdb18_test(names[1:])
+    write_hq(tmp_path, ".flac", names=names, seconds=0.2)
+
+    def fake_score(name, references, estimates, rate, **kw):  # museval would take an hour here
+        store = museval.TrackStore(win=1.0, hop=1.0, track_name=name)
+        for i, target in enumerate(ev.scored_targets(list(estimates))):
+            v = float(names.index(name) + i)
+            store.add_target(target, {"SDR": [v], "SIR": [v], "ISR": [v], "SAR": [v]})
+        return store
+
+    monkeypatch.setattr(ev, "score_track", fake_score)
+    rc, out, err = run_cli(["evaluate", "--root", tmp_path, "--oracle", "MIX", "--evaldir", tmp_path / "eval"])
+    assert rc == 0, err
+    assert "| target | SDR | SIR | ISR | SAR | UMX SDR | UMXHQ SDR | UMXL SDR |" in out
+    assert "| vocals | 24.50 | 24.50 | 24.50 | 24.50 | 6.32 | 6.25 | 7.21 |" in out  # median of 0..49
+    assert "| other | 27.50 | 27.50 | 27.50 | 27.50 | 4.02 | 4.28 | 4.89 |" in out
+
+
+@pytest.mark.parametrize("make, argv, message", [
+    (None, ["--root", "{tmp}/missing", "--oracle", "MIX"], "does not exist"),
+    ("empty", ["--root", "{tmp}", "--oracle", "MIX"], "no MUSDB tracks"),
+    ("hq", ["--root", "{tmp}", "--oracle", "MIX", "--tracks", "Nobody - Nothing"], "unknown track"),
+    ("hq", ["--root", "{tmp}", "--subset", "train", "--oracle", "MIX"], "no subset folder"),
+    ("hq", ["--root", "{tmp}", "--oracle", "IBM", "--targets", "vocals"], "two MUSDB targets"),
+    ("hq", ["--root", "{tmp}", "--oracle", "IBM", "--targets", "vocals", "piano"], "not piano"),
+    ("hq", ["--root", "{tmp}", "--oracle", "MIX", "--plot", "{tmp}/plot.jpg"], "PNG"),
+    ("hq", ["--root", "{tmp}", "--model", "{tmp}/no-model"], "model"),
+])
+def test_user_errors_are_one_line_and_exit_1(tmp_path, make, argv, message):
+    if make == "empty":
+        (tmp_path / "test").mkdir()
+    elif make == "hq":
+        write_hq(tmp_path, ".wav", names=TRACK_NAMES[:1], seconds=0.5)
+    rc, out, err = run_cli(["evaluate"] + [a.format(tmp=tmp_path) for a in argv] + ["--evaldir", tmp_path / "e"])
+    assert rc == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
+    assert not (tmp_path / "e").exists()  # nothing scored, nothing written

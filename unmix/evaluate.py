@@ -1,0 +1,679 @@
+"""Score separations on MUSDB18 with museval (BSSEval v4), as the MUSDB papers do.
+
+For each track of a MUSDB18 subset, either ``<root>/<subset>/<track>.stem.mp4`` or the
+MUSDB18-HQ layout ``<root>/<subset>/<track>/{mixture,vocals,drums,bass,other}.{wav,flac}``:
+
+1. read the mixture and the four sources the way musdb does (stems decoded by ffmpeg to
+   16-bit through stempeg; wav/flac by libsndfile, which for 16-bit files such as
+   MUSDB18-HQ gives exactly musdb's samples, and also reads the flac folders musdb cannot);
+2. estimate the targets: with a separator, or with an oracle (see `ORACLES`);
+3. score them exactly as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops,
+   the vocals/accompaniment pair scored on its own) and write museval's per-track JSON to
+   ``<evaldir>/<subset>/<track>.json``, atomically. That file marks the track done: a rerun
+   skips it, so a crash loses at most the tracks in flight.
+
+The scores are then aggregated as in MUSDB papers and ``museval.EvalStore``: the median over
+a track's 1 s frames, then the median over tracks, per target and metric. The table goes to
+``<evaldir>/scores.csv`` and ``scores.md``; on the full MUSDB18 test set the published
+Open-Unmix SDRs (`PUBLISHED_SDR`) are shown beside it.
+
+Arrays are ``(nb_channels, nb_timesteps)`` as in the rest of unmix; they are transposed to
+museval's ``(nb_timesteps, nb_channels)`` only where museval is called.
+"""
+import concurrent.futures
+import contextlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from unmix import transforms
+from unmix.data import AUDIO_EXTS, MUSDB_SOURCES, MUSDB_STEM_IDS
+from unmix.errors import UnmixError, atomic_path
+
+# musdb's targets (musdb 0.4 `configs/mus.yaml`, in its order): name -> the sources summed
+# (all with gain 1), in the order musdb sums them.
+MUSDB_TARGETS = {
+    "vocals": ("vocals",),
+    "drums": ("drums",),
+    "bass": ("bass",),
+    "other": ("other",),
+    "accompaniment": ("bass", "drums", "other"),
+    "linear_mixture": ("vocals", "bass", "drums", "other"),
+}
+METRICS = ("SDR", "SIR", "ISR", "SAR")
+WIN_SECONDS = HOP_SECONDS = 1.0  # museval's (and every MUSDB paper's) framing
+
+# Oracle estimates (sigsep-mus-oracle), from the true sources, on an STFT of 4096/1024 with
+# the mixture's phase; a lower or upper bound to compare a model with.
+#   IRM1 / IRM2: ratio masks of magnitudes (alpha 1) / powers (alpha 2) of the sources;
+#   IBM: binary masks, 1 where |source| > 0.5 |mixture|;
+#   MIX: the mixture itself as every estimate, the usual "input SDR" lower bound (sigsep's
+#        MIX.py divides it by the number of sources instead; BSSEval v4 compares estimates with
+#        the true images without rescaling, so the two give different scores).
+ORACLES = ("IRM1", "IRM2", "IBM", "MIX")
+ORACLE_TARGETS = MUSDB_SOURCES + ("accompaniment",)
+
+# Published median SDRs (median over 1 s frames, then over the 50 MUSDB18 test tracks, museval
+# v4) of the pretrained Open-Unmix models, as listed in open-unmix-pytorch's README (openunmix
+# 1.3.0 package description, "Scores (Median of frames, Median of tracks)"); UMX and UMXHQ are
+# the models of Stöter et al., "Open-Unmix - A Reference Implementation for Music Source
+# Separation", JOSS 4(41), 1667, 2019; UMXL is the model trained on extra data (2021).
+PUBLISHED_SDR = {
+    "UMX": {"vocals": 6.32, "drums": 5.73, "bass": 5.23, "other": 4.02},
+    "UMXHQ": {"vocals": 6.25, "drums": 6.04, "bass": 5.07, "other": 4.28},
+    "UMXL": {"vocals": 7.21, "drums": 7.15, "bass": 6.02, "other": 4.89},
+}
+
+# The 50 tracks of the MUSDB18 test subset (the same names in MUSDB18-HQ).
+MUSDB18_TEST_TRACKS = frozenset({
+    "AM Contra - Heart Peripheral", "Al James - Schoolboy Facination",
+    "Angels In Amplifiers - I'm Alright", "Arise - Run Run Run", "BKS - Bulldozer", "BKS - Too Much",
+    "Ben Carrigan - We'll Talk About It All Tonight", "Bobby Nobody - Stitch Up", "Buitraker - Revo X",
+    "Carlos Gonzalez - A Place For Us", "Cristina Vane - So Easy", "Detsky Sad - Walkie Talkie",
+    "Enda Reilly - Cur An Long Ag Seol", "Forkupines - Semantics", "Georgia Wonder - Siren",
+    "Girls Under Glass - We Feel Alright", "Hollow Ground - Ill Fate",
+    "James Elder & Mark M Thompson - The English Actor", "Juliet's Rescue - Heartbeats",
+    "Little Chicago's Finest - My Own", "Louis Cressy Band - Good Time", "Lyndsey Ollard - Catching Up",
+    "M.E.R.C. Music - Knockout", "Moosmusic - Big Dummy Shake", "Motor Tapes - Shore", "Mu - Too Bright",
+    "Nerve 9 - Pray For The Rain", "PR - Happy Daze", "PR - Oh No", "Punkdisco - Oral Hygiene",
+    "Raft Monk - Tiring", "Sambasevam Shanmugam - Kaathaadi", "Secretariat - Borderline",
+    "Secretariat - Over The Top", "Side Effects Project - Sing With Me",
+    "Signe Jakobsen - What Have You Done To Me", "Skelpolu - Resurrection", "Speak Softly - Broken Man",
+    "Speak Softly - Like Horses", "The Doppler Shift - Atrophy", "The Easton Ellises (Baumi) - SDRNR",
+    "The Easton Ellises - Falcon 69", "The Long Wait - Dark Horses", "The Mountaineering Club - Mallory",
+    "The Sunshine Garcia Band - For I Am The Moon", "Timboz - Pony", "Tom McKenzie - Directions",
+    "Triviul feat. The Fiend - Widow", "We Fell From The Sky - Not You", "Zeno - Signs",
+})
+
+
+# ----------------------------------------------------------------------------------------
+# tracks
+
+
+@dataclass(frozen=True)
+class Track:
+    """One MUSDB track on disk: a ``.stem.mp4`` file or a folder of wav/flac files."""
+
+    name: str
+    subset: str
+    path: str
+    is_stem: bool
+
+
+def find_tracks(root, subset="test", is_wav=False, names=None):
+    """The tracks of ``<root>/<subset>``, sorted by name (as musdb lists them).
+
+    Args:
+        is_wav: read track folders (MUSDB18-HQ layout) even where ``.stem.mp4`` files exist;
+            without it stems are used when there are any, folders otherwise.
+        names: keep only these tracks (each must exist).
+
+    Returns:
+        list of `Track`.
+    """
+    if root is None:
+        raise UnmixError("no dataset root given (--root)")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UnmixError(f"dataset root {root} does not exist or is not a folder")
+    folder = root / subset
+    if not folder.is_dir():
+        raise UnmixError(f"no subset folder {folder} (is --root the MUSDB18 folder holding train/ and test/?)")
+    stems = sorted(p for p in folder.glob("*.stem.mp4") if not p.name.startswith("."))
+    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if stems and not is_wav:
+        tracks = [Track(p.name[: -len(".stem.mp4")], subset, str(p), True) for p in stems]
+    else:
+        tracks = [Track(d.name, subset, str(d), False) for d in dirs if _source_path(d, "vocals") is not None]
+    if not tracks:
+        kind = "track folders" if is_wav else ".stem.mp4 files or track folders"
+        raise UnmixError(f"no MUSDB tracks ({kind} with vocals, drums, bass, other) in {folder}")
+    if names is not None:
+        known = {t.name for t in tracks}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise UnmixError(f"unknown track(s) in {folder}: {', '.join(unknown)}")
+        tracks = [t for t in tracks if t.name in set(names)]
+    return tracks
+
+
+def _source_path(folder, part):
+    """``<folder>/<part>.wav`` or ``.flac``, whichever exists (None: neither)."""
+    for ext in AUDIO_EXTS:
+        path = Path(folder) / f"{part}{ext}"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_track(track):
+    """Read a track's mixture and sources as musdb does.
+
+    Returns:
+        ``(mixture, sources, rate)``: float64 ``(nb_channels, nb_timesteps)``, a dict
+        source -> float64 ``(nb_channels, nb_timesteps)`` for vocals, drums, bass, other,
+        and the sample rate. A folder without a mixture file gets the sum of its sources.
+    """
+    if track.is_stem:
+        return _load_stem_track(track)
+    folder = Path(track.path)
+    sources, rates = {}, set()
+    for source in MUSDB_SOURCES:
+        path = _source_path(folder, source)
+        if path is None:
+            raise UnmixError(f"track {folder} has no {source}.wav or {source}.flac")
+        sources[source], rate = _read_file(path)
+        rates.add(rate)
+    mix_path = _source_path(folder, "mixture")
+    if mix_path is None:
+        mixture = musdb_references(sources, ["linear_mixture"])["linear_mixture"]
+    else:
+        mixture, rate = _read_file(mix_path)
+        rates.add(rate)
+    if len(rates) > 1:
+        raise UnmixError(f"track {folder}: files have different sample rates {sorted(rates)}")
+    shapes = {a.shape for a in sources.values()} | {mixture.shape}
+    if len(shapes) > 1:
+        raise UnmixError(f"track {folder}: files differ in length or channels {sorted(shapes)}")
+    return mixture, sources, rates.pop()
+
+
+def _read_file(path):
+    try:
+        audio, rate = sf.read(str(path), dtype="float64", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for unreadable files
+        raise UnmixError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+    return np.ascontiguousarray(audio.T), int(rate)
+
+
+def _load_stem_track(track):
+    """musdb's reading of a stem file: each stream through ffmpeg as 16-bit PCM, to float64."""
+    try:
+        import stempeg
+
+        info = stempeg.Info(track.path)
+        parts = {}
+        for part, stream in MUSDB_STEM_IDS.items():
+            audio, rate = stempeg.read_stems(track.path, stem_id=stream, info=info, ffmpeg_format="s16le")
+            parts[part] = np.ascontiguousarray(np.atleast_2d(audio.T))
+    except UnmixError:
+        raise
+    except Exception as exc:
+        raise UnmixError(f"cannot read stems file {track.path} (is ffmpeg installed?): "
+                         f"{' '.join(str(exc).split())}") from None
+    mixture = parts.pop("mixture")
+    return mixture, {s: parts[s] for s in MUSDB_SOURCES}, int(rate)
+
+
+def musdb_references(sources, targets):
+    """musdb's reference signals (``track.targets[t].audio``) for the `targets` it knows.
+
+    Summed in musdb's order with numpy's reduction, so they equal musdb's bit for bit.
+
+    Returns:
+        dict target -> float64 ``(nb_channels, nb_timesteps)``.
+    """
+    return {t: np.sum(np.array([sources[s] for s in MUSDB_TARGETS[t]]), axis=0)
+            for t in targets if t in MUSDB_TARGETS}
+
+
+# ----------------------------------------------------------------------------------------
+# scoring (museval.eval_mus_track, for arrays)
+
+
+def scored_targets(names):
+    """The targets that ``museval.eval_mus_track`` scores for estimates named `names`, in
+    the order it stores them: the MUSDB targets among them (in musdb's order) when there are
+    two or more, and with both vocals and accompaniment, that pair scored on its own (last).
+    Anything else (say a residual named 'karaoke') is not scored."""
+    known = [t for t in MUSDB_TARGETS if t in names]
+    has_acc = "vocals" in known and "accompaniment" in known
+    if has_acc:
+        known.remove("accompaniment")
+    out = [t for t in known if not (has_acc and t == "vocals")] if len(known) >= 2 else []
+    return out + (["vocals", "accompaniment"] if has_acc else [])
+
+
+def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECONDS):
+    """BSSEval v4 scores of one track, as ``museval.eval_mus_track`` computes them.
+
+    Args:
+        references: target -> true signal ``(nb_channels, nb_timesteps)`` (see `musdb_references`).
+        estimates: target -> estimate ``(nb_channels, nb_timesteps)``; names that are not MUSDB
+            targets are ignored, estimates are cut or zero-padded to the references' length.
+        win, hop: framing in seconds.
+
+    Returns:
+        ``museval.TrackStore`` (its ``.json`` is the per-track JSON museval writes).
+    """
+    museval = _museval()
+    store = museval.TrackStore(win=win, hop=hop, track_name=name)
+    names = [t for t in MUSDB_TARGETS if t in estimates]
+    has_acc = "vocals" in names and "accompaniment" in names
+    main = [t for t in names if t != "accompaniment"] if has_acc else names
+    # (sources evaluated jointly, sources stored): museval measures interference against the
+    # other references of a group, and stores vocals from the vocals/accompaniment pair
+    groups = []
+    if len(main) >= 2:
+        groups.append((main, [t for t in main if not (has_acc and t == "vocals")]))
+    if has_acc:
+        groups.append((["vocals", "accompaniment"], ["vocals", "accompaniment"]))
+    for group, stored in groups:
+        sdr, isr, sir, sar = museval.evaluate([references[t].T for t in group], [estimates[t].T for t in group],
+                                              win=int(win * rate), hop=int(hop * rate), mode="v4")
+        for i, target in enumerate(group):
+            if target in stored:
+                values = {"SDR": sdr[i].tolist(), "SIR": sir[i].tolist(), "ISR": isr[i].tolist(),
+                          "SAR": sar[i].tolist()}
+                store.add_target(target_name=target, values=values)
+    store.validate()
+    return store
+
+
+def _museval():
+    try:
+        import museval
+    except Exception as exc:  # museval imports musdb/stempeg, which look for ffmpeg
+        raise UnmixError(f"museval could not be imported ({' '.join(str(exc).split())}); "
+                         "install it with ffmpeg (e.g. `apt-get install ffmpeg`)") from None
+    return museval
+
+
+# ----------------------------------------------------------------------------------------
+# oracles
+
+
+def oracle_estimates(mixture, sources, method, n_fft=4096, n_hop=1024, eps=np.finfo(float).eps):
+    """Oracle estimates of the four sources and the accompaniment (see `ORACLES`).
+
+    Each channel is processed on its own, as in sigsep-mus-oracle.
+
+    Args:
+        mixture: ``(nb_channels, nb_timesteps)``.
+        sources: source -> ``(nb_channels, nb_timesteps)`` (vocals, drums, bass, other).
+        method: IRM1, IRM2, IBM or MIX.
+
+    Returns:
+        dict target -> float32 ``(nb_channels, nb_timesteps)`` for vocals, drums, bass, other
+        and accompaniment (drums + bass + other; MIX: the mixture).
+    """
+    if method not in ORACLES:
+        raise UnmixError(f"unknown oracle '{method}': use one of {', '.join(ORACLES)}")
+    if method == "MIX":
+        est = {s: mixture.astype(np.float32) for s in MUSDB_SOURCES}
+        est["accompaniment"] = est["vocals"]
+        return est
+    else:
+        est = {s: np.empty(mixture.shape, np.float32) for s in MUSDB_SOURCES}
+        for c in range(mixture.shape[0]):  # one channel at a time bounds memory on long songs
+            masked = _oracle_channel(mixture[c], {s: a[c] for s, a in sources.items()}, method, n_fft, n_hop, eps)
+            for s in MUSDB_SOURCES:
+                est[s][c] = masked[s]
+    est["accompaniment"] = est["drums"] + est["bass"] + est["other"]
+    return est
+
+
+def _oracle_channel(mix, sources, method, n_fft, n_hop, eps):
+    """One channel ``(nb_timesteps,)`` -> source -> masked mixture ``(nb_timesteps,)``."""
+    spec = transforms.stft(mix, n_fft, n_hop)  # (nb_bins, nb_frames)
+    out = {}
+    if method == "IBM":
+        mix_mag = eps + np.abs(spec)
+        for s in MUSDB_SOURCES:
+            mask = (np.abs(transforms.stft(sources[s], n_fft, n_hop)) / mix_mag) >= 0.5
+            out[s] = transforms.istft(spec * mask, n_fft, n_hop, length=mix.shape[-1])
+        return out
+    alpha = 1 if method == "IRM1" else 2
+    powers = {s: np.abs(transforms.stft(sources[s], n_fft, n_hop)) ** alpha for s in MUSDB_SOURCES}
+    total = eps + sum(powers.values())
+    for s in MUSDB_SOURCES:
+        out[s] = transforms.istft(spec * (powers[s] / total), n_fft, n_hop, length=mix.shape[-1])
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# estimators: what gives the estimates of a track
+
+
+class OracleEstimator:
+    """Oracle estimates of `targets` (see `oracle_estimates`)."""
+
+    def __init__(self, method, targets=None):
+        if method not in ORACLES:
+            raise UnmixError(f"unknown oracle '{method}': use one of {', '.join(ORACLES)}")
+        targets = list(targets or MUSDB_SOURCES)
+        unknown = [t for t in targets if t not in ORACLE_TARGETS]
+        if unknown:
+            raise UnmixError(f"an oracle estimates {', '.join(ORACLE_TARGETS)}, not {', '.join(unknown)}")
+        self.method, self.targets = method, targets
+
+    def __call__(self, mixture, sources, rate):
+        est = oracle_estimates(mixture, sources, self.method)
+        return {t: est[t] for t in self.targets}
+
+
+class ModelEstimator:
+    """The estimates of a `unmix.separator.Separator` (the true sources are not used)."""
+
+    def __init__(self, separator):
+        self.separator = separator
+        self.targets = list(separator.targets)
+
+    def __call__(self, mixture, sources, rate):
+        # the reference casts musdb's float64 mixture to float32 before separating
+        return self.separator.separate(mixture.astype(np.float32), rate)
+
+
+def make_estimator(spec):
+    """An estimator from a picklable spec: ``("oracle", method, targets)`` or
+    ``("model", load_separator keyword arguments)``."""
+    if spec[0] == "oracle":
+        return OracleEstimator(spec[1], spec[2])
+    from unmix.separator import load_separator
+
+    return ModelEstimator(load_separator(**spec[1]))
+
+
+# ----------------------------------------------------------------------------------------
+# one track
+
+
+def track_json_path(evaldir, track):
+    """Where museval's JSON of `track` goes (as eval_mus_track writes it)."""
+    return Path(evaldir) / track.subset / f"{track.name}.json"
+
+
+def estimate_paths(outdir, track, targets):
+    """``<outdir>/<subset>/<track>/<target>.wav`` (musdb's `save_estimates` layout)."""
+    return {t: Path(outdir) / track.subset / track.name / f"{t}.wav" for t in targets}
+
+
+def is_done(track, evaldir, targets, outdir=None):
+    """True when the track's JSON holds exactly the scores of `targets` (and, with
+    `outdir`, its estimates are there): a rerun can skip it."""
+    path = track_json_path(evaldir, track)
+    try:
+        scores = json.loads(path.read_text())
+        names = [t["name"] for t in scores["targets"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if names != scored_targets(targets):
+        return False
+    return outdir is None or all(p.is_file() for p in estimate_paths(outdir, track, targets).values())
+
+
+def evaluate_track(track, estimator, evaldir, outdir=None):
+    """Estimate, (save,) score one track and write its JSON.
+
+    Returns:
+        ``museval.TrackStore`` of its scores.
+    """
+    mixture, sources, rate = load_track(track)
+    estimates = estimator(mixture, sources, rate)
+    if outdir is not None:
+        from unmix import audio as audio_io
+
+        for target, path in estimate_paths(outdir, track, estimates).items():
+            audio_io.save(path, estimates[target], rate)
+    references = musdb_references(sources, scored_targets(list(estimates)))
+    store = score_track(track.name, references, estimates, rate)
+    with atomic_path(track_json_path(evaldir, track)) as tmp:  # last: it marks the track done
+        tmp.write_text(store.json)
+    return store
+
+
+def evaluate_track_safely(track, estimator, evaldir, outdir=None):
+    """`evaluate_track` that reports instead of raising what a user can cause.
+
+    Returns:
+        ``(summary line, None)`` on success, ``(None, one-line error naming the track)``.
+    """
+    start = time.time()
+    try:
+        store = evaluate_track(track, estimator, evaldir, outdir)
+        return f"{summary_line(store)} ({time.time() - start:.0f} s)", None
+    except UnmixError as exc:
+        error = str(exc)
+    except OSError as exc:  # e.g. a full disk or a read-only folder while writing
+        error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None, error if track.name in error else f"{track.name}: {error}"
+
+
+def summary_line(store):
+    """``name: vocals SDR 5.21 | drums SDR 3.10`` (medians over frames) of a TrackStore."""
+    parts = [f"{t['name']} SDR {_median([float(f['metrics']['SDR']) for f in t['frames']]):.2f}"
+             for t in store.scores["targets"]]
+    return f"{store.track_name}: " + " | ".join(parts)
+
+
+def _median(values):
+    """Median ignoring NaN (museval's value for silent frames); NaN when nothing is left."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+_WORKER_ESTIMATOR = None
+
+
+def _init_worker(spec):
+    global _WORKER_ESTIMATOR
+    if spec[0] == "model":
+        spec = ("model", dict(spec[1], nb_threads=1))  # one process per core already
+    _WORKER_ESTIMATOR = make_estimator(spec)
+
+
+def _worker_track(track, evaldir, outdir):
+    """In a worker process: `evaluate_track_safely` with the worker's estimator."""
+    return evaluate_track_safely(track, _WORKER_ESTIMATOR, evaldir, outdir)
+
+
+# ----------------------------------------------------------------------------------------
+# aggregation, table, plot
+
+
+def load_scores(json_paths):
+    """museval's long table (track, target, metric, time, score) of per-track JSON files."""
+    import pandas as pd
+
+    museval = _museval()
+    frames = []
+    for path in json_paths:
+        path = Path(path)
+        try:
+            frames.append(museval.json2df(json.loads(path.read_text()), path.stem))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UnmixError(f"cannot read scores {path}: {exc}") from None
+    if not frames:
+        raise UnmixError("no scores to aggregate")
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate(df):
+    """Median over frames per track, then median over tracks (NaN frames skipped), as
+    ``museval.EvalStore.agg_frames_tracks_scores``.
+
+    Returns:
+        ``(per_track, scores)``: per_track indexed by (track, target) with a column per
+        metric; scores indexed by target (in MUSDB order) with columns SDR, SIR, ISR, SAR.
+    """
+    per_track = df.groupby(["track", "target", "metric"])["score"].median().unstack("metric")
+    scores = per_track.groupby(level="target").median()
+    order = [t for t in MUSDB_TARGETS if t in scores.index] + sorted(set(scores.index) - set(MUSDB_TARGETS))
+    return per_track[list(METRICS)], scores.loc[order, list(METRICS)]
+
+
+def is_musdb18_test(names):
+    """True when `names` are the 50 tracks of the MUSDB18 test set."""
+    return set(names) == MUSDB18_TEST_TRACKS
+
+
+def format_table(scores, published=False):
+    """A markdown table of `scores` (target x metric, dB); with `published`, the published
+    Open-Unmix median SDRs beside it."""
+    head = ["target"] + list(METRICS)
+    if published:
+        head += [f"{name} SDR" for name in PUBLISHED_SDR]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for target, row in scores.iterrows():
+        cells = [target] + [f"{row[m]:.2f}" for m in METRICS]
+        if published:
+            cells += [f"{PUBLISHED_SDR[n][target]:.2f}" if target in PUBLISHED_SDR[n] else "" for n in PUBLISHED_SDR]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_sdr(per_track, path, title=""):
+    """Per-track SDRs (median over frames) as a box plot per target with the tracks as dots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = [t for t in MUSDB_TARGETS if t in per_track.index.get_level_values("target")]
+    data = [per_track.xs(t, level="target")["SDR"].dropna().to_numpy() for t in targets]
+    fig, ax = plt.subplots(figsize=(1.6 * len(targets) + 2, 4))
+    ax.boxplot(data, showfliers=False)
+    ax.set_xticks(range(1, len(targets) + 1), targets)
+    rng = np.random.default_rng(0)  # fixed jitter: the same scores draw the same picture
+    for i, values in enumerate(data, start=1):
+        ax.plot(i + rng.uniform(-0.15, 0.15, len(values)), values, "o", ms=3, alpha=0.6, color="C1")
+    ax.set_ylabel("SDR (dB), median over 1 s frames")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------
+# the whole run
+
+
+@dataclass
+class Evaluation:
+    """What `evaluate` returns: the scored tracks, the tables and where they went."""
+
+    method: str
+    tracks: List[str]
+    per_track: object  # pandas DataFrame, (track, target) x metric
+    scores: object  # pandas DataFrame, target x metric
+    table: str
+    evaldir: Path
+    skipped: List[str]
+
+
+def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=1, residual=None,
+             wiener_win_len=300, backend="auto", oracle=None, outdir=None, evaldir=None, cores=1,
+             tracks=None, plot=None, progress=True, log=None):
+    """Evaluate a model (or an oracle) on every track of a MUSDB18 subset.
+
+    Args:
+        root, subset, is_wav, tracks: which tracks (see `find_tracks`).
+        model, targets, niter, residual, wiener_win_len, backend: the separator
+            (see `unmix.load_separator`); ignored with `oracle`.
+        oracle: IRM1, IRM2, IBM or MIX instead of a model (targets default to the four sources).
+        outdir: also write the estimates to ``<outdir>/<subset>/<track>/<target>.wav``.
+        evaldir: per-track JSON, scores.csv and scores.md (default ``eval/<method>``).
+        cores: tracks evaluated in parallel processes.
+        plot: write the per-track SDR box plot to this PNG.
+        log: where progress lines go (default stderr).
+
+    Returns:
+        `Evaluation`.
+    """
+    log = log or sys.stderr
+    if cores < 1:
+        raise UnmixError(f"--cores must be >= 1, got {cores}")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise UnmixError(f"the plot is written as PNG: give a .png path, not {plot}")
+    found = find_tracks(root, subset, is_wav, tracks)
+    spec, method = _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, oracle)
+    estimator = make_estimator(spec)  # a bad model or target list fails here, before any track
+    scored = scored_targets(estimator.targets)
+    if not scored:
+        raise UnmixError(f"museval scores two MUSDB targets or more ({', '.join(MUSDB_TARGETS)}); "
+                         f"got {', '.join(estimator.targets)}")
+    ignored = [t for t in estimator.targets if t not in scored]
+    if ignored:
+        print(f"note: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} not scored "
+              "(museval scores MUSDB targets only)", file=log)
+    evaldir = Path(evaldir) if evaldir is not None else Path("eval") / method
+    todo = [t for t in found if not is_done(t, evaldir, estimator.targets, outdir)]
+    skipped = [t.name for t in found if t not in todo]
+    if skipped:
+        print(f"{len(skipped)} of {len(found)} tracks already scored in {evaldir}, skipped", file=log)
+    _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log)
+
+    per_track, scores = aggregate(load_scores([track_json_path(evaldir, t) for t in found]))
+    names = [t.name for t in found]
+    table = format_table(scores, published=is_musdb18_test(names))
+    caption = f"{method}: {subset}, median over 1 s frames, then over {len(names)} tracks (dB)"
+    _save_tables(scores, f"{caption}\n\n{table}", evaldir)
+    if plot is not None:
+        plot_sdr(per_track, plot, title=f"{method}: {subset} ({len(found)} tracks)")
+    return Evaluation(method, names, per_track, scores, table, evaldir, skipped)
+
+
+def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, oracle):
+    """``(spec for make_estimator, method name)``."""
+    if oracle is not None:
+        if oracle not in ORACLES:
+            raise UnmixError(f"unknown oracle '{oracle}': use one of {', '.join(ORACLES)}")
+        return ("oracle", oracle, list(targets) if targets else None), oracle
+    from unmix import pretrained
+
+    folder = pretrained.resolve_model(model)  # once here, so workers find a folder
+    options = dict(model=str(folder), targets=targets, niter=niter, residual=residual,
+                   wiener_win_len=wiener_win_len or None, backend=backend)
+    return ("model", options), Path(folder).name
+
+
+def _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log):
+    """Evaluate `todo`; stops at the first error (the tracks finished so far stay done)."""
+    bar = tqdm(total=len(todo), unit="track", desc="evaluating", disable=not progress or not todo, file=log)
+    try:
+        if cores == 1 or len(todo) <= 1:
+            results = (evaluate_track_safely(t, estimator, evaldir, outdir) for t in todo)
+            _report(results, bar, log)
+            return
+        with _pool(min(cores, len(todo)), spec) as pool:
+            futures = [pool.submit(_worker_track, t, evaldir, outdir) for t in todo]
+            _report((f.result() for f in concurrent.futures.as_completed(futures)), bar, log)
+    finally:
+        bar.close()
+
+
+def _report(results, bar, log):
+    """One line per finished track; the first error stops the run."""
+    for line, error in results:
+        if error is not None:
+            raise UnmixError(error)
+        bar.write(line, file=log)
+        bar.update()
+
+
+@contextlib.contextmanager
+def _pool(workers, spec):
+    pool = concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(spec,))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _save_tables(scores, text, evaldir):
+    evaldir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(evaldir / "scores.csv") as tmp:
+        scores.round(5).to_csv(tmp, index_label="target")
+    with atomic_path(evaldir / "scores.md") as tmp:
+        tmp.write_text(text + "\n")
