@@ -166,3 +166,25 @@ def test_help_and_version(capsys):
     assert main([]) == 2
     out = subprocess.run([sys.executable, "-m", "unmix", "separate", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--wiener-win-len" in out.stdout
+
+
+def test_gpu_without_cuda_is_one_line(tiny_model, song, tmp_path, capsys):
+    pytest.importorskip("nnabla")
+    try:
+        import nnabla_ext.cuda  # noqa: F401
+        pytest.skip("a CUDA extension is installed here")
+    except ImportError:
+        pass
+    assert run(song, "--model", tiny_model, "--outdir", tmp_path, "--device", "gpu") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nnabla-ext-cuda" in err[0]
+    assert run(song, "--model", tiny_model, "--outdir", tmp_path, "--device", "gpu", "--backend", "onnx") == 1
+
+
+def test_nnabla_backend_matches_onnx_backend(tiny_model, song, tmp_path):
+    assert run(song, "--model", tiny_model, "--outdir", tmp_path / "onnx", "--backend", "onnx") == 0
+    assert run(song, "--model", tiny_model, "--outdir", tmp_path / "nnabla", "--backend", "nnabla") == 0
+    for target in TARGETS:
+        a, _ = sf.read(tmp_path / "onnx" / "song" / f"{target}.wav")
+        b, _ = sf.read(tmp_path / "nnabla" / "song" / f"{target}.wav")
+        assert np.sum((a - b) ** 2) <= 1e-6 * np.sum(a**2)

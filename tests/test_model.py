@@ -134,3 +134,24 @@ def test_not_a_model_folder(tmp_path):
     (tmp_path / "separator.json").write_text("{broken")
     with pytest.raises(UnmixError, match="not a valid separator.json"):
         read_separator_json(tmp_path)
+
+
+@pytest.mark.parametrize("config", [TINY, ModelConfig(nb_bins=33, hidden_size=8, nb_layers=2, unidirectional=True)])
+def test_builtin_lstm_path_equals_step_by_step(config):
+    """The GPU path runs NNabla's F.lstm (cuDNN) on the same parameters: checked here on the CPU."""
+    model = perturbed(config)
+    mix = np.random.default_rng(0).uniform(0, 1, (2, config.nb_channels, 33, 5)).astype(np.float32)
+    builtin = OpenUnmix(config, model.get_params(), builtin_lstm=True)
+    np.testing.assert_allclose(builtin(mix), model(mix), rtol=1e-5, atol=1e-6)
+
+
+def test_use_gpu_without_cuda_extension_is_a_clear_error():
+    pytest.importorskip("nnabla")
+    try:
+        import nnabla_ext.cuda  # noqa: F401
+        pytest.skip("a CUDA extension is installed here")
+    except ImportError:
+        pass
+    from unmix.model import use_gpu
+    with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
+        use_gpu()

@@ -71,6 +71,8 @@ def _add_separate(sub):
     p.add_argument("--jobs", type=int, default=1, help="files separated in parallel processes")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
                    help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
+    p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                   help="gpu: NNabla networks on cuDNN (needs nnabla-ext-cuda)")
     p.add_argument("--downmix", action="store_true", help="average inputs with more than 2 channels")
     p.add_argument("--force", action="store_true", help="overwrite existing track folders")
     return p
@@ -80,7 +82,8 @@ def _run_separate(args):
     from unmix import stems
 
     options = dict(model=args.model, targets=args.targets, niter=args.niter, softmask=args.softmask,
-                   residual=args.residual, wiener_win_len=args.wiener_win_len or None, backend=args.backend)
+                   residual=args.residual, wiener_win_len=args.wiener_win_len or None, backend=args.backend,
+                   device=args.device)
     file_options = dict(outdir=args.outdir, ext=args.ext, start=args.start, duration=args.duration,
                         force=args.force, downmix=args.downmix)
     failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs)

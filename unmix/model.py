@@ -126,8 +126,10 @@ class OpenUnmix:
         params: name -> array (see `param_shapes`); None initialises randomly with `seed`.
     """
 
-    def __init__(self, config, params=None, seed=0):
+    def __init__(self, config, params=None, seed=0, builtin_lstm=False):
         self.config = config
+        # NNabla's own LSTM (cuDNN on a GPU) for inference; the step-by-step one is faster on the CPU
+        self.builtin_lstm = builtin_lstm
         self._scope = OrderedDict()
         self._create_params()
         self.set_params(init_params(config, seed) if params is None else params)
@@ -247,6 +249,8 @@ class OpenUnmix:
             w0 = _param("weight_l0")
             w_rest = _param("weight") if cfg.nb_layers > 1 else None
             bias = _param("bias")
+        if self.builtin_lstm and not training:
+            return _builtin_lstm(x, w0, w_rest, bias, cfg)
         for layer in range(cfg.nb_layers):
             if layer > 0 and training:
                 x = F.dropout(x, LSTM_DROPOUT)
@@ -283,6 +287,26 @@ def _run(build, *arrays):
         out = build(inputs)
     out.forward(clear_buffer=True)
     return out.d.copy()
+
+
+def _builtin_lstm(x, w0, w_rest, bias, cfg):
+    """All layers with NNabla's F.lstm (cuDNN on a GPU); the parameters have its layout already."""
+    nb_frames, nb_samples, _ = x.shape
+    state = (cfg.nb_layers, cfg.nb_directions, nb_samples, cfg.lstm_hidden_size)
+    h, c = F.constant(0.0, state), F.constant(0.0, state)
+    y, _, _ = F.lstm(x, h, c, w0, w_rest, bias, num_layers=cfg.nb_layers,
+                     bidirectional=not cfg.unidirectional, training=False)
+    return y
+
+
+def use_gpu():
+    """Make cuDNN NNabla's default context (needs the nnabla-ext-cuda package and a GPU)."""
+    try:
+        from nnabla.ext_utils import get_extension_context
+
+        nn.set_default_context(get_extension_context("cudnn"))
+    except Exception as exc:
+        raise UnmixError(f"cannot use the GPU: install nnabla-ext-cuda matching your CUDA ({exc})") from None
 
 
 def _lstm_layer(x, w, b, hidden):
@@ -381,7 +405,7 @@ def read_h5_params(path):
     return params
 
 
-def load_target(folder, target):
+def load_target(folder, target, builtin_lstm=False):
     """Load one target's model from a model folder (see `write_separator_json`)."""
     meta = read_separator_json(folder)
     if target not in meta["targets"]:
@@ -390,7 +414,7 @@ def load_target(folder, target):
     path = Path(folder) / f"{target}.h5"
     if not path.is_file():
         raise UnmixError(f"model folder {folder} lacks {path.name}")
-    return OpenUnmix(config, read_h5_params(path))
+    return OpenUnmix(config, read_h5_params(path), builtin_lstm=builtin_lstm)
 
 
 def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, **extra):

@@ -238,7 +238,7 @@ class _Resampler:
 
 
 def load_separator(model=None, targets=None, niter=1, softmask=False, residual=None, wiener_win_len=300,
-                   backend="auto", nb_threads=None):
+                   backend="auto", nb_threads=None, device="cpu"):
     """A `Separator` for a registry name or a model folder.
 
     Args:
@@ -246,6 +246,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         targets: subset of the folder's targets (None: all).
         backend: 'onnx' (ONNX Runtime, fast on CPU), 'nnabla', or 'auto' (onnx when installed).
         nb_threads: CPU threads for the onnx backend (None: all cores).
+        device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
     """
     from unmix import pretrained
     from unmix.model import load_target, read_separator_json
@@ -256,10 +257,14 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     unknown = [t for t in targets if t not in meta["targets"]]
     if unknown:
         raise UnmixError(f"model {folder} has no target {', '.join(unknown)} (it has {', '.join(meta['targets'])})")
-    backend = _pick_backend(backend)
+    backend = _pick_backend(backend, device)
+    if device == "gpu":
+        from unmix.model import use_gpu
+
+        use_gpu()
     models = {}
     for target in targets:
-        net = load_target(folder, target)
+        net = load_target(folder, target, builtin_lstm=device == "gpu")
         if backend == "onnx":
             from unmix.onnx_backend import OnnxModel
 
@@ -269,9 +274,15 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len)
 
 
-def _pick_backend(backend):
+def _pick_backend(backend, device="cpu"):
     if backend not in ("auto", "onnx", "nnabla"):
         raise UnmixError(f"unknown backend '{backend}': use auto, onnx or nnabla")
+    if device not in ("cpu", "gpu"):
+        raise UnmixError(f"unknown device '{device}': use cpu or gpu")
+    if device == "gpu":
+        if backend == "onnx":
+            raise UnmixError("--device gpu runs the NNabla networks: use --backend nnabla or auto")
+        return "nnabla"
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
