@@ -188,3 +188,9 @@ def test_nnabla_backend_matches_onnx_backend(tiny_model, song, tmp_path):
         a, _ = sf.read(tmp_path / "onnx" / "song" / f"{target}.wav")
         b, _ = sf.read(tmp_path / "nnabla" / "song" / f"{target}.wav")
         assert np.sum((a - b) ** 2) <= 1e-6 * np.sum(a**2)
+
+
+def test_models_lists_the_registry_with_licenses(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "umxhq" in out and "umxl" in out and "NON-COMMERCIAL" in out.upper()

@@ -244,9 +244,23 @@ def _run_evaluate(args):
     return 0
 
 
+def _add_models(sub):
+    return sub.add_parser("models", help="list the published models `--model NAME` can download")
+
+
+def _run_models(args):
+    from unmix import pretrained
+
+    print(pretrained.list_models())
+    print(f"\nWithout --model: {pretrained.BUNDLED_MODEL.name} (bundled, offline) unless "
+          f"{pretrained.DEFAULT_MODEL} is already in the cache ({pretrained.cache_root()}).")
+    return 0
+
+
 # (name, add-function, run-function); later stages append here.
 COMMANDS = [
     ("separate", _add_separate, _run_separate),
+    ("models", _add_models, _run_models),
     ("convert", _add_convert, _run_convert),
     ("export", _add_export, _run_export),
     ("demo", _add_demo, _run_demo),
