@@ -18,6 +18,16 @@ def make_model_folder(folder, targets=TARGETS, nb_channels=2, hidden_size=8, see
     return folder
 
 
+def perturbed(config, seed=1):
+    """A model whose every parameter (running statistics included) is random, not identity."""
+    model = OpenUnmix(config, seed=seed)
+    rng = np.random.default_rng(seed)
+    params = {k: v + rng.uniform(-0.3, 0.3, v.shape).astype(np.float32) for k, v in model.get_params().items()}
+    params = {k: np.abs(v) + 0.1 if k.endswith("/var") else v for k, v in params.items()}
+    model.set_params(params)
+    return model
+
+
 def tone(seconds=1.0, nb_channels=2, rate=RATE):
     """A two-tone test signal ``(nb_channels, nb_timesteps)``."""
     t = np.arange(int(seconds * rate)) / rate

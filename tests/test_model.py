@@ -5,21 +5,12 @@ import nnabla as nn
 import numpy as np
 import pytest
 
+from conftest import perturbed
 from unmix.errors import UnmixError
 from unmix.model import (ModelConfig, OpenUnmix, load_target, param_shapes, read_separator_json,
                          save_target, write_separator_json)
 
 TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
-
-
-def perturbed(config, seed=1):
-    """A model whose every parameter (running statistics included) is random, not identity."""
-    model = OpenUnmix(config, seed=seed)
-    rng = np.random.default_rng(seed)
-    params = {k: v + rng.uniform(-0.3, 0.3, v.shape).astype(np.float32) for k, v in model.get_params().items()}
-    params = {k: np.abs(v) + 0.1 if k.endswith("/var") else v for k, v in params.items()}
-    model.set_params(params)
-    return model
 
 
 def test_parameter_layout_matches_reference():

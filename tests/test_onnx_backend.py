@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 import pytest
 
+from conftest import perturbed
 from unmix.cli import main
 from unmix.errors import UnmixError
 from unmix.model import ModelConfig, OpenUnmix, save_target, write_separator_json
@@ -17,16 +18,6 @@ CONFIGS = {
     "unidirectional": ModelConfig(nb_bins=33, nb_channels=2, hidden_size=6, nb_layers=2, unidirectional=True),
     "one_layer": ModelConfig(nb_bins=17, nb_channels=2, hidden_size=10, nb_layers=1, max_bin=9),
 }
-
-
-def perturbed(config, seed=1):
-    """A model whose every parameter (running statistics included) is random, not identity."""
-    model = OpenUnmix(config, seed=seed)
-    rng = np.random.default_rng(seed)
-    params = {k: v + rng.uniform(-0.3, 0.3, v.shape).astype(np.float32) for k, v in model.get_params().items()}
-    params = {k: np.abs(v) + 0.1 if k.endswith("/var") else v for k, v in params.items()}
-    model.set_params(params)
-    return model
 
 
 def random_mix(config, nb_frames, nb_samples=2, seed=0):
