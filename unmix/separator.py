@@ -5,13 +5,16 @@ Separator uses for its Wiener filter. Only the LSTM needs the whole sequence, an
 sees ``(nb_frames, hidden_size)`` features, so the pipeline runs in three passes:
 
 1. per window: STFT of the window -> magnitude -> each network's encoder (frame-wise);
-2. per target: the LSTM over the whole feature sequence (small: hidden_size per frame);
-3. per window: STFT again -> decoders -> Wiener filter -> overlap-add into the output.
+2. per target: the LSTM (with the skip connection and fc2) over the whole feature sequence
+   (small: hidden_size floats per frame);
+3. per window: STFT again -> decoders -> Wiener filter -> overlap-add, yielding the
+   output samples that are finished (`Separator.stream`).
 
 The result equals running the reference on the whole track (the same windows, the same
-arithmetic), but peak memory grows only with the output audio itself, not with the
-``nb_frames x nb_bins x nb_targets`` spectrograms that make the reference need tens of
-GB for a 10-minute song.
+arithmetic), but besides the input only per-window buffers and the LSTM features are held:
+not the ``nb_frames x nb_bins x nb_targets`` spectrograms that make the reference need tens
+of GB for a 10-minute song. `unmix separate` writes the stems as they stream (a 10-minute
+stereo song peaks at 1.2 GB of RSS with umxhq-sized models); `separate` collects them.
 """
 import ctypes
 
