@@ -1,0 +1,245 @@
+"""Training throughput: unmix's training step against open-unmix-pytorch's, same machine, same data.
+
+    .venv/bin/python benchmarks/compare_training.py [--hidden-sizes 512 128] [--rounds 2]
+        [--warmup 2] [--steps 5] [--batch-size 16] [--seq-dur 6] [--threads 2] [--nb-workers 1]
+        [--root ../shared/data/musdb-synth-mini] [--json results.json]
+
+Both sides train one target (vocals) of the reference recipe's model (2049 bins, max_bin from
+16 kHz, stereo, 3 BLSTM layers) on the ``train`` split of a MUSDB18-HQ-layout folder (the same
+tracks: the valid split is held out by the same rule), batches of `batch_size` random-mix
+excerpts of `seq_dur` seconds with gain and channel-swap augmentations:
+
+    unmix      `unmix.train.Trainer.train_step` fed by `unmix.data.DataLoader` (`nb_workers` worker
+               processes decode the FLAC chunks and compute the magnitudes) over
+               `unmix.train.MagnitudeDataset` of `unmix.data.load_datasets("musdb", is_wav=True)`
+    reference  `benchmarks/reference_train_worker.py` in the torch venv: the loop of the reference's
+               scripts/train.py (encoder STFT in the step, Adam with weight decay, MSE), a torch
+               DataLoader with `nb_workers` workers over the reference's MUSDBDataset.__getitem__
+
+Every run is a fresh process: `warmup` steps (graph building, worker start-up) then `steps`
+timed steps. Runs alternate between the two sides, `rounds` times each, the order flipped every
+round; figures are medians over all timed steps. Each process gets `threads` threads
+(``torch.set_num_threads``; OMP/OpenBLAS/MKL variables for both; NNabla's CPU backend uses one).
+A sample is one excerpt, so samples/s = batch_size / (seconds per step including the wait for
+data). Input statistics are computed once (unmix's `compute_statistics`) and given to both.
+Peak RSS: the training process (VmHWM) and the largest data worker (children's max RSS).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "musdb-synth-mini"
+DEFAULT_TORCH_PYTHON = REPO.parent / "envs" / "torch311" / "bin" / "python"
+N_FFT, N_HOP, BANDWIDTH = 4096, 1024, 16000.0
+
+
+# -- the unmix side (run in a fresh process: `compare_training.py --unmix-worker CONFIG`) ---------
+def unmix_worker(cfg):
+    """Warm-up + timed steps of unmix's training loop; returns the JSON record."""
+    import nnabla as nn
+
+    from unmix import data
+    from unmix.model import ModelConfig, OpenUnmix
+    from unmix.train import MagnitudeDataset, Trainer
+
+    train_ds, _ = data.load_datasets("musdb", cfg["root"], cfg["target"], seq_duration=cfg["seq_dur"],
+                                     samples_per_track=cfg["samples_per_track"], seed=cfg["seed"], is_wav=True,
+                                     nb_channels=cfg["nb_channels"])
+    config = ModelConfig(nb_bins=cfg["n_fft"] // 2 + 1, nb_channels=cfg["nb_channels"],
+                         hidden_size=cfg["hidden_size"], nb_layers=cfg["nb_layers"], max_bin=cfg["max_bin"])
+    model = OpenUnmix(config, seed=cfg["seed"])
+    stats, params, m = np.load(cfg["stats"]), model.get_params(), config.model_bins
+    params["input_mean"] = (-stats["mean"][:m]).astype(np.float32)  # as unmix.train._Run._make_model
+    params["input_scale"] = (1.0 / stats["std"][:m]).astype(np.float32)
+    model.set_params(params)
+    trainer = Trainer(model, cfg["lr"], cfg["weight_decay"])
+    loader = data.DataLoader(MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"]),
+                             cfg["batch_size"], shuffle=True, nb_workers=cfg["nb_workers"], seed=cfg["seed"],
+                             drop_last=True)
+    steps, build_s = [], 0.0
+    it = iter(loader)
+    for k in range(cfg["warmup"] + cfg["steps"]):
+        t0, c0 = time.perf_counter(), time.process_time()
+        x, y = next(it)
+        t1 = time.perf_counter()
+        if k == 0:  # as unmix.train._Run.train_epoch: build once, then seed the dropout
+            trainer.build(x.shape)
+            nn.seed(cfg["seed"])
+            build_s = time.perf_counter() - t1
+            t1 = time.perf_counter()
+        value = trainer.train_step(x, y)
+        t2, c2 = time.perf_counter(), time.process_time()
+        steps.append({"data_s": t1 - t0, "stft_s": 0.0, "step_s": t2 - t1, "wall_s": t2 - t0 - (build_s if k == 0 else 0),
+                      "cpu_s": c2 - c0, "loss": value})
+    it.close()  # stops and joins the loader's workers, so their peak RSS is counted below
+    main_mb, worker_mb = _peak_rss_mb()
+    return {"side": "unmix", "nnabla": nn.__version__, "nb_parameters": model.nb_parameters(),
+            "batch_shape": list(x.shape), "build_s": build_s, "warmup": steps[:cfg["warmup"]],
+            "timed": steps[cfg["warmup"]:], "peak_rss_main_mb": main_mb, "peak_rss_worker_mb": worker_mb}
+
+
+def _peak_rss_mb():
+    import resource
+
+    main = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    return main / 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+# -- the driver -----------------------------------------------------------------------------------
+def prepare(root, target, seq_dur, nb_channels, folder):
+    """Statistics and the decoded track cache of the reference; returns (train track names, rate)."""
+    from unmix import data
+    from unmix.train import compute_statistics
+
+    train_ds, _ = data.load_datasets("musdb", root, target, seq_duration=seq_dur, samples_per_track=1,
+                                     is_wav=True, nb_channels=nb_channels)
+    mean, std = compute_statistics(train_ds, N_FFT, N_HOP)
+    np.savez(folder / "stats.npz", mean=mean, std=std)
+    names = []
+    for i, (name, refs, _) in enumerate(train_ds.tracks):
+        track_dir = folder / "tracks" / f"{i:03d}"
+        track_dir.mkdir(parents=True)
+        for source in data.MUSDB_SOURCES:
+            np.save(track_dir / f"{source}.npy", data.read_chunk(refs[source], nb_channels=nb_channels).T)
+        names.append(name)
+    return names, float(train_ds.sample_rate)
+
+
+def thread_env(threads, extra=None):
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.update(extra or {})
+    return env
+
+
+def run_side(side, cfg, folder, torch_python):
+    """One fresh worker process; returns its JSON record."""
+    path = folder / f"config_{side}.json"
+    path.write_text(json.dumps(cfg))
+    if side == "unmix":
+        cmd, env = [sys.executable, str(Path(__file__).resolve()), "--unmix-worker", str(path)], thread_env(cfg["threads"])
+    else:
+        stubs = str(REPO / "tools" / "stubs")  # openunmix imports torchaudio at import time
+        cmd = [str(torch_python), str(HERE / "reference_train_worker.py"), str(path)]
+        env = thread_env(cfg["threads"], {"PYTHONPATH": stubs})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"{side} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarize(records, batch_size):
+    """Medians over the timed steps of all rounds of one side and setting."""
+    steps = [s for r in records for s in r["timed"]]
+
+    def med(key):
+        return statistics.median(s[key] for s in steps)
+
+    wall = med("wall_s")
+    return {"nb_steps": len(steps), "wall_s": wall, "data_s": med("data_s"), "stft_s": med("stft_s"),
+            "step_s": med("step_s"), "cpu_s": med("cpu_s"), "steps_per_s": 1.0 / wall,
+            "samples_per_s": batch_size / wall, "round_medians_s": [statistics.median(s["wall_s"] for s in r["timed"])
+                                                                   for r in records],
+            "peak_rss_main_mb": max(r["peak_rss_main_mb"] for r in records),
+            "peak_rss_worker_mb": max(r["peak_rss_worker_mb"] for r in records),
+            "nb_parameters": records[0]["nb_parameters"]}
+
+
+def machine_info():
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def markdown(results, args):
+    """The README table: one row per side and hidden size, then the ratio."""
+    lines = ["| hidden | side | s/step | data wait (s) | STFT in step (s) | model step (s) | CPU s/step | "
+             "steps/s | samples/s | peak RSS main / worker (MB) | unmix ÷ reference |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for hidden, sides in results.items():
+        ref = sides["reference"]["wall_s"]
+        for side in ("unmix", "reference"):
+            s = sides[side]
+            ratio = f"{s['wall_s'] / ref:.2f}x time" if side == "unmix" else "1"
+            lines.append(f"| {hidden} | {side} | {s['wall_s']:.2f} | {s['data_s']:.3f} | {s['stft_s']:.3f} | "
+                         f"{s['step_s']:.2f} | {s['cpu_s']:.2f} | {s['steps_per_s']:.3f} | {s['samples_per_s']:.2f} | "
+                         f"{s['peak_rss_main_mb']:.0f} / {s['peak_rss_worker_mb']:.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--unmix-worker", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--root", default=str(DEFAULT_ROOT))
+    parser.add_argument("--target", default="vocals")
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[512, 128])
+    parser.add_argument("--nb-layers", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-dur", type=float, default=6.0)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--nb-workers", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--torch-python", default=os.environ.get("UNMIX_TORCH_PYTHON", str(DEFAULT_TORCH_PYTHON)))
+    parser.add_argument("--json", help="also write the records and summaries here")
+    args = parser.parse_args(argv)
+    if args.unmix_worker:
+        print(json.dumps(unmix_worker(json.loads(Path(args.unmix_worker).read_text()))), flush=True)
+        return
+    from unmix.train import bandwidth_to_max_bin
+
+    info = {**machine_info(), "load_before": os.getloadavg(), "command": " ".join(sys.argv)}
+    print(f"# {info['nproc']} x {info['cpu']}, load {info['load_before'][0]:.2f}, {info['date_utc']}", flush=True)
+    records, results = {}, {}
+    with tempfile.TemporaryDirectory(prefix="unmix_train_bench_") as tmp:
+        tmp = Path(tmp)
+        names, rate = prepare(args.root, args.target, args.seq_dur, 2, tmp)
+        max_bin = bandwidth_to_max_bin(rate, N_FFT, BANDWIDTH)
+        # one epoch must hold every step of a run (unmix starts its workers per epoch)
+        per_track = math.ceil((args.warmup + args.steps) * args.batch_size / len(names))
+        for hidden in args.hidden_sizes:
+            cfg = {"root": args.root, "target": args.target, "seq_dur": args.seq_dur, "batch_size": args.batch_size,
+                   "samples_per_track": per_track, "nb_channels": 2, "n_fft": N_FFT, "n_hop": N_HOP,
+                   "max_bin": max_bin, "hidden_size": hidden, "nb_layers": args.nb_layers, "lr": 1e-3,
+                   "weight_decay": 1e-5, "warmup": args.warmup, "steps": args.steps, "threads": args.threads,
+                   "nb_workers": args.nb_workers, "stats": str(tmp / "stats.npz"), "sample_rate": rate,
+                   "track_cache": [str(p) for p in sorted((tmp / "tracks").iterdir())]}
+            runs = {"unmix": [], "reference": []}
+            for r in range(args.rounds):
+                order = ("unmix", "reference") if r % 2 == 0 else ("reference", "unmix")
+                for side in order:
+                    record = run_side(side, {**cfg, "seed": args.seed + r}, tmp, args.torch_python)
+                    runs[side].append(record)
+                    wall = statistics.median(s["wall_s"] for s in record["timed"])
+                    print(f"hidden {hidden} round {r + 1} {side}: {wall:.2f} s/step "
+                          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+            records[hidden] = runs
+            results[hidden] = {side: summarize(recs, args.batch_size) for side, recs in runs.items()}
+    info["load_after"] = os.getloadavg()
+    info["train_tracks"] = len(names)
+    table = markdown(results, args)
+    print(table)
+    print(f"# load average before {info['load_before'][0]:.2f} / after {info['load_after'][0]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"info": info, "args": vars(args), "results": results,
+                                               "records": records}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
