@@ -81,8 +81,9 @@ def unmix_worker(cfg):
             t1 = time.perf_counter()
         value = trainer.train_step(x, y)
         t2, c2 = time.perf_counter(), time.process_time()
-        steps.append({"data_s": t1 - t0, "stft_s": 0.0, "step_s": t2 - t1, "wall_s": t2 - t0 - (build_s if k == 0 else 0),
-                      "cpu_s": c2 - c0, "loss": value})
+        wall = t2 - t0 - (build_s if k == 0 else 0.0)  # graph building is reported on its own
+        steps.append({"data_s": t1 - t0, "stft_s": 0.0, "step_s": t2 - t1, "wall_s": wall, "cpu_s": c2 - c0,
+                      "loss": value})
     it.close()  # stops and joins the loader's workers, so their peak RSS is counted below
     main_mb, worker_mb = _peak_rss_mb()
     return {"side": "unmix", "nnabla": nn.__version__, "nb_parameters": model.nb_parameters(),
@@ -117,6 +118,46 @@ def prepare(root, target, seq_dur, nb_channels, folder):
     return names, float(train_ds.sample_rate)
 
 
+def write_wav_copy(root, target, nb_channels, folder):
+    """The training tracks as MUSDB18-HQ WAV folders (16-bit, as MUSDB18-HQ): what musdb reads."""
+    import soundfile as sf
+
+    from unmix import data
+
+    train_ds, _ = data.load_datasets("musdb", root, target, seq_duration=None, samples_per_track=1,
+                                     is_wav=True, nb_channels=nb_channels)
+    for name, refs, _ in train_ds.tracks:
+        track_dir = folder / "train" / name
+        track_dir.mkdir(parents=True)
+        for part, ref in refs.items():
+            sf.write(track_dir / f"{part}.wav", data.read_chunk(ref).T, int(ref.rate), subtype="PCM_16")
+    return folder
+
+
+def time_musdb_batches(wav_root, batch_size, seq_dur, nb_batches, seed):
+    """Seconds per batch of the reference's own audio path: ``MUSDBDataset.__getitem__``'s reads
+    (random track per source, random start, ``track.sources[source].audio``: musdb -> stempeg ->
+    one ffmpeg process per chunk), in one process as the reference's CPU recipe (no workers).
+    Augmentations and torch tensors left out (they cost milliseconds)."""
+    import random
+
+    import musdb
+
+    mus = musdb.DB(root=str(wav_root), is_wav=True, subsets="train", split=None)
+    rng = random.Random(seed)
+    times = []
+    for _ in range(nb_batches):
+        start = time.perf_counter()
+        for _ in range(batch_size):
+            for source in mus.setup["sources"]:
+                track = rng.choice(mus.tracks)
+                track.chunk_duration = seq_dur
+                track.chunk_start = rng.uniform(0, track.duration - seq_dur)
+                track.sources[source].audio
+        times.append(time.perf_counter() - start)
+    return times
+
+
 def thread_env(threads, extra=None):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -130,7 +171,8 @@ def run_side(side, cfg, folder, torch_python):
     path = folder / f"config_{side}.json"
     path.write_text(json.dumps(cfg))
     if side == "unmix":
-        cmd, env = [sys.executable, str(Path(__file__).resolve()), "--unmix-worker", str(path)], thread_env(cfg["threads"])
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--unmix-worker", str(path)]
+        env = thread_env(cfg["threads"])
     else:
         stubs = str(REPO / "tools" / "stubs")  # openunmix imports torchaudio at import time
         cmd = [str(torch_python), str(HERE / "reference_train_worker.py"), str(path)]
@@ -165,16 +207,16 @@ def machine_info():
             "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
-def markdown(results, args):
+def markdown(results):
     """The README table: one row per side and hidden size, then the ratio."""
     lines = ["| hidden | side | s/step | data wait (s) | STFT in step (s) | model step (s) | CPU s/step | "
-             "steps/s | samples/s | peak RSS main / worker (MB) | unmix ÷ reference |",
+             "steps/s | samples/s | peak RSS main / worker (MB) | s/step ÷ reference's |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for hidden, sides in results.items():
         ref = sides["reference"]["wall_s"]
         for side in ("unmix", "reference"):
             s = sides[side]
-            ratio = f"{s['wall_s'] / ref:.2f}x time" if side == "unmix" else "1"
+            ratio = f"{s['wall_s'] / ref:.2f}" if side == "unmix" else "1"
             lines.append(f"| {hidden} | {side} | {s['wall_s']:.2f} | {s['data_s']:.3f} | {s['stft_s']:.3f} | "
                          f"{s['step_s']:.2f} | {s['cpu_s']:.2f} | {s['steps_per_s']:.3f} | {s['samples_per_s']:.2f} | "
                          f"{s['peak_rss_main_mb']:.0f} / {s['peak_rss_worker_mb']:.0f} | {ratio} |")
@@ -197,6 +239,8 @@ def main(argv=None):
     parser.add_argument("--nb-workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--torch-python", default=os.environ.get("UNMIX_TORCH_PYTHON", str(DEFAULT_TORCH_PYTHON)))
+    parser.add_argument("--musdb-batches", type=int, default=3,
+                        help="batches to time through musdb/stempeg, the reference's own audio path (0: skip)")
     parser.add_argument("--json", help="also write the records and summaries here")
     args = parser.parse_args(argv)
     if args.unmix_worker:
@@ -231,14 +275,21 @@ def main(argv=None):
                           f"(load {os.getloadavg()[0]:.2f})", flush=True)
             records[hidden] = runs
             results[hidden] = {side: summarize(recs, args.batch_size) for side, recs in runs.items()}
+        musdb_times = []
+        if args.musdb_batches > 0:
+            wav_root = write_wav_copy(args.root, args.target, 2, tmp / "wav")
+            musdb_times = time_musdb_batches(wav_root, args.batch_size, args.seq_dur, args.musdb_batches, args.seed)
     info["load_after"] = os.getloadavg()
     info["train_tracks"] = len(names)
-    table = markdown(results, args)
+    table = markdown(results)
     print(table)
+    if musdb_times:
+        print(f"reference's own audio path (musdb/stempeg, one process): {statistics.median(musdb_times):.2f} s "
+              f"per batch of {args.batch_size} (median of {len(musdb_times)})")
     print(f"# load average before {info['load_before'][0]:.2f} / after {info['load_after'][0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"info": info, "args": vars(args), "results": results,
-                                               "records": records}, indent=1))
+                                               "musdb_batch_s": musdb_times, "records": records}, indent=1))
 
 
 if __name__ == "__main__":
