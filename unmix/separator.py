@@ -17,6 +17,7 @@ of GB for a 10-minute song. `unmix separate` writes the stems as they stream (a 
 stereo song peaks at 1.2 GB of RSS with umxhq-sized models); `separate` collects them.
 """
 import ctypes
+import os
 
 import numpy as np
 import soxr
@@ -55,10 +56,12 @@ class Separator:
         softmask: initial estimates by ratio masks instead of magnitudes with mixture phase.
         residual: name of an extra target "mixture minus the others" (None: no residual).
         wiener_win_len: frames per window (None or 0: the whole track at once, like the reference).
+        nb_threads: threads for the FFTs and the Wiener filter (None: all CPU cores); the
+            estimates do not depend on it.
     """
 
     def __init__(self, models, sample_rate=44100.0, n_fft=4096, n_hop=1024, niter=1, softmask=False,
-                 residual=None, wiener_win_len=300):
+                 residual=None, wiener_win_len=300, nb_threads=None):
         if not models:
             raise UnmixError("no target models to separate with")
         channels = {m.config.nb_channels for m in models.values()}
@@ -75,6 +78,7 @@ class Separator:
         self.nb_channels = channels.pop()
         self.niter, self.softmask, self.wiener_win_len = int(niter), bool(softmask), wiener_win_len
         self.residual = residual or None
+        self.nb_threads = int(nb_threads or os.cpu_count() or 1)
 
     @property
     def targets(self):
@@ -163,15 +167,19 @@ class Separator:
             features[target] = model.recur(np.concatenate(encoded.pop(target), axis=0))
             bar.update()
 
-        ola = transforms.OverlapAdd((len(self.targets), audio.shape[0]), nb_frames, length, self.n_fft, self.n_hop)
+        # pass 3 keeps the FFT's frames-first layout (C, T, F) from the STFT through the Wiener
+        # filter to the inverse FFT: only the networks' magnitudes are transposed
+        ola = transforms.OverlapAdd((len(self.targets), audio.shape[0]), nb_frames, length, self.n_fft, self.n_hop,
+                                    workers=self.nb_threads)
         for start, stop in windows:
-            spec = transforms.stft_frames(audio, start, stop - start, self.n_fft, self.n_hop)  # (C, F, T)
-            mag = self._model_magnitude(spec)
-            targets = np.stack([model.decode(features[t][start:stop], mag)[0]
-                                for t, model in self.models.items()], axis=-1)  # (C', F, T, J)
-            est = filtering.wiener(targets.transpose(2, 1, 0, 3), spec.transpose(2, 1, 0), self.niter,
-                                   softmask=self.softmask, residual=bool(self.residual))  # (T, F, C, J)
-            yield ola.add(est.transpose(3, 2, 1, 0), start)
+            spec = self._stft(audio, start, stop)  # (C, T, F)
+            mag = self._model_magnitude(spec)  # (1, C', F, T)
+            targets = np.empty((len(self.models), mag.shape[1], stop - start, mag.shape[2]), np.float32)
+            for j, (target, model) in enumerate(self.models.items()):
+                targets[j] = model.decode(features[target][start:stop], mag)[0].swapaxes(-1, -2)  # (C', T, F)
+            est = filtering.wiener_planar(targets, spec, self.niter, softmask=self.softmask,
+                                          residual=bool(self.residual), workers=self.nb_threads)  # (J, C, T, F)
+            yield ola.add(est.swapaxes(-1, -2), start)
             bar.update()
         bar.close()
 
@@ -179,13 +187,18 @@ class Separator:
         win = int(self.wiener_win_len) if self.wiener_win_len else nb_frames
         return [(s, min(nb_frames, s + win)) for s in range(0, nb_frames, win)]
 
+    def _stft(self, audio, start, stop):
+        """Frames ``start .. stop`` of the mixture: ``(nb_channels, nb_frames, nb_bins)`` complex64."""
+        return transforms.stft_frames(audio, start, stop - start, self.n_fft, self.n_hop, frames_first=True,
+                                      workers=self.nb_threads)
+
     def _magnitude(self, audio, start, stop):
-        spec = transforms.stft_frames(audio, start, stop - start, self.n_fft, self.n_hop)
-        return self._model_magnitude(spec)
+        return self._model_magnitude(self._stft(audio, start, stop))
 
     def _model_magnitude(self, spec):
-        """``(nb_channels, nb_bins, nb_frames)`` complex -> ``(1, model channels, nb_bins, nb_frames)``."""
-        return transforms.magnitude(spec[None], mono=self.nb_channels == 1)
+        """``(nb_channels, nb_frames, nb_bins)`` complex -> ``(1, model channels, nb_bins, nb_frames)``."""
+        mag = transforms.magnitude(spec[None], mono=self.nb_channels == 1)
+        return np.ascontiguousarray(mag.swapaxes(-1, -2))
 
     # -- input checks ------------------------------------------------------------------------
     def _prepare(self, audio, rate, downmix):
@@ -248,7 +261,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         model: registry name (see `unmix.pretrained`) or model folder; None: the default model.
         targets: subset of the folder's targets (None: all).
         backend: 'onnx' (ONNX Runtime, fast on CPU), 'nnabla', or 'auto' (onnx when installed).
-        nb_threads: CPU threads for the onnx backend (None: all cores).
+        nb_threads: CPU threads for the onnx backend, the FFTs and the Wiener filter (None: all cores).
         device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
     """
     from unmix import pretrained
@@ -274,7 +287,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
             net = OnnxModel(net, nb_threads=nb_threads)
         models[target] = net
     return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
-                     softmask=softmask, residual=residual, wiener_win_len=wiener_win_len)
+                     softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
 
 
 def _pick_backend(backend, device="cpu"):

@@ -23,12 +23,15 @@ def nb_frames_for(nb_timesteps, n_fft=4096, n_hop=1024, center=True):
     return 1 + (nb_timesteps - n_fft) // n_hop
 
 
-def stft(audio, n_fft=4096, n_hop=1024, center=True):
+def stft(audio, n_fft=4096, n_hop=1024, center=True, frames_first=False, workers=1):
     """Short-time Fourier transform.
 
     Args:
         audio: float array ``(..., nb_timesteps)``, e.g. ``(nb_samples, nb_channels, nb_timesteps)``.
         center: pad ``n_fft // 2`` on both sides by reflection (separation); training uses False.
+        frames_first: return ``(..., nb_frames, nb_bins)``, the layout the FFT produces (no
+            transposing copy); the values are the same.
+        workers: threads for the FFTs (scipy.fft); the result does not depend on it.
 
     Returns:
         complex64 array ``(..., nb_bins, nb_frames)`` with ``nb_bins = n_fft // 2 + 1``.
@@ -43,8 +46,8 @@ def stft(audio, n_fft=4096, n_hop=1024, center=True):
     if audio.shape[-1] < n_fft:
         raise ValueError(f"signal of {audio.shape[-1]} samples is shorter than one frame ({n_fft})")
     frames = sliding_window_view(audio, n_fft, axis=-1)[..., ::n_hop, :]  # (..., nb_frames, n_fft), a view
-    spec = scipy.fft.rfft(frames * hann_window(n_fft), axis=-1)  # float32 in -> complex64 out
-    return np.ascontiguousarray(np.swapaxes(spec, -1, -2))
+    spec = scipy.fft.rfft(frames * hann_window(n_fft), axis=-1, workers=workers)  # float32 in -> complex64 out
+    return spec if frames_first else np.ascontiguousarray(np.swapaxes(spec, -1, -2))
 
 
 def istft(spec, n_fft=4096, n_hop=1024, center=True, length=None):
@@ -83,10 +86,12 @@ def _overlap_add(frames, n_hop, full_len):
     *lead, nb_frames, n_fft = frames.shape
     out = np.zeros((*lead, full_len), dtype=np.float32)
     if n_fft % n_hop == 0:
-        # one vectorised add per hop-sized segment of the frame instead of one per frame
+        # one vectorised add per hop-sized segment of the frame instead of one per frame,
+        # into a (nb_frames, n_hop) view of the output (no copy of the strided segments)
         for k in range(n_fft // n_hop):
-            seg = frames[..., k * n_hop:(k + 1) * n_hop].reshape(*lead, nb_frames * n_hop)
-            out[..., k * n_hop:k * n_hop + nb_frames * n_hop] += seg
+            dest = out[..., k * n_hop:k * n_hop + nb_frames * n_hop].reshape(*lead, nb_frames, n_hop)
+            assert np.may_share_memory(dest, out)  # splitting the last axis is always a view
+            dest += frames[..., k * n_hop:(k + 1) * n_hop]
     else:
         for t in range(nb_frames):
             out[..., t * n_hop:t * n_hop + n_fft] += frames[..., t, :]
@@ -103,15 +108,17 @@ def magnitude(spec, mono=False):
     return mag
 
 
-def stft_frames(audio, start, nb_frames, n_fft=4096, n_hop=1024):
+def stft_frames(audio, start, nb_frames, n_fft=4096, n_hop=1024, frames_first=False, workers=1):
     """Frames ``start .. start + nb_frames`` of the centred `stft` of `audio`, without padding
     or transforming the whole signal (long tracks are processed window by window).
 
     Args:
         audio: float32 ``(..., nb_timesteps)``.
+        frames_first, workers: as for `stft`.
 
     Returns:
-        complex64 ``(..., nb_bins, nb_frames)``, equal to ``stft(audio)[..., start:start + nb_frames]``.
+        complex64 ``(..., nb_bins, nb_frames)``, equal to ``stft(audio)[..., start:start + nb_frames]``
+        (``(..., nb_frames, nb_bins)`` with `frames_first`).
     """
     pad = n_fft // 2
     length = audio.shape[-1]
@@ -121,7 +128,7 @@ def stft_frames(audio, start, nb_frames, n_fft=4096, n_hop=1024):
     idx = np.arange(start * n_hop, (start + nb_frames - 1) * n_hop + n_fft) - pad
     idx = np.abs(idx)
     idx = np.where(idx >= length, 2 * (length - 1) - idx, idx)
-    return stft(audio[..., idx], n_fft, n_hop, center=False)
+    return stft(audio[..., idx], n_fft, n_hop, center=False, frames_first=frames_first, workers=workers)
 
 
 class OverlapAdd:
@@ -135,10 +142,11 @@ class OverlapAdd:
     Args:
         shape: leading shape of the output, e.g. ``(nb_targets, nb_channels)``.
         nb_frames: total frames of the signal; length: samples to return in all.
+        workers: threads for the inverse FFTs; the result does not depend on it.
     """
 
-    def __init__(self, shape, nb_frames, length, n_fft=4096, n_hop=1024):
-        self.shape, self.n_fft, self.n_hop = tuple(shape), n_fft, n_hop
+    def __init__(self, shape, nb_frames, length, n_fft=4096, n_hop=1024, workers=1):
+        self.shape, self.n_fft, self.n_hop, self.workers = tuple(shape), n_fft, n_hop, workers
         self.nb_frames, self.length = nb_frames, length
         self.window = hann_window(n_fft)
         self.full_len = n_fft + n_hop * (nb_frames - 1)  # samples of the padded signal
@@ -148,8 +156,9 @@ class OverlapAdd:
 
     def add(self, spec, start):
         """Add frames ``start .. start + nb`` (spec ``(*shape, nb_bins, nb)``); returns the
-        finished output samples ``(*shape, n)`` (n may be 0)."""
-        frames = scipy.fft.irfft(np.swapaxes(spec, -1, -2), n=self.n_fft, axis=-1)
+        finished output samples ``(*shape, n)`` (n may be 0). A `spec` that is the swapped view
+        of a frames-first array is transformed without a copy."""
+        frames = scipy.fft.irfft(np.swapaxes(spec, -1, -2), n=self.n_fft, axis=-1, workers=self.workers)
         frames *= self.window
         nb = spec.shape[-1]
         chunk = _overlap_add(frames, self.n_hop, self.n_fft + self.n_hop * (nb - 1))
