@@ -25,18 +25,19 @@ train_one() {  # target
 }
 
 assemble() {
-  "$REPO/.venv/bin/python" - "$RUNS" "$OUT" <<'PYEOF'
+  "$REPO/.venv/bin/python" - "$RUNS" "$OUT" "$REPO/models" <<'PYEOF'
 import shutil, sys
 from pathlib import Path
 from unmix.model import ModelConfig, read_separator_json, write_separator_json
-runs, out = Path(sys.argv[1]), Path(sys.argv[2])
+runs, out, curves = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 out.mkdir(parents=True, exist_ok=True)
 configs = {}
 for t in ("vocals", "drums", "bass", "other"):
     meta = read_separator_json(runs / t)
     configs[t] = ModelConfig.from_dict(meta["models"][t])
-    for name in (f"{t}.h5", f"{t}.json", f"{t}_loss.png"):  # no solver states, no checkpoints
+    for name in (f"{t}.h5", f"{t}.json"):  # no solver states, no checkpoints
         shutil.copy(runs / t / name, out / name)
+    shutil.copy(runs / t / f"{t}_loss.png", curves / f"{t}_loss.png")  # for models/README.md
 write_separator_json(out, configs, meta["sample_rate"], meta["n_fft"], meta["n_hop"])
 print("wrote", out, sorted(p.name for p in out.iterdir()))
 PYEOF
