@@ -6,6 +6,7 @@ from conftest import make_model_folder
 
 from unmix import cli, demo, pretrained
 from unmix.errors import UnmixError
+from unmix.model import read_separator_json
 
 TARGETS = ("vocals", "drums", "bass", "other")
 
@@ -18,8 +19,10 @@ def empty_cache(tmp_path, monkeypatch):
 
 
 def test_bundled_model_and_example_ship_with_the_package():
-    meta = pretrained.BUNDLED_MODEL / "separator.json"
-    assert meta.is_file()
+    meta = read_separator_json(pretrained.BUNDLED_MODEL)
+    assert meta["targets"] == list(TARGETS) and meta["sample_rate"] == 44100.0
+    assert {m["hidden_size"] for m in meta["models"].values()} == {128}
+    assert not list(pretrained.BUNDLED_MODEL.glob("*.solver.h5"))  # no training leftovers shipped
     size = sum(p.stat().st_size for p in pretrained.BUNDLED_MODEL.iterdir())
     assert size < 25e6  # keeps the package small
     info = sf.info(str(demo.EXAMPLE_PATH))
