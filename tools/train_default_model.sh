@@ -2,7 +2,7 @@
 # Trains the bundled default model (unmix/data/default_model) on the songs rendered by
 # tools/render_training_songs.sh (seeds 3000-3083; 1 in 8 held out for validation by the
 # dataset's seeded split). Two targets at a time, niced: the machine that made it had 2 CPU
-# cores shared with other work. Each training is stopped with SIGINT after SECONDS (the
+# cores shared with other work. Each training is stopped with SIGINT after SECONDS_PER_PAIR s (the
 # trainer keeps the weights of its best validation epoch), then the four targets are gathered
 # into one model folder.
 #
