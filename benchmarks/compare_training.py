@@ -23,6 +23,10 @@ round; figures are medians over all timed steps. Each process gets `threads` thr
 A sample is one excerpt, so samples/s = batch_size / (seconds per step including the wait for
 data). Input statistics are computed once (unmix's `compute_statistics`) and given to both.
 Peak RSS: the training process (VmHWM) and the largest data worker (children's max RSS).
+
+The reference worker reads decoded copies of the tracks (musdb cannot read FLAC folders), so its
+data time is a lower bound; `--musdb-batches` also times the reference's real audio path (musdb ->
+stempeg, one ffprobe and one ffmpeg per chunk, no workers as in its CPU recipe) on WAV copies.
 """
 import argparse
 import json
