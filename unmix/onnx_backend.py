@@ -175,8 +175,11 @@ class OnnxModel:
         nb_threads: intra-op threads (default: all CPU cores).
 
     Built from an `OpenUnmix`, it also offers the staged `encode` / `recur` / `decode` that the
-    Separator uses for long tracks (three small sessions, made on first use).
+    Separator uses for long tracks (three small sessions). ONNX Runtime sessions take
+    concurrent calls (`concurrent_calls`): the Separator runs the targets side by side.
     """
+
+    concurrent_calls = True
 
     def __init__(self, model_or_path, nb_threads=None):
         self.nb_threads = nb_threads
