@@ -169,10 +169,18 @@ class OverlapAdd:
         chunk = _overlap_add(frames, self.n_hop, self.n_fft + self.n_hop * (nb - 1))
         begin = start * self.n_hop - self.offset
         end = begin + chunk.shape[-1]
-        if end > self.pending.shape[-1]:
-            grow = np.zeros((*self.shape, end - self.pending.shape[-1]), np.float32)
-            self.pending = np.concatenate([self.pending, grow], axis=-1)
-        self.pending[..., begin:end] += chunk
+        held = self.pending.shape[-1]
+        if begin == 0 and end >= held:
+            # the usual case: the new chunk becomes the buffer and the held samples are added
+            # into it (no copy into a grown buffer). Same values: a + b == b + a, and 0 + c == c
+            # since c, a sum started from +0, is never -0.
+            chunk[..., :held] += self.pending
+            self.pending = chunk
+        else:
+            if end > held:
+                grow = np.zeros((*self.shape, end - held), np.float32)
+                self.pending = np.concatenate([self.pending, grow], axis=-1)
+            self.pending[..., begin:end] += chunk
         stop = start + nb
         final = self.full_len if stop >= self.nb_frames else stop * self.n_hop  # later frames start here
         return self._emit(final)
@@ -182,7 +190,11 @@ class OverlapAdd:
         done = self.pending[..., :final - self.offset]
         self.pending = self.pending[..., final - self.offset:].copy()
         envelope = self._envelope(self.offset, final)
-        np.divide(done, envelope, out=done, where=envelope > 1e-11)
+        valid = envelope > 1e-11
+        if valid.all():  # inside the signal: a plain division (the masked one is slower)
+            np.divide(done, envelope, out=done)
+        else:
+            np.divide(done, envelope, out=done, where=valid)
         pad = self.n_fft // 2
         lo = max(self.offset, pad) - self.offset
         hi = min(final, pad + self.length) - self.offset
