@@ -108,3 +108,11 @@ def test_bad_configuration():
     mono = OpenUnmix(ModelConfig(nb_bins=513, nb_channels=1, hidden_size=8, nb_layers=1))
     with pytest.raises(UnmixError, match="same number of channels"):
         make(models={"vocals": MODELS["vocals"], "mono": mono})
+
+
+def test_result_does_not_depend_on_thread_count():
+    audio = FIXTURES["audio"]
+    one = Separator(MODELS, RATE, int(N_FFT), int(N_HOP), niter=1, wiener_win_len=int(WIN), nb_threads=1)(audio)
+    two = Separator(MODELS, RATE, int(N_FFT), int(N_HOP), niter=1, wiener_win_len=int(WIN), nb_threads=2)(audio)
+    for target in one:
+        np.testing.assert_array_equal(one[target], two[target])
