@@ -18,10 +18,7 @@ gate (order i, f, g, o in both) and one bias ``b_ih + b_hh``. The architecture i
 inferred from the shapes, so no configuration is needed.
 """
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple, Optional
 
@@ -29,7 +26,7 @@ import numpy as np
 
 from unmix import model as umx
 from unmix import pth
-from unmix.errors import UnmixError
+from unmix.errors import UnmixError, atomic_folder
 
 DEFAULT_SAMPLE_RATE = 44100.0  # n_fft defaults to what the bins imply (4096 for 2049), n_hop to n_fft / 4
 
@@ -441,21 +438,8 @@ def _write_folder(out, write):
 
     A failure leaves `out` as it was (absent or the previous model folder).
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
-    old = None
     try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        write(tmp)
-        if out.exists():
-            old = tmp.with_suffix(".old")
-            os.rename(out, old)
-        os.rename(tmp, out)
+        with atomic_folder(out) as tmp:
+            write(tmp)
     except OSError as exc:
-        if old is not None and old.exists() and not out.exists():
-            os.rename(old, out)
         raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

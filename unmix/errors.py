@@ -5,6 +5,7 @@ before exiting non-zero; anything else is a bug and keeps its traceback.
 """
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -48,3 +49,31 @@ def make_temp_dir(parent, name):
     tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=parent)
     os.chmod(tmp, 0o777 & ~_umask())
     return Path(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder next to `path` that replaces `path` on success.
+
+    An existing `path` is swapped out and removed only once the new folder is in place (and
+    put back if the swap fails); on any exception the temporary folder is removed, so a
+    folder appears complete or not at all.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = make_temp_dir(path.parent, path.name)
+    old = None
+    try:
+        yield tmp
+        if path.exists():
+            old = tmp.with_suffix(".old")
+            os.rename(path, old)
+        os.rename(tmp, path)
+    except BaseException:
+        if old is not None and old.exists() and not path.exists():
+            os.rename(old, path)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

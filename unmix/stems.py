@@ -6,15 +6,13 @@ Ctrl-C) leaves no half-written track, and an earlier result is replaced only wit
 """
 import concurrent.futures
 import contextlib
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from unmix import audio as audio_io
-from unmix.errors import UnmixError, make_temp_dir
+from unmix.errors import UnmixError, atomic_folder
 
 OUTPUT_EXTENSIONS = (".wav", ".flac")
 
@@ -49,7 +47,7 @@ def separate_file(path, separator, outdir, ext=".wav", start=0.0, duration=None,
     audio, rate = audio_io.load(path, start=start, duration=duration)
     chunks = separator.stream(audio, rate, downmix=downmix, progress=progress)
     # stems are streamed to disk window by window: a long song never exists whole in memory
-    with _staging_folder(dest) as tmp, contextlib.ExitStack() as files:
+    with atomic_folder(dest) as tmp, contextlib.ExitStack() as files:
         writers = {}
         for chunk in chunks:
             for target, value in chunk.items():
@@ -58,25 +56,6 @@ def separate_file(path, separator, outdir, ext=".wav", start=0.0, duration=None,
                         audio_io.StreamWriter(tmp / f"{target}{ext}", rate, value.shape[0]))
                 writers[target].write(value)
     return dest
-
-
-@contextlib.contextmanager
-def _staging_folder(dest):
-    """A temporary folder next to `dest` that replaces `dest` on success and vanishes on error."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(dest.parent, dest.name)
-    try:
-        yield tmp
-        if dest.exists():  # --force: swap, then drop the old result
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
-            dest.rename(old / dest.name)
-            tmp.rename(dest)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def separate_files(paths, separator_options, file_options, jobs=1):
