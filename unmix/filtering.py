@@ -1,4 +1,4 @@
-"""Multichannel Wiener filtering (norbert-style EM), vectorized in numpy.
+"""Multichannel Wiener filtering (norbert-style EM), in float32 kernels compiled by numba.
 
 Numerically follows ``openunmix.filtering.wiener`` (open-unmix-pytorch 1.3):
 initial estimates from the mixture phase or a ratio mask, an optional
@@ -9,25 +9,25 @@ Public arrays use the reference layout: targets
 ``(nb_frames, nb_bins, nb_channels, nb_sources)`` float32 magnitudes, mixture
 ``(nb_frames, nb_bins, nb_channels)`` complex64. Internally every source and
 channel is one contiguous ``(nb_frames, nb_bins)`` plane ("planar" layout
-``(nb_sources, nb_channels, nb_frames, nb_bins)``), so that all the 1x1 / 2x2
-covariance algebra is a handful of whole-array float32/complex64 operations:
-no per-frame loops, no complex128, no 6-D temporaries. `wiener_planar` takes and
-returns that layout directly (the Separator's path: no transposing copies).
+``(nb_sources, nb_channels, nb_frames, nb_bins)``); the 1x1 / 2x2 covariance
+algebra runs frame by frame over rows of bins, in float32 and complex64 (no
+complex128, no 6-D temporaries). `wiener_planar` takes and returns that layout
+directly (the Separator's path: no transposing copies).
 
-With ``workers > 1`` the sources' models and the frame blocks are spread over
-threads (numpy releases the GIL in its loops); every block is computed by the
-same operations whichever thread runs it, so the result does not depend on the
+With ``workers > 1`` the sources' models and blocks of frames are spread over
+threads (the kernels release the GIL); every frame is computed by the same
+operations whichever thread runs it, so the result does not depend on the
 number of workers.
 """
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 
 from .errors import UnmixError
 
-# Frames handled at once in the separation step: keeps the temporaries of one
-# block (a few planes of block x nb_bins) cache-sized for 2049 bins.
+# Frames per task on the worker threads (initial estimates, separation step)
 _BLOCK_FRAMES = 32
 
 
@@ -92,14 +92,13 @@ def wiener_planar(targets, x, iterations=1, softmask=False, residual=False, scal
     """
     if iterations > 0 and x.shape[0] not in (1, 2):
         raise UnmixError(f"Wiener EM supports mono or stereo, got {x.shape[0]} channels")
-    y = initial_estimates(targets, x, softmask, residual, eps, workers)
-    if iterations > 0:
-        # EM is not scale invariant (eps): bring the loudest bin to scale_factor
-        max_abs = np.float32(max(1.0, float(np.abs(x).max()) / scale_factor))
-        x = x / max_abs  # a new array: the caller's mixture stays as it is
-        _run(lambda j: np.divide(y[j], max_abs, out=y[j]), _each(len(y)), workers)
-        expectation_maximization(y, x, iterations, eps, workers)
-        _run(lambda j: np.multiply(y[j], max_abs, out=y[j]), _each(len(y)), workers)
+    if iterations == 0:
+        return initial_estimates(targets, x, softmask, residual, eps, workers)
+    # EM is not scale invariant (eps): bring the loudest bin to scale_factor
+    max_abs = np.float32(max(1.0, float(np.abs(x).max()) / scale_factor))
+    y = initial_estimates(targets, x, softmask, residual, eps, workers, scale=max_abs)
+    x = x / max_abs  # a new array: the caller's mixture stays as it is
+    expectation_maximization(y, x, iterations, eps, workers, final_scale=max_abs)
     return y
 
 
@@ -135,48 +134,32 @@ def wiener_windowed(
     return out
 
 
-def initial_estimates(targets, x, softmask, residual, eps=1e-10, workers=1):
+def initial_estimates(targets, x, softmask, residual, eps=1e-10, workers=1, scale=1.0):
     """First source estimates, before EM (planar layout).
 
     Args:
         targets: (nb_sources, {1, nb_channels}, nb_frames, nb_bins) float32.
         x: (nb_channels, nb_frames, nb_bins) complex64 mixture.
         softmask: ratio mask ``targets / (eps + sum targets)`` times the mix;
-            otherwise the magnitudes with the mixture phase.
+            otherwise the magnitudes with the mixture phase (phase 0 where x == 0,
+            as the reference's atan2).
         residual: append ``x - sum of estimates`` as one more source.
-        workers: threads sharing the sources.
+        workers: threads sharing the blocks of frames.
+        scale: every estimate is divided by it (EM's normalisation, done here in the same pass).
 
     Returns:
         (nb_sources[+1], nb_channels, nb_frames, nb_bins) complex64.
     """
-    nb_sources = targets.shape[0]
-    y = np.empty((nb_sources + int(bool(residual)),) + x.shape, np.complex64)
-    if softmask:
-        total = targets.sum(axis=0)
-        total += np.float32(eps)
-        _run(lambda j: np.multiply(x, targets[j] / total, out=y[j]), _each(nb_sources), workers)
-    else:
-        phase = np.empty_like(x)
-        _run(lambda c: mixture_phase(x[c], out=phase[c]), _each(len(x)), workers)
-        _run(lambda j: np.multiply(phase, targets[j], out=y[j]), _each(nb_sources), workers)
-    if residual:
-        np.subtract(x, y[:nb_sources].sum(axis=0), out=y[nb_sources])
+    targets = np.ascontiguousarray(targets, np.float32)
+    x = np.ascontiguousarray(x, np.complex64)
+    y = np.empty((targets.shape[0] + int(bool(residual)),) + x.shape, np.complex64)
+    _run(lambda frames: _estimates_kernel(targets, _floats(x), bool(softmask), bool(residual), np.float32(eps),
+                                          np.float32(scale), _floats(y), frames.start, frames.stop),
+         _blocks(x.shape[1]), workers)
     return y
 
 
-def mixture_phase(x, out=None):
-    """exp(i angle(x)) with angle 0 where x == 0, as the reference's atan2.
-
-    x: (...) complex64 -> (...) complex64 of unit modulus (written into `out` if given).
-    """
-    magnitude = np.abs(x)
-    phase = np.empty_like(x) if out is None else out
-    phase.fill(1)
-    np.divide(x, magnitude, out=phase, where=magnitude > 0)
-    return phase
-
-
-def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1):
+def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1, final_scale=1.0):
     """Refine source estimates in place with the simplified EM of norbert.
 
     Each iteration re-estimates every source's local Gaussian model (PSD v_j
@@ -189,6 +172,8 @@ def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1):
         iterations: number of EM iterations.
         eps: regularization.
         workers: threads sharing the sources' models and the frame blocks.
+        final_scale: the last iteration's estimates are multiplied by it (undoing
+            `wiener_planar`'s normalisation in the same pass).
 
     Returns:
         y, v (nb_sources, nb_frames, nb_bins) float32 and
@@ -197,43 +182,218 @@ def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1):
     nb_sources, nb_channels, nb_frames, nb_bins = y.shape
     if nb_channels not in (1, 2):
         raise UnmixError(f"Wiener EM supports 1 or 2 channels, got {nb_channels}")
+    x = np.ascontiguousarray(x, np.complex64)
     v = np.zeros((nb_sources, nb_frames, nb_bins), np.float32)
     R = np.zeros((nb_sources, nb_channels, nb_channels, nb_bins), np.complex64)
     regularization = np.float32(np.sqrt(np.float32(eps)))
-    blocks = [slice(start, start + _BLOCK_FRAMES) for start in range(0, nb_frames, _BLOCK_FRAMES)]
-    scratch = threading.local()  # one set of temporaries per thread, for this call only
-
-    def work():
-        if not hasattr(scratch, "arrays"):
-            scratch.arrays = _Scratch()
-        return scratch.arrays
-
-    def model(j):
-        get_local_gaussian_model(y[j], eps, v_out=v[j], R_out=R[j], work=work())
-
-    def separate(frames):
-        _separate(y[:, :, frames], x[:, frames], v[:, frames], R, regularization, work())
-
-    for _ in range(iterations):
-        _run(model, _each(nb_sources), workers)
+    kernel = _separate_mono_kernel if nb_channels == 1 else _separate_stereo_kernel
+    for it in range(iterations):
+        _run(lambda j: get_local_gaussian_model(y[j], eps, v_out=v[j], R_out=R[j]), _each(nb_sources), workers)
         # every frame depends only on (v, R) now: separate block by block
-        _run(separate, blocks, workers)
+        r_re, r_im = np.ascontiguousarray(R.real), np.ascontiguousarray(R.imag)
+        scale = np.float32(final_scale if it == iterations - 1 else 1.0)
+        _run(lambda frames: kernel(_floats(y), _floats(x), v, r_re, r_im, regularization, scale, frames.start,
+                                   frames.stop), _blocks(nb_frames), workers)
     return y, v, R
 
 
-class _Scratch:
-    """Temporaries reused by name and shape. Large numpy temporaries are fresh pages every
-    time (the Separator makes glibc map them anew: see `unmix.separator`), and faulting them
-    in costs about as much as the arithmetic of a block; these are allocated once per thread."""
+def get_local_gaussian_model(y_j, eps=1e-10, v_out=None, R_out=None):
+    """PSD and spatial covariance of one source.
 
-    def __init__(self):
-        self.arrays = {}
+    Args:
+        y_j: (nb_channels, nb_frames, nb_bins) complex64 source estimate.
+        eps: added to the weight so silent bins give R_j = 0, not NaN.
 
-    def __call__(self, name, shape, dtype):
-        key = (name, shape, np.dtype(dtype))
-        if key not in self.arrays:
-            self.arrays[key] = np.empty(shape, dtype)
-        return self.arrays[key]
+    Returns:
+        v_j: (nb_frames, nb_bins) float32, mean power over channels.
+        R_j: (nb_channels, nb_channels, nb_bins) complex64,
+            ``sum_t y y^H / (eps + sum_t v_j)`` (Hermitian).
+    """
+    nb_channels, nb_frames, nb_bins = y_j.shape
+    v_j = np.empty((nb_frames, nb_bins), np.float32) if v_out is None else v_out
+    R_j = np.empty((nb_channels, nb_channels, nb_bins), np.complex64) if R_out is None else R_out
+    _model_kernel(_floats(np.ascontiguousarray(y_j, np.complex64)), np.float32(eps), v_j, _floats(R_j))
+    return v_j, R_j
+
+
+# -- kernels ------------------------------------------------------------------------------------
+# The EM is a few dozen float operations per time-frequency point and source: as whole-array
+# numpy operations it was ~30 passes over 10-40 MB arrays per window, memory-bound (68 ms CPU
+# per umxhq window of 300 frames, 4 targets). These kernels make one pass per step and keep the
+# temporaries to rows of nb_bins floats. Complex arrays are read through float32 views
+# (re, im interleaved: `_floats`) and every innermost loop runs over the bins, so that LLVM
+# vectorizes them. The arithmetic is that of the numpy expressions they replace (no fastmath:
+# no reassociation, no fused multiply-adds), and each frame is computed the same way whichever
+# thread runs it, so the result does not depend on `workers`.
+_jit = numba.njit(nogil=True, cache=True)  # nogil: blocks of frames run on worker threads
+
+
+def _floats(z):
+    """complex64 (..., n) -> its float32 view (..., 2n): re at even, im at odd positions."""
+    return z.view(np.float32)
+
+
+@_jit
+def _estimates_kernel(targets, x, softmask, residual, eps, scale, y, lo, hi):
+    """Initial estimates of frames lo..hi into y (float32 views), divided by `scale`."""
+    nb_sources, nb_target_channels = targets.shape[0], targets.shape[1]
+    nb_channels, nb_bins = x.shape[0], x.shape[2] // 2
+    # per frame: softmask: the ratio mask's denominator eps + sum_j targets_j;
+    # otherwise the mixture phase x / |x| (1 where x == 0)
+    ratio = np.empty(nb_bins, np.float32)
+    phase_re, phase_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
+    total_re, total_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
+    for c in range(nb_channels):
+        tc = c if nb_target_channels > 1 else 0
+        for t in range(lo, hi):
+            mix = x[c, t]
+            if softmask:
+                ratio[:] = 0
+                for j in range(nb_sources):
+                    target = targets[j, tc, t]
+                    for f in range(nb_bins):
+                        ratio[f] += target[f]
+                for f in range(nb_bins):
+                    ratio[f] += eps
+            else:
+                for f in range(nb_bins):
+                    # |x| in float32 (10x faster than float64 here): exact enough for spectra
+                    # between 1e-19 and 1e19; below, the square underflows and the phase is 0
+                    re, im = mix[2 * f], mix[2 * f + 1]
+                    magnitude = np.sqrt(re * re + im * im)
+                    positive = magnitude > 0
+                    phase_re[f] = re / magnitude if positive else np.float32(1)
+                    phase_im[f] = im / magnitude if positive else np.float32(0)
+            total_re[:] = 0
+            total_im[:] = 0
+            for j in range(nb_sources):
+                target, out = targets[j, tc, t], y[j, c, t]
+                for f in range(nb_bins):
+                    if softmask:
+                        gain = target[f] / ratio[f]
+                        re, im = mix[2 * f] * gain, mix[2 * f + 1] * gain
+                    else:
+                        re, im = phase_re[f] * target[f], phase_im[f] * target[f]
+                    total_re[f] += re
+                    total_im[f] += im
+                    out[2 * f] = re / scale
+                    out[2 * f + 1] = im / scale
+            if residual:  # x - sum_j y_j
+                out = y[nb_sources, c, t]
+                for f in range(nb_bins):
+                    out[2 * f] = (mix[2 * f] - total_re[f]) / scale
+                    out[2 * f + 1] = (mix[2 * f + 1] - total_im[f]) / scale
+
+
+@_jit
+def _model_kernel(y_j, eps, v_j, R_j):
+    """v_j (T, F) and R_j (float32 view (C, C, 2F)) of one source y_j (float32 view (C, T, 2F))."""
+    nb_channels, nb_frames, nb_bins = y_j.shape[0], y_j.shape[1], y_j.shape[2] // 2
+    cross_re = np.zeros((nb_channels, nb_channels, nb_bins), np.float32)
+    cross_im = np.zeros((nb_channels, nb_channels, nb_bins), np.float32)
+    weight = np.zeros(nb_bins, np.float32)
+    for t in range(nb_frames):
+        v = v_j[t]
+        for c in range(nb_channels):
+            a, power = y_j[c, t], cross_re[c, c]
+            for f in range(nb_bins):
+                p = a[2 * f] * a[2 * f] + a[2 * f + 1] * a[2 * f + 1]
+                power[f] += p
+                v[f] = p if c == 0 else v[f] + p
+            # the off-diagonal terms use the same products as the power: for identical channels
+            # R_j[0, 1] equals R_j[0, 0] bit for bit, and the 2x2 algebra of an exactly
+            # mono-in-stereo input cancels exactly instead of drowning sqrt(eps) in rounding noise
+            for c2 in range(c + 1, nb_channels):
+                b, acc_re, acc_im = y_j[c2, t], cross_re[c, c2], cross_im[c, c2]
+                for f in range(nb_bins):
+                    acc_re[f] += a[2 * f] * b[2 * f] + a[2 * f + 1] * b[2 * f + 1]
+                    acc_im[f] += a[2 * f + 1] * b[2 * f] - a[2 * f] * b[2 * f + 1]
+        for f in range(nb_bins):
+            if nb_channels > 1:
+                v[f] *= np.float32(1.0 / nb_channels)
+            weight[f] += v[f]
+    for f in range(nb_bins):
+        weight[f] += eps
+    for c1 in range(nb_channels):
+        for c2 in range(nb_channels):
+            out = R_j[c1, c2]
+            for f in range(nb_bins):
+                if c1 <= c2:
+                    out[2 * f] = cross_re[c1, c2, f] / weight[f]
+                    out[2 * f + 1] = cross_im[c1, c2, f] / weight[f]
+                else:  # Hermitian
+                    out[2 * f] = cross_re[c2, c1, f] / weight[f]
+                    out[2 * f + 1] = -(cross_im[c2, c1, f] / weight[f])
+
+
+@_jit
+def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
+    """One Wiener step on frames lo..hi: y_j = v_j R_j Cxx^-1 x * scale (y, x: float32 views).
+
+    Cxx = r I + S, S = sum_j v_j R_j, inverted in closed form. S is Hermitian PSD (real
+    diagonal s00, s11, off-diagonal s01), so det(Cxx) = det(S) + r (s00 + s11) + r^2 is real
+    and >= r^2. det(S) is clamped at 0: float32 cancellation must not make it negative. The
+    adjugate is applied as adj(S) x + r x so the small regularization is not lost when added
+    to large diagonal terms (exactly mono-in-stereo input).
+    """
+    nb_sources, nb_bins = y.shape[0], y.shape[3] // 2
+    r = regularization
+    s00, s11 = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
+    s01_re, s01_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
+    z = np.empty((4, nb_bins), np.float32)  # Cxx^-1 x: re, im of channel 0, then of channel 1
+    for t in range(lo, hi):
+        s00[:] = 0
+        s11[:] = 0
+        s01_re[:] = 0
+        s01_im[:] = 0
+        for j in range(nb_sources):
+            vt, a, b, cr, ci = v[j, t], r_re[j, 0, 0], r_re[j, 1, 1], r_re[j, 0, 1], r_im[j, 0, 1]
+            for f in range(nb_bins):
+                s00[f] += vt[f] * a[f]
+                s11[f] += vt[f] * b[f]
+                s01_re[f] += vt[f] * cr[f]
+                s01_im[f] += vt[f] * ci[f]
+        x0, x1 = x[0, t], x[1, t]
+        for f in range(nb_bins):
+            a, b, cr, ci = s00[f], s11[f], s01_re[f], s01_im[f]
+            det = max(a * b - (cr * cr + ci * ci), np.float32(0))
+            det += (a + b) * r
+            det += r * r
+            inv_det = np.float32(1) / det
+            x0r, x0i, x1r, x1i = x0[2 * f], x0[2 * f + 1], x1[2 * f], x1[2 * f + 1]
+            z[0, f] = (x0r * b - (x1r * cr - x1i * ci) + x0r * r) * inv_det  # s11 x0 - s01 x1 + r x0
+            z[1, f] = (x0i * b - (x1r * ci + x1i * cr) + x0i * r) * inv_det
+            z[2, f] = (x1r * a - (x0r * cr + x0i * ci) + x1r * r) * inv_det  # s00 x1 - conj(s01) x0 + r x1
+            z[3, f] = (x1i * a - (x0i * cr - x0r * ci) + x1i * r) * inv_det
+        for j in range(nb_sources):
+            vt = v[j, t]
+            for c in range(2):
+                ar, ai, br, bi, out = r_re[j, c, 0], r_im[j, c, 0], r_re[j, c, 1], r_im[j, c, 1], y[j, c, t]
+                for f in range(nb_bins):
+                    re = (z[0, f] * ar[f] - z[1, f] * ai[f]) + (z[2, f] * br[f] - z[3, f] * bi[f])
+                    im = (z[0, f] * ai[f] + z[1, f] * ar[f]) + (z[2, f] * bi[f] + z[3, f] * br[f])
+                    out[2 * f] = re * vt[f] * scale
+                    out[2 * f + 1] = im * vt[f] * scale
+
+
+@_jit
+def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
+    """`_separate_stereo_kernel` for one channel: y_j = v_j R_j x / (r + sum_j v_j R_j)."""
+    nb_sources, nb_bins = y.shape[0], y.shape[3] // 2
+    cxx = np.empty(nb_bins, np.float32)
+    for t in range(lo, hi):
+        cxx[:] = regularization
+        for j in range(nb_sources):
+            vt, a = v[j, t], r_re[j, 0, 0]
+            for f in range(nb_bins):
+                cxx[f] += vt[f] * a[f]
+        mix = x[0, t]
+        for j in range(nb_sources):
+            vt, ar, ai, out = v[j, t], r_re[j, 0, 0], r_im[j, 0, 0], y[j, 0, t]
+            for f in range(nb_bins):
+                zr, zi = mix[2 * f] / cxx[f], mix[2 * f + 1] / cxx[f]
+                out[2 * f] = (zr * ar[f] - zi * ai[f]) * vt[f] * scale
+                out[2 * f + 1] = (zr * ai[f] + zi * ar[f]) * vt[f] * scale
 
 
 _POOLS = {}
@@ -242,7 +402,7 @@ _POOLS_LOCK = threading.Lock()
 
 def _run(function, items, workers):
     """``function(item)`` for every item, on up to `workers` threads; re-raises their errors.
-    The items must be independent (they are: sources, channels, blocks of frames)."""
+    The items must be independent (they are: sources, blocks of frames)."""
     if workers <= 1 or len(items) <= 1:
         for item in items:
             function(item)
@@ -259,154 +419,9 @@ def _each(n):
     return list(range(n))
 
 
-def get_local_gaussian_model(y_j, eps=1e-10, v_out=None, R_out=None, work=None):
-    """PSD and spatial covariance of one source.
-
-    Args:
-        y_j: (nb_channels, nb_frames, nb_bins) complex64 source estimate.
-        eps: added to the weight so silent bins give R_j = 0, not NaN.
-        work: a `_Scratch` for the temporaries (None: fresh ones).
-
-    Returns:
-        v_j: (nb_frames, nb_bins) float32, mean power over channels.
-        R_j: (nb_channels, nb_channels, nb_bins) complex64,
-            ``sum_t y y^H / (eps + sum_t v_j)`` (Hermitian).
-    """
-    nb_channels, nb_frames, nb_bins = y_j.shape
-    work = _Scratch() if work is None else work
-    v_j = np.empty((nb_frames, nb_bins), np.float32) if v_out is None else v_out
-    R_j = np.empty((nb_channels, nb_channels, nb_bins), np.complex64) if R_out is None else R_out
-    power = _power(y_j[0], work)
-    R_j[0, 0] = power.sum(axis=0)
-    v_j[...] = power
-    for c in range(1, nb_channels):
-        power = _power(y_j[c], work)
-        R_j[c, c] = power.sum(axis=0)
-        v_j += power
-    if nb_channels > 1:
-        v_j *= np.float32(1.0 / nb_channels)
-    weight = v_j.sum(axis=0)
-    weight += np.float32(eps)
-    for c1 in range(nb_channels):
-        for c2 in range(c1 + 1, nb_channels):
-            R_j[c1, c2] = _cross_sum(y_j[c1], y_j[c2], work)
-            R_j[c2, c1] = np.conj(R_j[c1, c2])
-    R_j /= weight
-    return v_j, R_j
-
-
-def _separate(y, x, v, R, regularization, work=None):
-    """One Wiener step on a block of frames: y_j = v_j R_j Cxx^-1 x.
-
-    y: (nb_sources, nb_channels, n, nb_bins) written in place; x:
-    (nb_channels, n, nb_bins); v: (nb_sources, n, nb_bins); R: (nb_sources,
-    nb_channels, nb_channels, nb_bins). Cxx^-1 x is shared by all sources, so
-    it is computed once and each source costs one 2x2 matrix-vector product.
-    work: a `_Scratch` for the temporaries (None: fresh ones).
-    """
-    work = _Scratch() if work is None else work
-    if x.shape[0] == 1:
-        z = _solve_mono(x, v, R, regularization, work)
-    else:
-        z = _solve_stereo(x, v, R, regularization, work)
-    nb_channels = x.shape[0]
-    tmp = work("separate_tmp", z.shape[1:], z.dtype)
-    for j in range(v.shape[0]):
-        for c1 in range(nb_channels):
-            np.multiply(z[0], R[j, c1, 0], out=y[j, c1])
-            for c2 in range(1, nb_channels):
-                np.multiply(z[c2], R[j, c1, c2], out=tmp)
-                y[j, c1] += tmp
-            y[j, c1] *= v[j]
-
-
-def _solve_mono(x, v, R, regularization, work):
-    """z = x / (sqrt(eps) + sum_j v_j R_j) for one channel: (1, n, nb_bins)."""
-    cxx = work("cxx", v.shape[1:], np.float32)
-    cxx.fill(regularization)
-    product = work("product", v.shape[1:], np.float32)
-    for j in range(v.shape[0]):
-        cxx += np.multiply(v[j], R[j, 0, 0].real, out=product)
-    return np.divide(x, cxx, out=work("z", x.shape, x.dtype))
-
-
-def _solve_stereo(x, v, R, regularization, work):
-    """z = Cxx^-1 x with Cxx = r I + S, S = sum_j v_j R_j, closed form 2x2.
-
-    S is Hermitian PSD (real diagonal s00, s11, off-diagonal s01), so
-    det(Cxx) = det(S) + r (s00 + s11) + r^2 is real and >= r^2. det(S) is
-    clamped at 0: float32 cancellation must not make it negative. The
-    adjugate is applied as adj(S) x + r x so the small regularization is not
-    lost when added to large diagonal terms (exactly mono-in-stereo input).
-    All temporaries come from `work` (the arithmetic is that of plain expressions).
-    """
-    shape = v.shape[1:]
-    s00, s11 = work("s00", shape, np.float32), work("s11", shape, np.float32)
-    s01 = work("s01", shape, np.complex64)
-    for s in (s00, s11, s01):
-        s.fill(0)
-    product, cproduct = work("product", shape, np.float32), work("cproduct", shape, np.complex64)
-    for j in range(v.shape[0]):
-        s00 += np.multiply(v[j], R[j, 0, 0].real, out=product)
-        s11 += np.multiply(v[j], R[j, 1, 1].real, out=product)
-        s01 += np.multiply(v[j], R[j, 0, 1], out=cproduct)
-    det = np.multiply(s00, s11, out=work("det", shape, np.float32))
-    det -= _power(s01, work)
-    np.maximum(det, 0, out=det)
-    trace = np.add(s00, s11, out=work("trace", shape, np.float32))
-    trace *= regularization
-    det += trace
-    det += regularization * regularization
-    inv_det = np.reciprocal(det, out=det)
-
-    z = work("z", x.shape, x.dtype)
-    tmp = work("solve_tmp", shape, np.complex64)
-    # z0 = (s11 x0 - s01 x1 + r x0) / det
-    np.multiply(x[0], s11, out=z[0])
-    np.multiply(x[1], s01, out=tmp)
-    z[0] -= tmp
-    np.multiply(x[0], regularization, out=tmp)
-    z[0] += tmp
-    # z1 = (s00 x1 - conj(s01) x0 + r x1) / det
-    np.multiply(x[1], s00, out=z[1])
-    np.conjugate(s01, out=s01)
-    np.multiply(x[0], s01, out=tmp)
-    z[1] -= tmp
-    np.multiply(x[1], regularization, out=tmp)
-    z[1] += tmp
-    z *= inv_det
-    return z
-
-
-def _power(z, work=None):
-    """|z|^2 of a complex64 array as float32, without the sqrt of np.abs."""
-    if work is None:
-        power = np.square(z.real)
-        power += np.square(z.imag)
-        return power
-    power = np.square(z.real, out=work("power", z.shape, np.float32))
-    power += np.square(z.imag, out=work("power_imag", z.shape, np.float32))
-    return power
-
-
-def _cross_sum(a, b, work=None):
-    """sum over frames of a * conj(b): (nb_frames, nb_bins) -> (nb_bins,) complex64.
-
-    Written with the same real products as `_power` (numpy's complex multiply
-    may fuse them): for identical channels R_j[0, 1] then equals R_j[0, 0]
-    bit for bit, and the 2x2 algebra of an exactly mono-in-stereo input
-    cancels exactly instead of drowning sqrt(eps) in rounding noise.
-    """
-    work = _Scratch() if work is None else work
-    tmp = work("cross_tmp", a.shape, np.float32)
-    real = np.multiply(a.real, b.real, out=work("cross_real", a.shape, np.float32))
-    real += np.multiply(a.imag, b.imag, out=tmp)
-    imag = np.multiply(a.imag, b.real, out=work("cross_imag", a.shape, np.float32))
-    imag -= np.multiply(a.real, b.imag, out=tmp)
-    cross = np.empty(a.shape[1:], np.complex64)
-    cross.real = real.sum(axis=0)
-    cross.imag = imag.sum(axis=0)
-    return cross
+def _blocks(nb_frames):
+    """Blocks of `_BLOCK_FRAMES` frames (at least one block, possibly empty)."""
+    return [slice(s, min(nb_frames, s + _BLOCK_FRAMES)) for s in range(0, max(nb_frames, 1), _BLOCK_FRAMES)]
 
 
 def _planar_mix(mix):
