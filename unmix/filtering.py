@@ -27,10 +27,6 @@ import numpy as np
 
 from .errors import UnmixError
 
-# Frames per task on the worker threads (initial estimates, separation step)
-_BLOCK_FRAMES = 32
-
-
 def wiener(
     targets_spectrograms,
     mix_stft,
@@ -79,26 +75,37 @@ def wiener(
 
 
 def wiener_planar(targets, x, iterations=1, softmask=False, residual=False, scale_factor=10.0, eps=1e-10,
-                  workers=1):
+                  workers=1, out=None):
     """`wiener` in the planar layout, with no transposing copies (the Separator's path).
 
     Args:
         targets: (nb_sources, {1, nb_channels}, nb_frames, nb_bins) float32 magnitudes.
         x: (nb_channels, nb_frames, nb_bins) complex64 mixture; not modified.
         workers: threads (1: this thread only); the result does not depend on it.
+        out: optional complex64 array of the result's shape to write into (a caller that
+            filters window after window reuses it instead of mapping fresh pages each time).
 
     Returns:
         (nb_sources[+1 if residual], nb_channels, nb_frames, nb_bins) complex64.
     """
+    targets = np.ascontiguousarray(targets, np.float32)
+    x = np.ascontiguousarray(x, np.complex64)
     if iterations > 0 and x.shape[0] not in (1, 2):
         raise UnmixError(f"Wiener EM supports mono or stereo, got {x.shape[0]} channels")
+    y = _output_array(out, (targets.shape[0] + int(bool(residual)),) + x.shape)
     if iterations == 0:
-        return initial_estimates(targets, x, softmask, residual, eps, workers)
-    # EM is not scale invariant (eps): bring the loudest bin to scale_factor
+        return initial_estimates(targets, x, softmask, residual, eps, workers, out=y)
+    # EM is not scale invariant (eps): bring the loudest bin to scale_factor. The estimates
+    # and the mixture are divided by max_abs, and the final estimates multiplied back, inside
+    # the kernels (the same arithmetic as scaling whole arrays, without the passes).
     max_abs = np.float32(max(1.0, float(np.abs(x).max()) / scale_factor))
-    y = initial_estimates(targets, x, softmask, residual, eps, workers, scale=max_abs)
-    x = x / max_abs  # a new array: the caller's mixture stays as it is
-    expectation_maximization(y, x, iterations, eps, workers, final_scale=max_abs)
+    # the first models come straight from the initial estimates, which are never stored
+    v, R = _models(_initial_stats_kernel, (targets, _floats(x), bool(softmask), bool(residual), np.float32(eps),
+                                           max_abs), y.shape, eps, workers)
+    for it in range(iterations):
+        if it:
+            v, R = _models(_stats_kernel, (_floats(y),), y.shape, eps, workers)
+        _separate(y, x, v, R, eps, workers, x_scale=max_abs, y_scale=max_abs if it == iterations - 1 else 1)
     return y
 
 
@@ -134,7 +141,7 @@ def wiener_windowed(
     return out
 
 
-def initial_estimates(targets, x, softmask, residual, eps=1e-10, workers=1, scale=1.0):
+def initial_estimates(targets, x, softmask, residual, eps=1e-10, workers=1, out=None):
     """First source estimates, before EM (planar layout).
 
     Args:
@@ -145,21 +152,21 @@ def initial_estimates(targets, x, softmask, residual, eps=1e-10, workers=1, scal
             as the reference's atan2).
         residual: append ``x - sum of estimates`` as one more source.
         workers: threads sharing the blocks of frames.
-        scale: every estimate is divided by it (EM's normalisation, done here in the same pass).
+        out: optional complex64 array of the result's shape to write into.
 
     Returns:
         (nb_sources[+1], nb_channels, nb_frames, nb_bins) complex64.
     """
     targets = np.ascontiguousarray(targets, np.float32)
     x = np.ascontiguousarray(x, np.complex64)
-    y = np.empty((targets.shape[0] + int(bool(residual)),) + x.shape, np.complex64)
+    y = _output_array(out, (targets.shape[0] + int(bool(residual)),) + x.shape)
     _run(lambda frames: _estimates_kernel(targets, _floats(x), bool(softmask), bool(residual), np.float32(eps),
-                                          np.float32(scale), _floats(y), frames.start, frames.stop),
+                                          _floats(y), frames.start, frames.stop),
          _blocks(x.shape[1]), workers)
     return y
 
 
-def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1, final_scale=1.0):
+def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1):
     """Refine source estimates in place with the simplified EM of norbert.
 
     Each iteration re-estimates every source's local Gaussian model (PSD v_j
@@ -171,33 +178,24 @@ def expectation_maximization(y, x, iterations=2, eps=1e-10, workers=1, final_sca
         x: (nb_channels, nb_frames, nb_bins) complex64 mixture.
         iterations: number of EM iterations.
         eps: regularization.
-        workers: threads sharing the sources' models and the frame blocks.
-        final_scale: the last iteration's estimates are multiplied by it (undoing
-            `wiener_planar`'s normalisation in the same pass).
+        workers: threads sharing the blocks of frames.
 
     Returns:
         y, v (nb_sources, nb_frames, nb_bins) float32 and
         R (nb_sources, nb_channels, nb_channels, nb_bins) complex64.
     """
-    nb_sources, nb_channels, nb_frames, nb_bins = y.shape
-    if nb_channels not in (1, 2):
-        raise UnmixError(f"Wiener EM supports 1 or 2 channels, got {nb_channels}")
+    if y.shape[1] not in (1, 2):
+        raise UnmixError(f"Wiener EM supports 1 or 2 channels, got {y.shape[1]}")
     x = np.ascontiguousarray(x, np.complex64)
-    v = np.zeros((nb_sources, nb_frames, nb_bins), np.float32)
-    R = np.zeros((nb_sources, nb_channels, nb_channels, nb_bins), np.complex64)
-    regularization = np.float32(np.sqrt(np.float32(eps)))
-    kernel = _separate_mono_kernel if nb_channels == 1 else _separate_stereo_kernel
-    for it in range(iterations):
-        _run(lambda j: get_local_gaussian_model(y[j], eps, v_out=v[j], R_out=R[j]), _each(nb_sources), workers)
-        # every frame depends only on (v, R) now: separate block by block
-        r_re, r_im = np.ascontiguousarray(R.real), np.ascontiguousarray(R.imag)
-        scale = np.float32(final_scale if it == iterations - 1 else 1.0)
-        _run(lambda frames: kernel(_floats(y), _floats(x), v, r_re, r_im, regularization, scale, frames.start,
-                                   frames.stop), _blocks(nb_frames), workers)
+    v = np.zeros((y.shape[0],) + y.shape[2:], np.float32)
+    R = np.zeros(y.shape[:2] + y.shape[1:2] + y.shape[3:], np.complex64)
+    for _ in range(iterations):
+        v, R = _models(_stats_kernel, (_floats(y),), y.shape, eps, workers)
+        _separate(y, x, v, R, eps, workers)
     return y, v, R
 
 
-def get_local_gaussian_model(y_j, eps=1e-10, v_out=None, R_out=None):
+def get_local_gaussian_model(y_j, eps=1e-10):
     """PSD and spatial covariance of one source.
 
     Args:
@@ -209,18 +207,54 @@ def get_local_gaussian_model(y_j, eps=1e-10, v_out=None, R_out=None):
         R_j: (nb_channels, nb_channels, nb_bins) complex64,
             ``sum_t y y^H / (eps + sum_t v_j)`` (Hermitian).
     """
-    nb_channels, nb_frames, nb_bins = y_j.shape
-    v_j = np.empty((nb_frames, nb_bins), np.float32) if v_out is None else v_out
-    R_j = np.empty((nb_channels, nb_channels, nb_bins), np.complex64) if R_out is None else R_out
-    _model_kernel(_floats(np.ascontiguousarray(y_j, np.complex64)), np.float32(eps), v_j, _floats(R_j))
-    return v_j, R_j
+    y = np.ascontiguousarray(y_j, np.complex64)[None]
+    v, R = _models(_stats_kernel, (_floats(y),), y.shape, eps, workers=1)
+    return v[0], R[0]
+
+
+def _models(stats_kernel, inputs, shape, eps, workers):
+    """Every source's (v, R) from `stats_kernel(*inputs, v, power, cross_re, cross_im, lo, hi)`.
+
+    The sums over frames are taken per block of frames (on the worker threads), then the
+    blocks' sums are added in block order: the same result for any number of workers.
+    shape: (nb_sources, nb_channels, nb_frames, nb_bins) of the estimates.
+    """
+    nb_sources, nb_channels, nb_frames, nb_bins = shape
+    blocks = _blocks(nb_frames)
+    v = np.empty((nb_sources, nb_frames, nb_bins), np.float32)
+    # per block: sum_t v (weight), sum_t y_c1 conj(y_c2) (cross), for every source
+    weight = np.zeros((len(blocks), nb_sources, nb_bins), np.float32)
+    cross_re = np.zeros((len(blocks), nb_sources, nb_channels, nb_channels, nb_bins), np.float32)
+    cross_im = np.zeros_like(cross_re)
+    _run(lambda i: stats_kernel(*inputs, v, weight[i], cross_re[i], cross_im[i], blocks[i].start, blocks[i].stop),
+         _each(len(blocks)), workers)
+    weight, cross_re, cross_im = weight.sum(axis=0), cross_re.sum(axis=0), cross_im.sum(axis=0)
+    weight += np.float32(eps)
+    R = np.empty(cross_re.shape, np.complex64)
+    R.real = cross_re / weight[:, None, None]
+    R.imag = cross_im / weight[:, None, None]
+    for c1 in range(nb_channels):  # Hermitian: the kernels sum the upper triangle only
+        for c2 in range(c1):
+            R[:, c1, c2] = np.conj(R[:, c2, c1])
+    return v, R
+
+
+def _separate(y, x, v, R, eps, workers, x_scale=1.0, y_scale=1.0):
+    """One Wiener step into y: ``y_j = v_j R_j Cxx^-1 (x / x_scale) * y_scale``, block by block."""
+    regularization = np.float32(np.sqrt(np.float32(eps)))
+    kernel = _separate_mono_kernel if x.shape[0] == 1 else _separate_stereo_kernel
+    r_re, r_im = np.ascontiguousarray(R.real), np.ascontiguousarray(R.imag)
+    x_scale, y_scale = np.float32(x_scale), np.float32(y_scale)
+    _run(lambda frames: kernel(_floats(y), _floats(x), v, r_re, r_im, regularization, x_scale, y_scale,
+                               frames.start, frames.stop), _blocks(x.shape[1]), workers)
 
 
 # -- kernels ------------------------------------------------------------------------------------
 # The EM is a few dozen float operations per time-frequency point and source: as whole-array
 # numpy operations it was ~30 passes over 10-40 MB arrays per window, memory-bound (68 ms CPU
-# per umxhq window of 300 frames, 4 targets). These kernels make one pass per step and keep the
-# temporaries to rows of nb_bins floats. Complex arrays are read through float32 views
+# per umxhq window of 300 frames, 4 targets). These kernels go through the frames once per
+# step, holding rows of nb_bins floats. The first EM models are computed from the initial
+# estimates as they are made (not stored). Complex arrays are read through float32 views
 # (re, im interleaved: `_floats`) and every innermost loop runs over the bins, so that LLVM
 # vectorizes them. The arithmetic is that of the numpy expressions they replace (no fastmath:
 # no reassociation, no fused multiply-adds), and each frame is computed the same way whichever
@@ -234,101 +268,115 @@ def _floats(z):
 
 
 @_jit
-def _estimates_kernel(targets, x, softmask, residual, eps, scale, y, lo, hi):
-    """Initial estimates of frames lo..hi into y (float32 views), divided by `scale`."""
+def _estimate_frame(targets, x, t, softmask, residual, eps, scale, y, t_out, phase_re, phase_im, total_re,
+                    total_im):
+    """Initial estimates of frame t, divided by `scale`, into frame t_out of y (float32 view
+    (nb_sources[+1], C, T', 2 nb_bins), like x: frame rows are contiguous for LLVM). phase_*, total_*: (nb_bins,) float32 scratch, four distinct arrays
+    (rows of one array would keep LLVM from vectorizing: it cannot tell that they do not overlap)."""
     nb_sources, nb_target_channels = targets.shape[0], targets.shape[1]
     nb_channels, nb_bins = x.shape[0], x.shape[2] // 2
-    # per frame: softmask: the ratio mask's denominator eps + sum_j targets_j;
-    # otherwise the mixture phase x / |x| (1 where x == 0)
-    ratio = np.empty(nb_bins, np.float32)
-    phase_re, phase_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
-    total_re, total_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
+    ratio = phase_re  # softmask: the mask's denominator eps + sum_j targets_j; else phase = x / |x|
     for c in range(nb_channels):
         tc = c if nb_target_channels > 1 else 0
-        for t in range(lo, hi):
-            mix = x[c, t]
-            if softmask:
-                ratio[:] = 0
-                for j in range(nb_sources):
-                    target = targets[j, tc, t]
-                    for f in range(nb_bins):
-                        ratio[f] += target[f]
-                for f in range(nb_bins):
-                    ratio[f] += eps
-            else:
-                for f in range(nb_bins):
-                    # |x| in float32 (10x faster than float64 here): exact enough for spectra
-                    # between 1e-19 and 1e19; below, the square underflows and the phase is 0
-                    re, im = mix[2 * f], mix[2 * f + 1]
-                    magnitude = np.sqrt(re * re + im * im)
-                    positive = magnitude > 0
-                    phase_re[f] = re / magnitude if positive else np.float32(1)
-                    phase_im[f] = im / magnitude if positive else np.float32(0)
-            total_re[:] = 0
-            total_im[:] = 0
+        mix = x[c, t]
+        if softmask:
+            ratio[:] = 0
             for j in range(nb_sources):
-                target, out = targets[j, tc, t], y[j, c, t]
+                target = targets[j, tc, t]
                 for f in range(nb_bins):
-                    if softmask:
-                        gain = target[f] / ratio[f]
-                        re, im = mix[2 * f] * gain, mix[2 * f + 1] * gain
-                    else:
-                        re, im = phase_re[f] * target[f], phase_im[f] * target[f]
-                    total_re[f] += re
-                    total_im[f] += im
-                    out[2 * f] = re / scale
-                    out[2 * f + 1] = im / scale
-            if residual:  # x - sum_j y_j
-                out = y[nb_sources, c, t]
-                for f in range(nb_bins):
-                    out[2 * f] = (mix[2 * f] - total_re[f]) / scale
-                    out[2 * f + 1] = (mix[2 * f + 1] - total_im[f]) / scale
+                    ratio[f] += target[f]
+            for f in range(nb_bins):
+                ratio[f] += eps
+        else:
+            for f in range(nb_bins):
+                # |x| in float32 (10x faster than float64 here): exact enough for spectra
+                # between 1e-19 and 1e19; below, the square underflows and the phase is 0
+                re, im = mix[2 * f], mix[2 * f + 1]
+                magnitude = np.sqrt(re * re + im * im)
+                positive = magnitude > 0  # else phase 0, as atan2(0, 0)
+                phase_re[f] = re / magnitude if positive else np.float32(1)
+                phase_im[f] = im / magnitude if positive else np.float32(0)
+        total_re[:] = 0
+        total_im[:] = 0
+        for j in range(nb_sources):
+            target, out = targets[j, tc, t], y[j, c, t_out]
+            for f in range(nb_bins):
+                if softmask:
+                    gain = target[f] / ratio[f]
+                    re, im = mix[2 * f] * gain, mix[2 * f + 1] * gain
+                else:
+                    re, im = phase_re[f] * target[f], phase_im[f] * target[f]
+                total_re[f] += re
+                total_im[f] += im
+                out[2 * f] = re / scale
+                out[2 * f + 1] = im / scale
+        if residual:  # x - sum_j y_j
+            out = y[nb_sources, c, t_out]
+            for f in range(nb_bins):
+                out[2 * f] = (mix[2 * f] - total_re[f]) / scale
+                out[2 * f + 1] = (mix[2 * f + 1] - total_im[f]) / scale
 
 
 @_jit
-def _model_kernel(y_j, eps, v_j, R_j):
-    """v_j (T, F) and R_j (float32 view (C, C, 2F)) of one source y_j (float32 view (C, T, 2F))."""
-    nb_channels, nb_frames, nb_bins = y_j.shape[0], y_j.shape[1], y_j.shape[2] // 2
-    cross_re = np.zeros((nb_channels, nb_channels, nb_bins), np.float32)
-    cross_im = np.zeros((nb_channels, nb_channels, nb_bins), np.float32)
-    weight = np.zeros(nb_bins, np.float32)
-    for t in range(nb_frames):
-        v = v_j[t]
-        for c in range(nb_channels):
-            a, power = y_j[c, t], cross_re[c, c]
-            for f in range(nb_bins):
-                p = a[2 * f] * a[2 * f] + a[2 * f + 1] * a[2 * f + 1]
-                power[f] += p
-                v[f] = p if c == 0 else v[f] + p
-            # the off-diagonal terms use the same products as the power: for identical channels
-            # R_j[0, 1] equals R_j[0, 0] bit for bit, and the 2x2 algebra of an exactly
-            # mono-in-stereo input cancels exactly instead of drowning sqrt(eps) in rounding noise
-            for c2 in range(c + 1, nb_channels):
-                b, acc_re, acc_im = y_j[c2, t], cross_re[c, c2], cross_im[c, c2]
-                for f in range(nb_bins):
-                    acc_re[f] += a[2 * f] * b[2 * f] + a[2 * f + 1] * b[2 * f + 1]
-                    acc_im[f] += a[2 * f + 1] * b[2 * f] - a[2 * f] * b[2 * f + 1]
+def _estimates_kernel(targets, x, softmask, residual, eps, y, lo, hi):
+    """Initial estimates of frames lo..hi into y (float32 view (nb_sources[+1], C, T, 2F))."""
+    nb_bins = x.shape[2] // 2
+    a, b, c, d = (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
+                  np.empty(nb_bins, np.float32))
+    for t in range(lo, hi):
+        _estimate_frame(targets, x, t, softmask, residual, eps, np.float32(1), y, t, a, b, c, d)
+
+
+@_jit
+def _accumulate_frame(y, j, t, v, weight, cross_re, cross_im):
+    """Add frame t of source j (y: float32 view (J, C, T, 2F)) to its model's sums; v: (F,)
+    receives the frame's mean power over channels. cross: (C, C, F), upper triangle."""
+    nb_channels, nb_bins = y.shape[1], y.shape[3] // 2
+    for c in range(nb_channels):
+        a, power = y[j, c, t], cross_re[c, c]
         for f in range(nb_bins):
-            if nb_channels > 1:
-                v[f] *= np.float32(1.0 / nb_channels)
-            weight[f] += v[f]
-    for f in range(nb_bins):
-        weight[f] += eps
-    for c1 in range(nb_channels):
-        for c2 in range(nb_channels):
-            out = R_j[c1, c2]
+            p = a[2 * f] * a[2 * f] + a[2 * f + 1] * a[2 * f + 1]
+            power[f] += p
+            v[f] = p if c == 0 else v[f] + p
+        # the off-diagonal terms use the same products as the power: for identical channels
+        # R_j[0, 1] equals R_j[0, 0] bit for bit, and the 2x2 algebra of an exactly
+        # mono-in-stereo input cancels exactly instead of drowning sqrt(eps) in rounding noise
+        for c2 in range(c + 1, nb_channels):
+            b, acc_re, acc_im = y[j, c2, t], cross_re[c, c2], cross_im[c, c2]
             for f in range(nb_bins):
-                if c1 <= c2:
-                    out[2 * f] = cross_re[c1, c2, f] / weight[f]
-                    out[2 * f + 1] = cross_im[c1, c2, f] / weight[f]
-                else:  # Hermitian
-                    out[2 * f] = cross_re[c2, c1, f] / weight[f]
-                    out[2 * f + 1] = -(cross_im[c2, c1, f] / weight[f])
+                acc_re[f] += a[2 * f] * b[2 * f] + a[2 * f + 1] * b[2 * f + 1]
+                acc_im[f] += a[2 * f + 1] * b[2 * f] - a[2 * f] * b[2 * f + 1]
+    for f in range(nb_bins):
+        if nb_channels > 1:
+            v[f] *= np.float32(1.0 / nb_channels)
+        weight[f] += v[f]
 
 
 @_jit
-def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
-    """One Wiener step on frames lo..hi: y_j = v_j R_j Cxx^-1 x * scale (y, x: float32 views).
+def _stats_kernel(y, v, weight, cross_re, cross_im, lo, hi):
+    """Model sums of frames lo..hi of the estimates y (float32 view (J, C, T, 2F)); v (J, T, F)."""
+    for t in range(lo, hi):
+        for j in range(y.shape[0]):
+            _accumulate_frame(y, j, t, v[j, t], weight[j], cross_re[j], cross_im[j])
+
+
+@_jit
+def _initial_stats_kernel(targets, x, softmask, residual, eps, scale, v, weight, cross_re, cross_im, lo, hi):
+    """`_stats_kernel` of the initial estimates (divided by `scale`), made frame by frame."""
+    nb_out, nb_channels, nb_bins = targets.shape[0] + int(residual), x.shape[0], x.shape[2] // 2
+    frame = np.empty((nb_out, nb_channels, 1, 2 * nb_bins), np.float32)  # one frame of estimates
+    a, b, c, d = (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
+                  np.empty(nb_bins, np.float32))
+    for t in range(lo, hi):
+        _estimate_frame(targets, x, t, softmask, residual, eps, scale, frame, 0, a, b, c, d)
+        for j in range(nb_out):
+            _accumulate_frame(frame, j, 0, v[j, t], weight[j], cross_re[j], cross_im[j])
+
+
+@_jit
+def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scale, lo, hi):
+    """One Wiener step on frames lo..hi: y_j = v_j R_j Cxx^-1 (x / x_scale) * y_scale
+    (y, x: float32 views).
 
     Cxx = r I + S, S = sum_j v_j R_j, inverted in closed form. S is Hermitian PSD (real
     diagonal s00, s11, off-diagonal s01), so det(Cxx) = det(S) + r (s00 + s11) + r^2 is real
@@ -340,7 +388,9 @@ def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
     r = regularization
     s00, s11 = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
     s01_re, s01_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
-    z = np.empty((4, nb_bins), np.float32)  # Cxx^-1 x: re, im of channel 0, then of channel 1
+    # Cxx^-1 x: re, im of channel 0, then of channel 1 (distinct arrays: see `_estimate_frame`)
+    z0r, z0i, z1r, z1i = (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
+                          np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32))
     for t in range(lo, hi):
         s00[:] = 0
         s11[:] = 0
@@ -360,24 +410,25 @@ def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
             det += (a + b) * r
             det += r * r
             inv_det = np.float32(1) / det
-            x0r, x0i, x1r, x1i = x0[2 * f], x0[2 * f + 1], x1[2 * f], x1[2 * f + 1]
-            z[0, f] = (x0r * b - (x1r * cr - x1i * ci) + x0r * r) * inv_det  # s11 x0 - s01 x1 + r x0
-            z[1, f] = (x0i * b - (x1r * ci + x1i * cr) + x0i * r) * inv_det
-            z[2, f] = (x1r * a - (x0r * cr + x0i * ci) + x1r * r) * inv_det  # s00 x1 - conj(s01) x0 + r x1
-            z[3, f] = (x1i * a - (x0i * cr - x0r * ci) + x1i * r) * inv_det
+            x0r, x0i = x0[2 * f] / x_scale, x0[2 * f + 1] / x_scale
+            x1r, x1i = x1[2 * f] / x_scale, x1[2 * f + 1] / x_scale
+            z0r[f] = (x0r * b - (x1r * cr - x1i * ci) + x0r * r) * inv_det  # s11 x0 - s01 x1 + r x0
+            z0i[f] = (x0i * b - (x1r * ci + x1i * cr) + x0i * r) * inv_det
+            z1r[f] = (x1r * a - (x0r * cr + x0i * ci) + x1r * r) * inv_det  # s00 x1 - conj(s01) x0 + r x1
+            z1i[f] = (x1i * a - (x0i * cr - x0r * ci) + x1i * r) * inv_det
         for j in range(nb_sources):
             vt = v[j, t]
             for c in range(2):
                 ar, ai, br, bi, out = r_re[j, c, 0], r_im[j, c, 0], r_re[j, c, 1], r_im[j, c, 1], y[j, c, t]
                 for f in range(nb_bins):
-                    re = (z[0, f] * ar[f] - z[1, f] * ai[f]) + (z[2, f] * br[f] - z[3, f] * bi[f])
-                    im = (z[0, f] * ai[f] + z[1, f] * ar[f]) + (z[2, f] * bi[f] + z[3, f] * br[f])
-                    out[2 * f] = re * vt[f] * scale
-                    out[2 * f + 1] = im * vt[f] * scale
+                    re = (z0r[f] * ar[f] - z0i[f] * ai[f]) + (z1r[f] * br[f] - z1i[f] * bi[f])
+                    im = (z0r[f] * ai[f] + z0i[f] * ar[f]) + (z1r[f] * bi[f] + z1i[f] * br[f])
+                    out[2 * f] = re * vt[f] * y_scale
+                    out[2 * f + 1] = im * vt[f] * y_scale
 
 
 @_jit
-def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
+def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scale, lo, hi):
     """`_separate_stereo_kernel` for one channel: y_j = v_j R_j x / (r + sum_j v_j R_j)."""
     nb_sources, nb_bins = y.shape[0], y.shape[3] // 2
     cxx = np.empty(nb_bins, np.float32)
@@ -391,9 +442,9 @@ def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, scale, lo, hi):
         for j in range(nb_sources):
             vt, ar, ai, out = v[j, t], r_re[j, 0, 0], r_im[j, 0, 0], y[j, 0, t]
             for f in range(nb_bins):
-                zr, zi = mix[2 * f] / cxx[f], mix[2 * f + 1] / cxx[f]
-                out[2 * f] = (zr * ar[f] - zi * ai[f]) * vt[f] * scale
-                out[2 * f + 1] = (zr * ai[f] + zi * ar[f]) * vt[f] * scale
+                zr, zi = mix[2 * f] / x_scale / cxx[f], mix[2 * f + 1] / x_scale / cxx[f]
+                out[2 * f] = (zr * ar[f] - zi * ai[f]) * vt[f] * y_scale
+                out[2 * f + 1] = (zr * ai[f] + zi * ar[f]) * vt[f] * y_scale
 
 
 _POOLS = {}
@@ -402,7 +453,7 @@ _POOLS_LOCK = threading.Lock()
 
 def _run(function, items, workers):
     """``function(item)`` for every item, on up to `workers` threads; re-raises their errors.
-    The items must be independent (they are: sources, blocks of frames)."""
+    The items must be independent (they are: blocks of frames)."""
     if workers <= 1 or len(items) <= 1:
         for item in items:
             function(item)
@@ -419,9 +470,12 @@ def _each(n):
     return list(range(n))
 
 
-def _blocks(nb_frames):
-    """Blocks of `_BLOCK_FRAMES` frames (at least one block, possibly empty)."""
-    return [slice(s, min(nb_frames, s + _BLOCK_FRAMES)) for s in range(0, max(nb_frames, 1), _BLOCK_FRAMES)]
+def _blocks(nb_frames, min_frames=32, max_blocks=16):
+    """Consecutive blocks of frames, the tasks of the worker threads: at least `min_frames`
+    frames each (less work is not worth a task) and at most `max_blocks` of them (each block
+    holds its own model sums). They depend on nb_frames only, never on the workers."""
+    size = max(min_frames, -(-nb_frames // max_blocks))
+    return [slice(s, min(nb_frames, s + size)) for s in range(0, max(nb_frames, 1), size)]
 
 
 def _planar_mix(mix):

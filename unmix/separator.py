@@ -190,17 +190,19 @@ class Separator:
             # filter to the inverse FFT: only the networks' magnitudes are transposed
             ola = transforms.OverlapAdd((len(self.targets), audio.shape[0]), nb_frames, length, self.n_fft,
                                         self.n_hop, workers=self.nb_threads)
+            buffers = _Buffers()  # the window-sized arrays, reused from window to window
             for start, stop in windows:
                 spec = self._stft(audio, start, stop)  # (C, T, F)
                 mag = self._model_magnitude(spec)  # (1, C', F, T)
-                targets = np.empty((len(models), mag.shape[1], stop - start, mag.shape[2]), np.float32)
+                targets = buffers("targets", (len(models), mag.shape[1], stop - start, mag.shape[2]), np.float32)
 
                 def decode(j, target):
                     targets[j] = self.models[target].decode(features[target][start:stop], mag)[0].swapaxes(-1, -2)
 
                 list(each(decode, range(len(models)), self.models))  # (J, C', T, F)
-                est = filtering.wiener_planar(targets, spec, self.niter, softmask=self.softmask,
-                                              residual=bool(self.residual), workers=self.nb_threads)  # (J, C, T, F)
+                est = buffers("estimates", (len(self.targets),) + spec.shape, np.complex64)
+                filtering.wiener_planar(targets, spec, self.niter, softmask=self.softmask, residual=bool(self.residual),
+                                        workers=self.nb_threads, out=est)  # (J, C, T, F)
                 yield ola.add(est.swapaxes(-1, -2), start)
                 bar.update()
         bar.close()
@@ -269,6 +271,23 @@ class Separator:
                              f"(at least {min_len} samples at {self.sample_rate:g} Hz)")
         if not np.all(np.isfinite(audio)):
             raise UnmixError("audio contains NaN or infinite samples")
+
+
+class _Buffers:
+    """Arrays by name, allocated again only when the shape changes (the last window).
+
+    Each window of a separation needs the same large arrays (the targets' magnitudes, 20 MB,
+    and the Wiener estimates, 40 MB, for four umxhq targets); fresh ones are fresh pages that
+    the kernel faults in on first write, which costs about as much as filling them."""
+
+    def __init__(self):
+        self.arrays = {}
+
+    def __call__(self, name, shape, dtype):
+        array = self.arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self.arrays[name] = np.empty(shape, dtype)
+        return array
 
 
 def _fit_channels_back(estimate, nb_channels):
