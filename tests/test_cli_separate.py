@@ -194,3 +194,26 @@ def test_models_lists_the_registry_with_licenses(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "umxhq" in out and "umxl" in out and "NON-COMMERCIAL" in out.upper()
+
+
+def test_stems_are_written_behind_in_order_and_a_failed_write_stops_the_work():
+    from unmix.stems import _write_behind
+
+    written = []
+    _write_behind(iter(range(5)), written.append)
+    assert written == [0, 1, 2, 3, 4]
+
+    computed = []
+
+    def chunks():
+        for i in range(10):
+            computed.append(i)
+            yield i
+
+    def write(chunk):
+        if chunk == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        _write_behind(chunks(), write)
+    assert computed == [0, 1, 2, 3]  # at most one chunk is computed past the one that failed
