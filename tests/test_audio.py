@@ -410,3 +410,13 @@ def test_stream_writer_equals_one_shot_save(tmp_path):
         chunked, _ = sf.read(tmp_path / f"chunks{ext}", dtype="float32")
         whole, _ = sf.read(tmp_path / f"whole{ext}", dtype="float32")
         np.testing.assert_array_equal(chunked, whole)
+
+
+@pytest.mark.parametrize("shape", [(2, 3000), (3000, 2), (1, 7), (7, 1), (3, 3), (0, 2), (2, 0)])
+def test_transposed_is_a_contiguous_float32_copy_of_the_transpose(shape):
+    from unmix.audio import transposed
+
+    audio = np.random.default_rng(0).standard_normal(shape)
+    out = transposed(audio)
+    assert out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, audio.T.astype(np.float32))
