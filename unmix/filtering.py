@@ -213,7 +213,7 @@ def get_local_gaussian_model(y_j, eps=1e-10):
 
 
 def _models(stats_kernel, inputs, shape, eps, workers):
-    """Every source's (v, R) from `stats_kernel(*inputs, v, power, cross_re, cross_im, lo, hi)`.
+    """Every source's (v, R) from `stats_kernel(*inputs, v, weight, cross_re, cross_im, lo, hi)`.
 
     The sums over frames are taken per block of frames (on the worker threads), then the
     blocks' sums are added in block order: the same result for any number of workers.
@@ -493,8 +493,8 @@ def _planar_targets(targets):
 def _output_array(out, shape):
     if out is None:
         return np.empty(shape, np.complex64)
-    if out.shape != shape or out.dtype != np.complex64:
-        raise ValueError(f"out must be complex64 {shape}, got {out.dtype} {out.shape}")
+    if out.shape != shape or out.dtype != np.complex64 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous complex64 {shape}, got {out.dtype} {out.shape}")
     return out
 
 

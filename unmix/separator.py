@@ -350,7 +350,8 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     meta = read_separator_json(folder)
     # numba loads its compiled kernels on first use (~0.2 s, once per process): done on a second
     # core while the models load, not in the first separation
-    threading.Thread(target=_warm_up_kernels, name="unmix-warm-up", daemon=True).start()
+    threading.Thread(target=_warm_up_kernels, args=(int(meta.get("nb_channels", 2)), niter, softmask, residual),
+                     name="unmix-warm-up", daemon=True).start()
     targets = list(targets or meta["targets"])
     unknown = [t for t in targets if t not in meta["targets"]]
     if unknown:
@@ -376,10 +377,15 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
 
 
-def _warm_up_kernels():
-    """Run the numba kernels of the separation once on tiny inputs (the default options)."""
-    transforms.istft(np.ones((2, 5, 4), np.complex64), n_fft=8, n_hop=2, length=10)
-    filtering.wiener_planar(np.ones((2, 2, 4, 5), np.float32), np.ones((2, 4, 5), np.complex64), iterations=1)
+def _warm_up_kernels(nb_channels, niter, softmask, residual):
+    """Run the numba kernels of a separation once, on tiny inputs with the same types."""
+    try:
+        transforms.istft(np.ones((nb_channels, 5, 4), np.complex64), n_fft=8, n_hop=2, length=10)
+        filtering.wiener_planar(np.ones((2, nb_channels, 4, 5), np.float32),
+                                np.ones((nb_channels, 4, 5), np.complex64), min(niter, 2), softmask=softmask,
+                                residual=bool(residual))
+    except Exception:  # only a head start: whatever fails here fails again, reported, in the separation
+        pass
 
 
 def _pick_backend(backend, device="cpu"):
