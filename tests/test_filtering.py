@@ -265,3 +265,42 @@ def test_local_gaussian_model_and_em_outputs():
     _, v, R = expectation_maximization(y.copy(), x, iterations=1)
     assert v.shape == (2, 30, 5) and R.shape == (2, 2, 2, 5)
     np.testing.assert_allclose(v[1], 4 * v[0], rtol=1e-5)
+
+
+def test_kernels_compile_without_a_writable_cache(monkeypatch):
+    # numba refuses cache=True at import where no cache folder is writable: compile per process
+    import numba
+
+    from unmix import jit
+
+    calls = []
+
+    def njit(**options):
+        calls.append(options)
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
+        return lambda function: function
+
+    monkeypatch.setattr(numba, "njit", njit)
+    assert jit.kernel(abs) is abs
+    assert calls == [{"nogil": True, "cache": True}, {"nogil": True}]
+
+
+@pytest.mark.parametrize("nb_channels", [1, 2])
+@pytest.mark.parametrize("niter,softmask,residual", [(0, False, True), (1, False, False), (2, True, True)])
+def test_planar_filter_is_the_same_on_any_number_of_threads(nb_channels, niter, softmask, residual):
+    from unmix.filtering import wiener_planar
+
+    rng = np.random.default_rng(21)
+    targets, mix = random_input(rng, nb_frames=150, nb_bins=33, nb_channels=nb_channels, nb_sources=3)
+    planar_targets = np.ascontiguousarray(targets.transpose(3, 2, 0, 1))
+    planar_mix = np.ascontiguousarray(mix.transpose(2, 0, 1))
+    one = wiener_planar(planar_targets, planar_mix, niter, softmask, residual, workers=1)
+    for workers in (2, 3):  # 150 frames: four blocks of 32 frames and one of 22
+        np.testing.assert_array_equal(wiener_planar(planar_targets, planar_mix, niter, softmask, residual,
+                                                    workers=workers), one)
+    # and the planar layout is `wiener` transposed
+    np.testing.assert_array_equal(one.transpose(2, 3, 1, 0), wiener(targets, mix, niter, softmask, residual))
+    out = np.empty_like(one)
+    assert wiener_planar(planar_targets, planar_mix, niter, softmask, residual, out=out) is out
+    np.testing.assert_array_equal(out, one)

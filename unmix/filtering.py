@@ -22,10 +22,10 @@ number of workers.
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 
 from .errors import UnmixError
+from .jit import kernel
 
 def wiener(
     targets_spectrograms,
@@ -242,11 +242,11 @@ def _models(stats_kernel, inputs, shape, eps, workers):
 def _separate(y, x, v, R, eps, workers, x_scale=1.0, y_scale=1.0):
     """One Wiener step into y: ``y_j = v_j R_j Cxx^-1 (x / x_scale) * y_scale``, block by block."""
     regularization = np.float32(np.sqrt(np.float32(eps)))
-    kernel = _separate_mono_kernel if x.shape[0] == 1 else _separate_stereo_kernel
+    separate_kernel = _separate_mono_kernel if x.shape[0] == 1 else _separate_stereo_kernel
     r_re, r_im = np.ascontiguousarray(R.real), np.ascontiguousarray(R.imag)
     x_scale, y_scale = np.float32(x_scale), np.float32(y_scale)
-    _run(lambda frames: kernel(_floats(y), _floats(x), v, r_re, r_im, regularization, x_scale, y_scale,
-                               frames.start, frames.stop), _blocks(x.shape[1]), workers)
+    _run(lambda frames: separate_kernel(_floats(y), _floats(x), v, r_re, r_im, regularization, x_scale, y_scale,
+                                        frames.start, frames.stop), _blocks(x.shape[1]), workers)
 
 
 # -- kernels ------------------------------------------------------------------------------------
@@ -258,8 +258,8 @@ def _separate(y, x, v, R, eps, workers, x_scale=1.0, y_scale=1.0):
 # (re, im interleaved: `_floats`) and every innermost loop runs over the bins, so that LLVM
 # vectorizes them. The arithmetic is that of the numpy expressions they replace (no fastmath:
 # no reassociation, no fused multiply-adds), and each frame is computed the same way whichever
-# thread runs it, so the result does not depend on `workers`.
-_jit = numba.njit(nogil=True, cache=True)  # nogil: blocks of frames run on worker threads
+# thread runs it, so the result does not depend on `workers`. Row scratch buffers are distinct
+# arrays, never rows of one array: LLVM cannot tell such rows apart and then does not vectorize.
 
 
 def _floats(z):
@@ -267,7 +267,7 @@ def _floats(z):
     return z.view(np.float32)
 
 
-@_jit
+@kernel
 def _estimate_frame(targets, x, t, softmask, residual, eps, scale, y, t_out, phase_re, phase_im, total_re,
                     total_im):
     """Initial estimates of frame t, divided by `scale`, into frame t_out of y (float32 view
@@ -317,7 +317,7 @@ def _estimate_frame(targets, x, t, softmask, residual, eps, scale, y, t_out, pha
                 out[2 * f + 1] = (mix[2 * f + 1] - total_im[f]) / scale
 
 
-@_jit
+@kernel
 def _estimates_kernel(targets, x, softmask, residual, eps, y, lo, hi):
     """Initial estimates of frames lo..hi into y (float32 view (nb_sources[+1], C, T, 2F))."""
     nb_bins = x.shape[2] // 2
@@ -327,7 +327,7 @@ def _estimates_kernel(targets, x, softmask, residual, eps, y, lo, hi):
         _estimate_frame(targets, x, t, softmask, residual, eps, np.float32(1), y, t, a, b, c, d)
 
 
-@_jit
+@kernel
 def _accumulate_frame(y, j, t, v, weight, cross_re, cross_im):
     """Add frame t of source j (y: float32 view (J, C, T, 2F)) to its model's sums; v: (F,)
     receives the frame's mean power over channels. cross: (C, C, F), upper triangle."""
@@ -352,7 +352,7 @@ def _accumulate_frame(y, j, t, v, weight, cross_re, cross_im):
         weight[f] += v[f]
 
 
-@_jit
+@kernel
 def _stats_kernel(y, v, weight, cross_re, cross_im, lo, hi):
     """Model sums of frames lo..hi of the estimates y (float32 view (J, C, T, 2F)); v (J, T, F)."""
     for t in range(lo, hi):
@@ -360,7 +360,7 @@ def _stats_kernel(y, v, weight, cross_re, cross_im, lo, hi):
             _accumulate_frame(y, j, t, v[j, t], weight[j], cross_re[j], cross_im[j])
 
 
-@_jit
+@kernel
 def _initial_stats_kernel(targets, x, softmask, residual, eps, scale, v, weight, cross_re, cross_im, lo, hi):
     """`_stats_kernel` of the initial estimates (divided by `scale`), made frame by frame."""
     nb_out, nb_channels, nb_bins = targets.shape[0] + int(residual), x.shape[0], x.shape[2] // 2
@@ -373,7 +373,7 @@ def _initial_stats_kernel(targets, x, softmask, residual, eps, scale, v, weight,
             _accumulate_frame(frame, j, 0, v[j, t], weight[j], cross_re[j], cross_im[j])
 
 
-@_jit
+@kernel
 def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scale, lo, hi):
     """One Wiener step on frames lo..hi: y_j = v_j R_j Cxx^-1 (x / x_scale) * y_scale
     (y, x: float32 views).
@@ -427,7 +427,7 @@ def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scal
                     out[2 * f + 1] = im * vt[f] * y_scale
 
 
-@_jit
+@kernel
 def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scale, lo, hi):
     """`_separate_stereo_kernel` for one channel: y_j = v_j R_j x / (r + sum_j v_j R_j)."""
     nb_sources, nb_bins = y.shape[0], y.shape[3] // 2

@@ -5,10 +5,11 @@ center=center, pad_mode='reflect', onesided=True)`` and the inverse equals
 ``torch.istft(..., center=center, length=length)``. NNabla's own F.stft/F.istft are
 100x slower on the CPU (see design.md), and these are plain numpy in, numpy out.
 """
-import numba
 import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
+
+from unmix.jit import kernel
 
 
 def hann_window(n_fft):
@@ -98,7 +99,7 @@ def _envelope(window, nb_frames, n_hop):
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel
 def _overlap_add_kernel(frames, window, n_hop, out):
     """out[r, t * n_hop + k] += frames[r, t, k] * window[k], frames in order (one pass over the
     frames, instead of windowing them in place and adding hop-sized segments: 6x faster)."""
@@ -112,7 +113,7 @@ def _overlap_add_kernel(frames, window, n_hop, out):
                 dest[start + k] += frame[k] * window[k]
 
 
-@numba.njit(nogil=True, cache=True)
+@kernel
 def _envelope_kernel(square, nb_frames, n_hop, out):
     """out[t * n_hop + k] += square[k] for every frame t."""
     for t in range(nb_frames):
