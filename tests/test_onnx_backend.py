@@ -55,6 +55,9 @@ def test_graph_is_small_checked_and_dynamic():
     assert dims == ["nb_samples", 2, 33, "nb_frames"]
     meta = {p.key: p.value for p in proto.metadata_props}
     assert ModelConfig.from_dict(json.loads(meta[CONFIG_KEY])) == STEREO
+    # the stage graphs of the Separator's sessions are built unchecked at run time: check them here
+    for stage in ("encoder", "lstm", "decoder"):
+        onnx.checker.check_model(build_onnx(perturbed(STEREO), stage, check=False))
 
 
 def test_nb_samples_is_dynamic_and_samples_are_independent():
