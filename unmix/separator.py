@@ -14,7 +14,7 @@ The result equals running the reference on the whole track (the same windows, th
 arithmetic), but besides the input only per-window buffers and the LSTM features are held:
 not the ``nb_frames x nb_bins x nb_targets`` spectrograms that make the reference need tens
 of GB for a 10-minute song. `unmix separate` writes the stems as they stream (a 10-minute
-stereo song peaks at 1.5 GB of RSS with umxhq-sized models, see benchmarks/README.md); `separate` collects them.
+stereo song peaks at 1.7 GB of RSS with umxhq-sized models, see benchmarks/README.md); `separate` collects them.
 """
 import contextlib
 import ctypes
