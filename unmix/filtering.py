@@ -19,13 +19,11 @@ threads (the kernels release the GIL); every frame is computed by the same
 operations whichever thread runs it, so the result does not depend on the
 number of workers.
 """
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from .errors import UnmixError
 from .jit import kernel
+from .jit import run as _run
 
 def wiener(
     targets_spectrograms,
@@ -445,25 +443,6 @@ def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scale,
                 zr, zi = mix[2 * f] / x_scale / cxx[f], mix[2 * f + 1] / x_scale / cxx[f]
                 out[2 * f] = (zr * ar[f] - zi * ai[f]) * vt[f] * y_scale
                 out[2 * f + 1] = (zr * ai[f] + zi * ar[f]) * vt[f] * y_scale
-
-
-_POOLS = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _run(function, items, workers):
-    """``function(item)`` for every item, on up to `workers` threads; re-raises their errors.
-    The items must be independent (they are: blocks of frames)."""
-    if workers <= 1 or len(items) <= 1:
-        for item in items:
-            function(item)
-        return
-    with _POOLS_LOCK:
-        pool = _POOLS.get(workers)
-        if pool is None:
-            pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="unmix-wiener")
-    for future in [pool.submit(function, item) for item in items]:
-        future.result()
 
 
 def _each(n):

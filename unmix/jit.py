@@ -1,5 +1,11 @@
-"""The numba compilation used by the signal kernels (Wiener filter, overlap-add)."""
+"""How the signal kernels (Wiener filter, overlap-add) are compiled and run on threads."""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
+
+_POOLS = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def kernel(function):
@@ -10,3 +16,21 @@ def kernel(function):
         return numba.njit(nogil=True, cache=True)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         return numba.njit(nogil=True)(function)
+
+
+def run(function, items, workers):
+    """``function(item)`` for every item, on up to `workers` threads; re-raises their errors.
+
+    The items must be independent (blocks of frames, rows of signals): then the result does
+    not depend on `workers`. The pools are made once per size and shared by every caller."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            function(item)
+        return
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="unmix-kernel")
+    for future in [pool.submit(function, item) for item in items]:
+        future.result()

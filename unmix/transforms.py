@@ -9,7 +9,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unmix.jit import kernel
+from unmix.jit import kernel, run
 
 
 def hann_window(n_fft):
@@ -82,13 +82,17 @@ def istft(spec, n_fft=4096, n_hop=1024, center=True, length=None):
     return signal.astype(np.float32, copy=False)
 
 
-def _overlap_add(frames, window, n_hop, full_len):
+def _overlap_add(frames, window, n_hop, full_len, workers=1):
     """Sum ``(..., nb_frames, n_fft)`` frames times `window`, placed every `n_hop` samples ->
-    ``(..., full_len)`` float32 (frames placed past full_len are cut)."""
+    ``(..., full_len)`` float32 (frames placed past full_len are cut); the leading dimensions
+    (signals) are shared by `workers` threads."""
     *lead, nb_frames, n_fft = frames.shape
     frames = np.ascontiguousarray(frames, np.float32).reshape(-1, nb_frames, n_fft)
+    window = np.ascontiguousarray(window, np.float32)
     out = np.zeros((frames.shape[0], full_len), np.float32)
-    _overlap_add_kernel(frames, np.ascontiguousarray(window, np.float32), n_hop, out)
+    rows = np.array_split(np.arange(len(frames)), min(max(workers, 1), max(len(frames), 1)))
+    run(lambda r: _overlap_add_kernel(frames[r[0]:r[-1] + 1], window, n_hop, out[r[0]:r[-1] + 1]),
+        [r for r in rows if len(r)], workers)
     return out.reshape(*lead, full_len)
 
 
@@ -189,7 +193,7 @@ class OverlapAdd:
         of a frames-first array is transformed without a copy."""
         frames = scipy.fft.irfft(np.swapaxes(spec, -1, -2), n=self.n_fft, axis=-1, workers=self.workers)
         nb = spec.shape[-1]
-        chunk = _overlap_add(frames, self.window, self.n_hop, self.n_fft + self.n_hop * (nb - 1))
+        chunk = _overlap_add(frames, self.window, self.n_hop, self.n_fft + self.n_hop * (nb - 1), self.workers)
         begin = start * self.n_hop - self.offset
         end = begin + chunk.shape[-1]
         held = self.pending.shape[-1]
