@@ -267,25 +267,6 @@ def test_local_gaussian_model_and_em_outputs():
     np.testing.assert_allclose(v[1], 4 * v[0], rtol=1e-5)
 
 
-def test_kernels_compile_without_a_writable_cache(monkeypatch):
-    # numba refuses cache=True at import where no cache folder is writable: compile per process
-    import numba
-
-    from unmix import jit
-
-    calls = []
-
-    def njit(**options):
-        calls.append(options)
-        if options.get("cache"):
-            raise RuntimeError("cannot cache function 'f': no locator available for file 'f.py'")
-        return lambda function: function
-
-    monkeypatch.setattr(numba, "njit", njit)
-    assert jit.kernel(abs) is abs
-    assert calls == [{"nogil": True, "cache": True}, {"nogil": True}]
-
-
 @pytest.mark.parametrize("nb_channels", [1, 2])
 @pytest.mark.parametrize("niter,softmask,residual", [(0, False, True), (1, False, False), (2, True, True)])
 def test_planar_filter_is_the_same_on_any_number_of_threads(nb_channels, niter, softmask, residual):
