@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml | apt
 	fi
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@echo "compiling the numba kernels (once)"
+	$(PY) -c "import unmix.separator; unmix.separator.warm_up_kernels()"
 	@touch $(STAMP)
 
 apt:

@@ -116,3 +116,20 @@ def test_result_does_not_depend_on_thread_count():
     two = Separator(MODELS, RATE, int(N_FFT), int(N_HOP), niter=1, wiener_win_len=int(WIN), nb_threads=2)(audio)
     for target in one:
         np.testing.assert_array_equal(one[target], two[target])
+
+
+@pytest.mark.parametrize("nb_channels,niter,softmask,residual", [(2, 1, False, None), (1, 0, True, "rest"),
+                                                                 (2, 3, False, "rest")])
+def test_warm_up_runs_the_kernels_of_the_options(nb_channels, niter, softmask, residual):
+    from unmix.separator import warm_up_kernels
+
+    from unmix import filtering, transforms
+
+    warm_up_kernels(nb_channels, niter, softmask, residual)  # raises if a kernel does not compile
+    used = [transforms._overlap_add_kernel]
+    if niter == 0:
+        used.append(filtering._estimates_kernel)
+    else:
+        separate = filtering._separate_mono_kernel if nb_channels == 1 else filtering._separate_stereo_kernel
+        used += [filtering._initial_stats_kernel, separate] + ([filtering._stats_kernel] if niter > 1 else [])
+    assert all(kernel.signatures for kernel in used)  # compiled (or loaded) for these types

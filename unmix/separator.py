@@ -350,7 +350,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     meta = read_separator_json(folder)
     # numba loads its compiled kernels on first use (~0.2 s, once per process): done on a second
     # core while the models load, not in the first separation
-    threading.Thread(target=_warm_up_kernels, args=(int(meta.get("nb_channels", 2)), niter, softmask, residual),
+    threading.Thread(target=_warm_up_quietly, args=(int(meta.get("nb_channels", 2)), niter, softmask, residual),
                      name="unmix-warm-up", daemon=True).start()
     targets = list(targets or meta["targets"])
     unknown = [t for t in targets if t not in meta["targets"]]
@@ -377,13 +377,21 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
 
 
-def _warm_up_kernels(nb_channels, niter, softmask, residual):
-    """Run the numba kernels of a separation once, on tiny inputs with the same types."""
+def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):
+    """Run the numba kernels of a separation once, on tiny inputs of the same types.
+
+    In a new process this loads them from numba's cache (~0.2 s); the first time after an
+    install it compiles them (~3 s for the default options), which `make` does right after
+    installing so that no separation has to.
+    """
+    transforms.istft(np.ones((nb_channels, 5, 4), np.complex64), n_fft=8, n_hop=2, length=10)
+    filtering.wiener_planar(np.ones((2, nb_channels, 4, 5), np.float32), np.ones((nb_channels, 4, 5), np.complex64),
+                            min(niter, 2), softmask=softmask, residual=bool(residual))
+
+
+def _warm_up_quietly(*options):
     try:
-        transforms.istft(np.ones((nb_channels, 5, 4), np.complex64), n_fft=8, n_hop=2, length=10)
-        filtering.wiener_planar(np.ones((2, nb_channels, 4, 5), np.float32),
-                                np.ones((nb_channels, 4, 5), np.complex64), min(niter, 2), softmask=softmask,
-                                residual=bool(residual))
+        warm_up_kernels(*options)
     except Exception:  # only a head start: whatever fails here fails again, reported, in the separation
         pass
 
