@@ -254,10 +254,10 @@ def _separate(y, x, v, R, eps, workers, x_scale=1.0, y_scale=1.0):
 # step, holding rows of nb_bins floats. The first EM models are computed from the initial
 # estimates as they are made (not stored). Complex arrays are read through float32 views
 # (re, im interleaved: `_floats`) and every innermost loop runs over the bins, so that LLVM
-# vectorizes them. The arithmetic is that of the numpy expressions they replace (no fastmath:
-# no reassociation, no fused multiply-adds), and each frame is computed the same way whichever
-# thread runs it, so the result does not depend on `workers`. Row scratch buffers are distinct
-# arrays, never rows of one array: LLVM cannot tell such rows apart and then does not vectorize.
+# vectorizes them (no fastmath: no reassociation, no fused multiply-adds, float32 throughout).
+# Each frame is computed the same way whichever thread runs it, so the result does not depend
+# on `workers`. Scratch rows are distinct arrays (`_scratch_rows`), never rows of one 2-D
+# array: LLVM cannot tell those apart, and then does not vectorize (measured: 2-3x slower).
 
 
 def _floats(z):
@@ -266,11 +266,17 @@ def _floats(z):
 
 
 @kernel
-def _estimate_frame(targets, x, t, softmask, residual, eps, scale, y, t_out, phase_re, phase_im, total_re,
-                    total_im):
-    """Initial estimates of frame t, divided by `scale`, into frame t_out of y (float32 view
-    (nb_sources[+1], C, T', 2 nb_bins), like x: frame rows are contiguous for LLVM). phase_*, total_*: (nb_bins,) float32 scratch, four distinct arrays
-    (rows of one array would keep LLVM from vectorizing: it cannot tell that they do not overlap)."""
+def _scratch_rows(nb_bins):
+    """Four distinct float32 rows of nb_bins."""
+    return (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
+            np.empty(nb_bins, np.float32))
+
+
+@kernel
+def _estimate_frame(targets, x, t, softmask, residual, eps, scale, y, t_out, scratch):
+    """Initial estimates of frame t of x (float32 view (C, T, 2F)), divided by `scale`, into
+    frame t_out of y (float32 view (nb_sources[+1], C, T', 2F)); scratch: `_scratch_rows`."""
+    phase_re, phase_im, total_re, total_im = scratch
     nb_sources, nb_target_channels = targets.shape[0], targets.shape[1]
     nb_channels, nb_bins = x.shape[0], x.shape[2] // 2
     ratio = phase_re  # softmask: the mask's denominator eps + sum_j targets_j; else phase = x / |x|
@@ -318,11 +324,9 @@ def _estimate_frame(targets, x, t, softmask, residual, eps, scale, y, t_out, pha
 @kernel
 def _estimates_kernel(targets, x, softmask, residual, eps, y, lo, hi):
     """Initial estimates of frames lo..hi into y (float32 view (nb_sources[+1], C, T, 2F))."""
-    nb_bins = x.shape[2] // 2
-    a, b, c, d = (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
-                  np.empty(nb_bins, np.float32))
+    scratch = _scratch_rows(x.shape[2] // 2)
     for t in range(lo, hi):
-        _estimate_frame(targets, x, t, softmask, residual, eps, np.float32(1), y, t, a, b, c, d)
+        _estimate_frame(targets, x, t, softmask, residual, eps, np.float32(1), y, t, scratch)
 
 
 @kernel
@@ -363,10 +367,9 @@ def _initial_stats_kernel(targets, x, softmask, residual, eps, scale, v, weight,
     """`_stats_kernel` of the initial estimates (divided by `scale`), made frame by frame."""
     nb_out, nb_channels, nb_bins = targets.shape[0] + int(residual), x.shape[0], x.shape[2] // 2
     frame = np.empty((nb_out, nb_channels, 1, 2 * nb_bins), np.float32)  # one frame of estimates
-    a, b, c, d = (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
-                  np.empty(nb_bins, np.float32))
+    scratch = _scratch_rows(nb_bins)
     for t in range(lo, hi):
-        _estimate_frame(targets, x, t, softmask, residual, eps, scale, frame, 0, a, b, c, d)
+        _estimate_frame(targets, x, t, softmask, residual, eps, scale, frame, 0, scratch)
         for j in range(nb_out):
             _accumulate_frame(frame, j, 0, v[j, t], weight[j], cross_re[j], cross_im[j])
 
@@ -384,11 +387,8 @@ def _separate_stereo_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scal
     """
     nb_sources, nb_bins = y.shape[0], y.shape[3] // 2
     r = regularization
-    s00, s11 = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
-    s01_re, s01_im = np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32)
-    # Cxx^-1 x: re, im of channel 0, then of channel 1 (distinct arrays: see `_estimate_frame`)
-    z0r, z0i, z1r, z1i = (np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32),
-                          np.empty(nb_bins, np.float32), np.empty(nb_bins, np.float32))
+    s00, s11, s01_re, s01_im = _scratch_rows(nb_bins)  # S = sum_j v_j R_j
+    z0r, z0i, z1r, z1i = _scratch_rows(nb_bins)  # Cxx^-1 x: re, im of channel 0, then of channel 1
     for t in range(lo, hi):
         s00[:] = 0
         s11[:] = 0
