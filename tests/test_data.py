@@ -606,3 +606,34 @@ def test_trackfolder_var_random_interferer_mix_and_errors(tmp_path):
         data.VariableSourcesTrackFolderDataset(tmp_path, target_file="piano.wav", valid_tracks=[])
     with pytest.raises(UnmixError, match="random_interferer_mix needs a seq_duration"):
         data.VariableSourcesTrackFolderDataset(tmp_path, random_interferer_mix=True)
+
+
+def test_trackfolder_var_force_stereo_on_mono_files(tmp_path):
+    for k in range(2):
+        write(tmp_path / "train" / f"{k}" / "vocals.wav", ramp(k, 0, channels=1))
+        write(tmp_path / "train" / f"{k}" / "other.wav", ramp(k, 1, channels=1))
+    ds = data.VariableSourcesTrackFolderDataset(tmp_path, seq_duration=SEQ, samples_per_track=1, valid_tracks=[],
+                                                source_augmentations=["force_stereo"])
+    x, y = ds[1]
+    assert x.shape == y.shape == (2, SEQ_LEN)
+    track, source, _, start = decode(y)
+    assert (track, source) == (1, 0)
+    expected = ramp_slice(1, 0, start, frames=FRAMES)[:1] + ramp_slice(1, 1, start, frames=FRAMES)[:1]
+    np.testing.assert_array_equal(x, np.repeat(expected, 2, axis=0))
+
+
+def test_samples_per_track_defaults_as_the_reference(tmp_path):
+    make_trackfolder(tmp_path, "train", 3, ["mixture.wav", "vocals.wav"])
+    train, _ = data.load_datasets("aligned", tmp_path, seq_duration=SEQ, valid_tracks=["02"])
+    assert len(train) == 2  # one sample per track and epoch outside musdb
+    musdb = make_musdb(tmp_path / "musdb", ["A", "B", "C"])
+    train, _ = data.load_datasets("musdb", musdb, seq_duration=SEQ, valid_tracks=["C"], is_wav=True)
+    assert len(train) == 2 * 64
+
+
+def test_validation_files_at_another_rate_are_an_error(tmp_path):
+    make_trackfolder(tmp_path, "train", 2, ["mixture.wav", "vocals.wav"])
+    for f in ("mixture.wav", "vocals.wav"):
+        write(tmp_path / "valid" / "00" / f, ramp(0, 0), rate=RATE // 2)
+    with pytest.raises(UnmixError, match="validation files are at 4000 Hz and the training files at 8000 Hz"):
+        data.load_datasets("aligned", tmp_path, seq_duration=SEQ)

@@ -419,3 +419,14 @@ def test_context_errors_are_clear(monkeypatch):
     except ImportError:
         with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
             tr._setup_context("cudnn")
+
+
+def test_resumed_early_stopping_keeps_progress_but_takes_the_new_patience():
+    stopped = tr.EarlyStopping(patience=3)
+    for loss in [1.0, 1.1, 1.2, 1.3]:
+        stopped.step(loss)
+    assert stopped.num_bad_epochs == 3
+    resumed = tr.EarlyStopping(patience=200)  # the user resumes with a larger --patience
+    resumed.load_state_dict(json.loads(json.dumps(stopped.state_dict())))
+    assert (resumed.best, resumed.num_bad_epochs, resumed.patience) == (1.0, 3, 200)
+    assert resumed.step(1.4) is False and resumed.num_bad_epochs == 4

@@ -134,7 +134,9 @@ def _add_train(sub):
     p.add_argument("--weight-decay", type=float, default=0.00001)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--seq-dur", type=float, default=6.0, help="seconds per training sample (<= 0: full tracks)")
-    p.add_argument("--samples-per-track", type=int, default=64)
+    p.add_argument("--samples-per-track", type=int, default=None,
+                   help="training samples per track and epoch (default: 64 for musdb, 1 for the others, "
+                        "as the reference)")
     p.add_argument("--hidden-size", type=int, default=512)
     p.add_argument("--nb-layers", type=int, default=3, help="LSTM layers")
     p.add_argument("--unidirectional", action="store_true", help="causal (unidirectional) LSTM")

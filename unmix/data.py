@@ -697,15 +697,13 @@ class VariableSourcesTrackFolderDataset(UnmixDataset):
         if self.random_interferer_mix:
             _, _, i_interferers, i_length = self.tracks[int(rng.integers(len(self.tracks)))]
             i_start = _chunk_start(rng, i_length, seq_len, self.random_chunks)
-        x = np.zeros((self._channels, n), np.float32)
-        for ref in i_interferers:
-            x += self._augment(read_chunk(ref, i_start, i_start + n), rng)
-        if target is not None:
-            y = self._augment(read_chunk(target, start, start + n), rng)
-            x += y
-        else:
-            y = np.zeros_like(x)
-        return x, y
+        # the sources' channel count is known after the augmentations (force_stereo makes mono
+        # files stereo), so they are summed as they come instead of into a preallocated mix
+        sources = [self._augment(read_chunk(ref, i_start, i_start + n), rng) for ref in i_interferers]
+        y = None if target is None else self._augment(read_chunk(target, start, start + n), rng)
+        present = sources + ([] if y is None else [y])
+        x = np.sum(present, axis=0, dtype=np.float32) if present else np.zeros((self._channels, n), np.float32)
+        return x, np.zeros_like(x) if y is None else y
 
 
 class MUSDBDataset(UnmixDataset):
@@ -835,7 +833,7 @@ class MUSDBDataset(UnmixDataset):
 
 
 def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
-                  seq_duration: Optional[float] = 6.0, samples_per_track: int = 64,
+                  seq_duration: Optional[float] = 6.0, samples_per_track: Optional[int] = None,
                   source_augmentations=None, seed: int = 42, is_wav: bool = False,
                   valid_tracks: Optional[Sequence[str]] = None, *,
                   input_file: str = "mixture.wav", output_file: Optional[str] = None,
@@ -852,7 +850,8 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
     trackfolder_var. The train set draws random chunks of `seq_duration`
     seconds; the valid set yields full tracks (sourcefolder: `nb_valid_samples`
     fixed chunks). `samples_per_track` sets the train epoch length of the track
-    datasets (the reference uses it for musdb only, 1 elsewhere).
+    datasets; None: 64 for musdb and 1 for the others, as the reference (whose
+    epoch-based patience and learning-rate schedule assume those epochs).
     `source_augmentations` None means the reference's defaults: gain and
     channelswap for musdb, none for the others (never on the valid set).
     File names default from `target`: output_file / target_file
@@ -863,6 +862,8 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
     latter two split ``root/train`` only when there is no ``root/valid``).
     """
     ext = _normalise_ext(ext)
+    if samples_per_track is None:
+        samples_per_track = 64 if dataset == "musdb" else 1
     common = dict(seed=seed, sample_rate=sample_rate, nb_channels=nb_channels)
     if dataset == "musdb":
         augment = ("gain", "channelswap") if source_augmentations is None else source_augmentations
@@ -901,6 +902,9 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
     else:
         raise UnmixError(f"unknown dataset {dataset!r}; use musdb, aligned, sourcefolder, "
                          "trackfolder_fix or trackfolder_var")
+    if valid.sample_rate != train.sample_rate:  # each split only checks its own files
+        raise UnmixError(f"the validation files are at {valid.sample_rate:g} Hz and the training files at "
+                         f"{train.sample_rate:g} Hz: resample them to one rate")
     return train, valid
 
 

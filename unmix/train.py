@@ -82,7 +82,7 @@ class TrainOptions:
     weight_decay: float = 1e-5
     seed: int = 42
     seq_dur: float = 6.0
-    samples_per_track: int = 64
+    samples_per_track: Optional[int] = None  # None: 64 for musdb, 1 for the other datasets
     hidden_size: int = 512
     nb_layers: int = 3
     unidirectional: bool = False
@@ -308,11 +308,12 @@ class EarlyStopping:
         return self.num_bad_epochs >= self.patience
 
     def state_dict(self):
-        return dict(vars(self))
+        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs}
 
     def load_state_dict(self, state):
-        for key, value in state.items():
-            setattr(self, key, value)
+        """Restore the progress only, as the reference's train.py does on resume: a run resumed
+        with a new --patience (or min_delta) uses the new value."""
+        self.best, self.num_bad_epochs = state["best"], state["num_bad_epochs"]
 
 
 # -- steps ----------------------------------------------------------------------------------------
