@@ -251,6 +251,9 @@ def test_musdb_seeded_split_is_disjoint_and_complete(tmp_path):
     assert train.source_augmentations.augmentations == [data.augment_gain, data.augment_channelswap]
     assert valid.source_augmentations.augmentations == []
     assert train.random_track_mix and valid.seq_duration is None
+    for seed in (4, 42):  # the split does not follow the training seed: a seed sweep validates alike
+        _, same = data.load_datasets("musdb", root, seq_duration=SEQ, samples_per_track=2, seed=seed)
+        assert [t[0] for t in same.tracks] == vnames
     _, valid2 = data.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=["T4"])
     assert [t[0] for t in valid2.tracks] == ["T4"]
     with pytest.raises(UnmixError, match=r"\(valid split\): no tracks found"):

@@ -290,8 +290,13 @@ def _existing_root(root) -> Path:
     return root
 
 
+# The seeded train/valid split does not follow the training --seed: runs of a seed sweep are
+# validated on the same tracks, so their validation losses compare.
+SPLIT_SEED = 42
+
+
 def validation_names(names: Sequence[str], valid_tracks: Optional[Sequence[str]] = None,
-                     seed: int = 42) -> List[str]:
+                     seed: int = SPLIT_SEED) -> List[str]:
     """Choose the validation tracks among `names` (training-track names).
 
     Explicit `valid_tracks` win (each must exist; an empty list holds nothing
@@ -319,7 +324,7 @@ def validation_names(names: Sequence[str], valid_tracks: Optional[Sequence[str]]
 
 
 def split_track_dirs(root: Path, split: str, valid_tracks: Optional[Sequence[str]] = None,
-                     seed: int = 42) -> List[Path]:
+                     seed: int = SPLIT_SEED) -> List[Path]:
     """Track folders of `split`: ``root/split/*``, or a split of ``root/train``.
 
     With no ``root/valid`` folder (or with explicit `valid_tracks`) the train
@@ -470,7 +475,7 @@ class AlignedDataset(UnmixDataset):
         self.samples_per_track = int(samples_per_track)
         self.target = Path(output_file).stem
         self.tracks = []  # (name, input AudioRef, output AudioRef)
-        for track in split_track_dirs(self.root, split, valid_tracks, seed):
+        for track in split_track_dirs(self.root, split, valid_tracks):
             paths = [_find_glob(track, p) for p in (input_file, output_file)]
             for pattern, path in zip((input_file, output_file), paths):
                 if path is None:
@@ -598,7 +603,7 @@ class FixedSourcesTrackFolderDataset(UnmixDataset):
         self.random_chunks, self.random_track_mix = random_chunks, random_track_mix
         self.samples_per_track = int(samples_per_track)
         self.tracks = []  # (name, {file: AudioRef}, min frames)
-        for track in split_track_dirs(self.root, split, valid_tracks, seed):
+        for track in split_track_dirs(self.root, split, valid_tracks):
             missing = [f for f in self.source_files if not (track / f).is_file()]
             if missing:
                 raise UnmixError(f"track {track} has no {', '.join(missing)}")
@@ -658,7 +663,7 @@ class VariableSourcesTrackFolderDataset(UnmixDataset):
         self.silence_missing_targets = silence_missing_targets
         self.samples_per_track = int(samples_per_track)
         self.tracks = []  # (name, target AudioRef or None, [interferer AudioRef], min frames)
-        for track in split_track_dirs(self.root, split, valid_tracks, seed):
+        for track in split_track_dirs(self.root, split, valid_tracks):
             has_target = (track / target_file).is_file()
             if not has_target and not silence_missing_targets:
                 self.skipped.append(track.name)
@@ -742,7 +747,7 @@ class MUSDBDataset(UnmixDataset):
         for subset in self.subsets:
             found = self._find_tracks(self.root / subset)
             if subset == "train" and split in ("train", "valid"):
-                valid = set(validation_names([t[0] for t in found], valid_tracks, seed))
+                valid = set(validation_names([t[0] for t in found], valid_tracks))
                 found = [t for t in found if (t[0] in valid) == (split == "valid")]
             self.tracks += found
         refs = [r for t in self.tracks for r in t[1].values()]
