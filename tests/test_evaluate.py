@@ -6,6 +6,7 @@ same samples) are scored end to end; two targets keep museval at about a second 
 import contextlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import museval
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.signal
 import soundfile as sf
 from conftest import make_model_folder
 
@@ -352,3 +354,138 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path, make, argv, message):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert not (tmp_path / "e").exists()  # nothing scored, nothing written
+
+
+# ------------------------------------------------------------------------------ settings, failures
+
+
+def test_settings_json_records_what_made_the_scores(data, model_run):
+    settings = json.loads((model_run["evaldir"] / "settings.json").read_text())
+    assert settings == {"model": str(model_run["model"].resolve()), "targets": TARGETS, "niter": 1,
+                        "wiener_win_len": 300, "residual": None, "softmask": False, "backend": "onnx",
+                        "root": str(data["wav"].resolve()), "is_wav": True, "subset": "test"}
+
+
+def test_rerun_with_other_settings_is_refused(data, tmp_path):
+    """IRM1 then MIX in one evaldir: refused, naming what differs (it used to reuse IRM1's scores)."""
+    evaldir = tmp_path / "eval"
+    base = ["evaluate", "--root", data["flac"], "--tracks", TRACK_NAMES[0], "--evaldir", evaldir]
+    rc, out, err = run_cli(base + ["--oracle", "IRM1", "--targets", *TARGETS])
+    assert rc == 0, err
+    settings = json.loads((evaldir / "settings.json").read_text())
+    assert settings == {"model": None, "oracle": "IRM1", "targets": TARGETS,
+                        "oracle_stft": {"n_fft": 2048, "n_hop": 1024, "window": "hann"},
+                        "root": str(data["flac"].resolve()), "is_wav": False, "subset": "test"}
+    scores = (evaldir / "test" / f"{TRACK_NAMES[0]}.json").read_text()
+    table = (evaldir / "scores.md").read_text()
+
+    rc, out, err = run_cli(base + ["--oracle", "MIX", "--targets", *TARGETS])
+    assert rc == 1 and out == ""
+    assert err.strip() == (f"error: {evaldir} holds scores made with other settings (oracle: IRM1 -> MIX; "
+                           'oracle_stft: {"n_fft": 2048, "n_hop": 1024, "window": "hann"} -> none); '
+                           "use another --evaldir or remove it")
+    rc, out, err = run_cli(base + ["--oracle", "IRM1", "--targets", "vocals", "bass"])
+    assert rc == 1 and 'targets: ["vocals", "drums"] -> ["vocals", "bass"]' in err
+    rc, out, err = run_cli(["evaluate", "--root", data["wav"], "--is-wav", "--tracks", TRACK_NAMES[0],
+                            "--evaldir", evaldir, "--oracle", "IRM1", "--targets", *TARGETS])
+    assert rc == 1 and "is_wav: False -> True" in err and str(data["wav"].resolve()) in err
+    assert (evaldir / "test" / f"{TRACK_NAMES[0]}.json").read_text() == scores  # untouched
+    assert (evaldir / "scores.md").read_text() == table and json.loads(
+        (evaldir / "settings.json").read_text()) == settings
+
+    # what cannot change a score is not compared: more cores, a plot
+    rc, out, err = run_cli(base + ["--oracle", "IRM1", "--targets", *TARGETS, "--cores", 2,
+                                   "--plot", tmp_path / "p.png"])
+    assert rc == 0, err
+    assert "1 of 1 tracks already scored" in err and (tmp_path / "p.png").is_file()
+
+
+def test_rerun_of_a_model_with_other_filter_options_is_refused(data, model_run, tmp_path):
+    evaldir = tmp_path / "eval"
+    shutil.copytree(model_run["evaldir"], evaldir)
+    argv = ["evaluate", "--root", data["wav"], "--is-wav", "--model", model_run["model"], "--evaldir", evaldir]
+    rc, out, err = run_cli(argv + ["--niter", 0, "--wiener-win-len", 0])
+    assert rc == 1 and "(niter: 1 -> 0; wiener_win_len: 300 -> 0)" in err, err
+    (evaldir / "settings.json").unlink()  # scores whose settings are unknown are not reused either
+    rc, out, err = run_cli(argv)
+    assert rc == 1 and err.strip() == (f"error: {evaldir} holds scores without settings.json (settings unknown); "
+                                       "use another --evaldir or remove it")
+
+
+def _fail_beta(original):
+    """`evaluate_track` that raises a ValueError (not a UnmixError) for the second track."""
+    def evaluate_track(track, *args, **kwargs):
+        if track.name == TRACK_NAMES[1]:
+            raise ValueError("boom\nsecond line")
+        return original(track, *args, **kwargs)
+    return evaluate_track
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_a_failing_track_is_one_line_and_the_others_go_on(data, tmp_path, monkeypatch, cores):
+    monkeypatch.setattr(ev, "evaluate_track", _fail_beta(ev.evaluate_track))  # workers fork with it
+    evaldir = tmp_path / "eval"
+    rc, out, err = run_cli(["evaluate", "--root", data["flac"], "--oracle", "MIX", "--targets", *TARGETS,
+                            "--cores", cores, "--evaldir", evaldir])
+    assert rc == 1 and out == ""
+    assert f"error: {TRACK_NAMES[1]}: ValueError: boom second line" in err.splitlines()
+    assert f"{TRACK_NAMES[0]}: vocals SDR" in err and "Traceback" not in err
+    assert err.strip().endswith(f"error: 1 of 2 tracks failed (see above); the others are scored in {evaldir}, "
+                                "a rerun does only the failed ones")
+    assert (evaldir / "test" / f"{TRACK_NAMES[0]}.json").is_file()
+    assert not (evaldir / "test" / f"{TRACK_NAMES[1]}.json").exists()
+
+
+def test_a_dead_worker_is_one_line(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(ev, "evaluate_track", lambda *args, **kwargs: os._exit(1))  # as the OOM killer would
+    rc, out, err = run_cli(["evaluate", "--root", data["flac"], "--oracle", "MIX", "--targets", *TARGETS,
+                            "--cores", 2, "--evaldir", tmp_path / "eval"])
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: a worker process died (out of memory?); try fewer --cores"
+
+
+@pytest.mark.parametrize("blocked", ["plot", "table"])
+def test_unwritable_plot_or_table_is_one_line(data, tmp_path, blocked):
+    evaldir, plot = tmp_path / "eval", tmp_path / "sdr.png"
+    path = plot if blocked == "plot" else evaldir / "scores.md"
+    path.mkdir(parents=True)  # a folder where the file should go
+    rc, out, err = run_cli(["evaluate", "--root", data["flac"], "--tracks", TRACK_NAMES[0], "--oracle", "MIX",
+                            "--targets", *TARGETS, "--evaldir", evaldir, "--plot", plot])
+    assert rc == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == f"error: cannot write {path}: Is a directory"
+    assert path.is_dir() and not list(path.parent.glob(".*.part*"))  # no temporary file left behind
+
+
+def _sigsep_oracle(mixture, sources, method):
+    """sigsep-mus-oracle's IRM.py / IBM.py masks on scipy's STFT (nperseg 2048, hop 1024, Hann)."""
+    eps = np.finfo(float).eps
+    spec = lambda a: scipy.signal.stft(a, nperseg=2048)[-1]  # noqa: E731  (nb_channels, nb_bins, nb_frames)
+    mix = spec(mixture)
+    if method == "IBM":
+        masks = {s: (np.abs(spec(a)) / (eps + np.abs(mix))) >= 0.5 for s, a in sources.items()}
+    else:
+        alpha = {"IRM1": 1, "IRM2": 2}[method]
+        powers = {s: np.abs(spec(a)) ** alpha for s, a in sources.items()}
+        masks = {s: p / (eps + sum(powers.values())) for s, p in powers.items()}
+    return {s: scipy.signal.istft(mix * m)[1][:, :mixture.shape[-1]] for s, m in masks.items()}
+
+
+def test_oracles_use_sigseps_stft():
+    """The same estimates as sigsep-mus-oracle away from the edges (zero- vs reflect-padded)."""
+    assert (ev.ORACLE_N_FFT, ev.ORACLE_N_HOP) == (2048, 1024)
+    sources = synth_sources(1, seconds=1.0)
+    mixture = sum(sources.values())
+    inner = slice(2048, -2048)
+    for method in ("IRM1", "IRM2", "IBM"):
+        ours = ev.oracle_estimates(mixture, sources, method)
+        theirs = _sigsep_oracle(mixture, sources, method)
+        for s in ev.MUSDB_SOURCES:
+            np.testing.assert_allclose(ours[s][:, inner], theirs[s][:, inner], atol=2e-6, err_msg=f"{method} {s}")
+
+
+def test_wiener_win_len_help_says_the_published_scores_filter_whole_tracks():
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    option = next(a for a in sub.choices["evaluate"]._actions if a.dest == "wiener_win_len")
+    assert option.default == 300
+    assert "0: whole tracks" in option.help and "reference's evaluate.py" in option.help
+    assert "several GB for a 7-minute track" in option.help

@@ -214,17 +214,21 @@ def _add_evaluate(sub):
     what.add_argument("--model", default=None, help="registry name or model folder (default: the default model)")
     what.add_argument("--oracle", default=None, choices=["IRM1", "IRM2", "IBM", "MIX"],
                       help="score an oracle instead: ratio masks of magnitudes (IRM1) or powers (IRM2), "
-                           "binary masks (IBM), or the mixture as every estimate (MIX)")
+                           "binary masks (IBM), on sigsep-mus-oracle's STFT (2048 / hop 1024, Hann), "
+                           "or the mixture as every estimate (MIX)")
     p.add_argument("--targets", nargs="+", default=None,
                    help="targets to estimate (default: all of the model; an oracle's: vocals drums bass other)")
     p.add_argument("--niter", type=int, default=1, help="Wiener EM iterations (default: 1)")
     p.add_argument("--residual", default=None, metavar="NAME", help="add a target NAME = mixture minus the others")
-    p.add_argument("--wiener-win-len", type=int, default=300, help="frames per Wiener window (0: whole track)")
+    p.add_argument("--wiener-win-len", type=int, default=300,
+                   help="frames per Wiener window (default: 300, bounded memory); 0: whole tracks, as the "
+                        "reference's evaluate.py filters for the published umx/umxhq scores (it never passes "
+                        "its --wiener-win-len on), which needs several GB for a 7-minute track")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"], help="network runtime")
     p.add_argument("--outdir", default=None, help="also write the estimates to <outdir>/<subset>/<track>/")
     p.add_argument("--evaldir", default=None,
-                   help="scores folder, one per model: tracks scored there are skipped "
-                        "(default: eval/<model or oracle name>)")
+                   help="scores folder, one per model and settings (kept in its settings.json): tracks scored "
+                        "there are skipped, other settings are refused (default: eval/<model or oracle name>)")
     p.add_argument("--cores", type=int, default=1, help="tracks evaluated in parallel processes")
     p.add_argument("--tracks", nargs="+", default=None, metavar="NAME", help="evaluate only these tracks")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a per-track SDR box plot")

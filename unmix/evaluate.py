@@ -10,7 +10,9 @@ MUSDB18-HQ layout ``<root>/<subset>/<track>/{mixture,vocals,drums,bass,other}.{w
 3. score them exactly as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops,
    the vocals/accompaniment pair scored on its own) and write museval's per-track JSON to
    ``<evaldir>/<subset>/<track>.json``, atomically. That file marks the track done: a rerun
-   skips it, so a crash loses at most the tracks in flight.
+   skips it, so a crash loses at most the tracks in flight. ``<evaldir>/settings.json`` records
+   what made the scores (model or oracle, targets, filter options, dataset): a rerun with other
+   settings is refused rather than mixing two methods' scores in one table.
 
 The scores are then aggregated as in MUSDB papers and ``museval.EvalStore``: the median over
 a track's 1 s frames, then the median over tracks, per target and metric. The table goes to
@@ -23,8 +25,10 @@ museval's ``(nb_timesteps, nb_channels)`` only where museval is called.
 import concurrent.futures
 import contextlib
 import json
+import os
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -50,14 +54,21 @@ MUSDB_TARGETS = {
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 WIN_SECONDS = HOP_SECONDS = 1.0  # museval's (and every MUSDB paper's) framing
 
-# Oracle estimates (sigsep-mus-oracle), from the true sources, on an STFT of 4096/1024 with
-# the mixture's phase; a lower or upper bound to compare a model with.
+# Oracle estimates (sigsep-mus-oracle), from the true sources, on an STFT with the mixture's
+# phase; a lower or upper bound to compare a model with.
 #   IRM1 / IRM2: ratio masks of magnitudes (alpha 1) / powers (alpha 2) of the sources;
-#   IBM: binary masks, 1 where |source| > 0.5 |mixture|;
+#   IBM: binary masks, 1 where |source| >= 0.5 |mixture| (sigsep's IBM.py sets mask values
+#        > 0.5 to 1 and < 0.5 to 0, leaving an exact 0.5 as is; here that rare bin gets 1);
 #   MIX: the mixture itself as every estimate, the usual "input SDR" lower bound (sigsep's
 #        MIX.py divides it by the number of sources instead; BSSEval v4 compares estimates with
 #        the true images without rescaling, so the two give different scores).
 ORACLES = ("IRM1", "IRM2", "IBM", "MIX")
+# The oracles' STFT: sigsep-mus-oracle's (IRM.py, IBM.py: scipy.signal.stft with nperseg 2048,
+# its default hop of half a frame, periodic Hann), which the published oracle scores come from;
+# not the models' 4096/1024, which gives IRM2 up to ~1 dB more. Frames are centred as in
+# scipy (padding n_fft / 2 each side), so only the padded edges differ (reflected here, zeros
+# in scipy); the masks are scale-free, so scipy's window scaling does not matter.
+ORACLE_N_FFT, ORACLE_N_HOP = 2048, 1024
 ORACLE_TARGETS = MUSDB_SOURCES + ("accompaniment",)
 
 # Published median SDRs (median over 1 s frames, then over the 50 MUSDB18 test tracks, museval
@@ -290,10 +301,11 @@ def _museval():
 # oracles
 
 
-def oracle_estimates(mixture, sources, method, n_fft=4096, n_hop=1024, eps=np.finfo(float).eps):
+def oracle_estimates(mixture, sources, method, n_fft=ORACLE_N_FFT, n_hop=ORACLE_N_HOP, eps=np.finfo(float).eps):
     """Oracle estimates of the four sources and the accompaniment (see `ORACLES`).
 
-    Each channel is processed on its own, as in sigsep-mus-oracle.
+    Each channel is processed on its own, as in sigsep-mus-oracle, on an STFT of
+    `n_fft` / `n_hop` (default sigsep's, `ORACLE_N_FFT` / `ORACLE_N_HOP`).
 
     Args:
         mixture: ``(nb_channels, nb_timesteps)``.
@@ -358,6 +370,13 @@ class OracleEstimator:
         est = oracle_estimates(mixture, sources, self.method)
         return {t: est[t] for t in self.targets}
 
+    def settings(self):
+        """What decides the scores (see `run_settings`)."""
+        out = {"oracle": self.method, "targets": list(self.targets)}
+        if self.method != "MIX":  # the mixture needs no STFT
+            out["oracle_stft"] = {"n_fft": ORACLE_N_FFT, "n_hop": ORACLE_N_HOP, "window": "hann"}
+        return out
+
 
 class ModelEstimator:
     """The estimates of a `unmix.separator.Separator` (the true sources are not used)."""
@@ -369,6 +388,13 @@ class ModelEstimator:
     def __call__(self, mixture, sources, rate):
         # the reference casts musdb's float64 mixture to float32 before separating
         return self.separator.separate(mixture.astype(np.float32), rate)
+
+    def settings(self):
+        """What decides the scores (see `run_settings`), as the separator resolved them."""
+        sep = self.separator
+        onnx = any(type(m).__module__ == "unmix.onnx_backend" for m in sep.models.values())
+        return {"targets": list(self.targets), "niter": sep.niter, "wiener_win_len": sep.wiener_win_len or 0,
+                "residual": sep.residual, "softmask": sep.softmask, "backend": "onnx" if onnx else "nnabla"}
 
 
 def make_estimator(spec):
@@ -443,6 +469,8 @@ def evaluate_track_safely(track, estimator, evaldir, outdir=None):
         error = str(exc)
     except OSError as exc:  # e.g. a full disk or a read-only folder while writing
         error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    except Exception as exc:  # a bug or an odd track (say 0 samples): one line, the others go on
+        error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     return None, error if track.name in error else f"{track.name}: {error}"
 
 
@@ -549,10 +577,74 @@ def plot_sdr(per_track, path, title=""):
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        with _writing(path), atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return Path(path)
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """Turn an OSError while writing `path` (a missing permission, a full disk) into one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise UnmixError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ----------------------------------------------------------------------------------------
+# settings: what made the scores of an evaldir
+
+SETTINGS_FILE = "settings.json"
+
+
+def run_settings(estimator, model_path, root, subset, is_wav):
+    """The settings that decide a run's scores, as plain JSON values: the method (model
+    folder or oracle), the estimator's options (`settings()` of `OracleEstimator` /
+    `ModelEstimator`) and the dataset (real path of the root, layout, subset). What cannot
+    change a score (cores, plot, outdir, the track selection) is left out."""
+    settings = {"model": str(model_path) if model_path is not None else None}
+    settings.update(estimator.settings())
+    settings.update(root=os.path.realpath(Path(root).expanduser()), is_wav=bool(is_wav), subset=subset)
+    return json.loads(json.dumps(settings))  # tuples -> lists: compares equal to the file's
+
+
+def check_settings(evaldir, settings):
+    """Make sure `evaldir` holds (or will hold) scores of `settings` only.
+
+    The first run writes ``<evaldir>/settings.json``; a later run must have the same settings.
+
+    Raises:
+        UnmixError: other settings, an unreadable settings file, or per-track scores
+            without a settings file (written before unmix recorded them).
+    """
+    evaldir = Path(evaldir)
+    path = evaldir / SETTINGS_FILE
+    if not path.exists():
+        if any((evaldir / settings["subset"]).glob("*.json")):
+            raise UnmixError(f"{evaldir} holds scores without {SETTINGS_FILE} (settings unknown); "
+                             "use another --evaldir or remove it")
+        with _writing(path), atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(settings, indent=2) + "\n")
+        return
+    try:
+        old = json.loads(path.read_text())
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise UnmixError(f"cannot read {path} ({' '.join(str(exc).split())}); "
+                         "use another --evaldir or remove it") from None
+    changed = [f"{key}: {_show(old.get(key))} -> {_show(settings.get(key))}"
+               for key in sorted(set(old) | set(settings)) if old.get(key) != settings.get(key)]
+    if changed:
+        raise UnmixError(f"{evaldir} holds scores made with other settings ({'; '.join(changed)}); "
+                         "use another --evaldir or remove it")
+
+
+def _show(value):
+    return "none" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
 # ----------------------------------------------------------------------------------------
@@ -583,13 +675,19 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
             (see `unmix.load_separator`); ignored with `oracle`.
         oracle: IRM1, IRM2, IBM or MIX instead of a model (targets default to the four sources).
         outdir: also write the estimates to ``<outdir>/<subset>/<track>/<target>.wav``.
-        evaldir: per-track JSON, scores.csv and scores.md (default ``eval/<method>``).
+        evaldir: per-track JSON, scores.csv, scores.md and settings.json (default
+            ``eval/<method>``); a rerun skips the tracks scored there, and refuses other settings
+            (see `check_settings`).
         cores: tracks evaluated in parallel processes.
         plot: write the per-track SDR box plot to this PNG.
         log: where progress lines go (default stderr).
 
     Returns:
         `Evaluation`.
+
+    Raises:
+        UnmixError: for a user's mistake before any track; after the tracks when one or more
+            failed (each reported in one line as it failed, the others scored).
     """
     log = log or sys.stderr
     if cores < 1:
@@ -608,11 +706,16 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
         print(f"note: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} not scored "
               "(museval scores MUSDB targets only)", file=log)
     evaldir = Path(evaldir) if evaldir is not None else Path("eval") / method
+    model_path = spec[1]["model"] if spec[0] == "model" else None
+    check_settings(evaldir, run_settings(estimator, model_path, root, subset, is_wav))
     todo = [t for t in found if not is_done(t, evaldir, estimator.targets, outdir)]
     skipped = [t.name for t in found if t not in todo]
     if skipped:
         print(f"{len(skipped)} of {len(found)} tracks already scored in {evaldir}, skipped", file=log)
-    _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log)
+    failed = _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log)
+    if failed:
+        others = f"the others are scored in {evaldir}, " if failed < len(todo) else ""
+        raise UnmixError(f"{failed} of {len(todo)} tracks failed (see above); {others}a rerun does only the failed ones")
 
     per_track, scores = aggregate(load_scores([track_json_path(evaldir, t) for t in found]))
     names = [t.name for t in found]
@@ -639,27 +742,36 @@ def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, or
 
 
 def _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log):
-    """Evaluate `todo`; stops at the first error (the tracks finished so far stay done)."""
+    """Evaluate `todo`, reporting each track as it ends (a failed one does not stop the others).
+
+    Returns:
+        the number of tracks that failed.
+    """
     bar = tqdm(total=len(todo), unit="track", desc="evaluating", disable=not progress or not todo, file=log)
     try:
         if cores == 1 or len(todo) <= 1:
             results = (evaluate_track_safely(t, estimator, evaldir, outdir) for t in todo)
-            _report(results, bar, log)
-            return
+            return _report(results, bar, log)
         with _pool(min(cores, len(todo)), spec) as pool:
             futures = [pool.submit(_worker_track, t, evaldir, outdir) for t in todo]
-            _report((f.result() for f in concurrent.futures.as_completed(futures)), bar, log)
+            return _report((f.result() for f in concurrent.futures.as_completed(futures)), bar, log)
+    except BrokenProcessPool:  # a worker killed (the OOM killer, a crash)
+        raise UnmixError("a worker process died (out of memory?); try fewer --cores") from None
     finally:
         bar.close()
 
 
 def _report(results, bar, log):
-    """One line per finished track; the first error stops the run."""
+    """One line per finished track: its SDRs or ``error: <its error>``. Returns the errors' count."""
+    failed = 0
     for line, error in results:
         if error is not None:
-            raise UnmixError(error)
-        bar.write(line, file=log)
+            bar.write(f"error: {error}", file=log)
+            failed += 1
+        else:
+            bar.write(line, file=log)
         bar.update()
+    return failed
 
 
 @contextlib.contextmanager
@@ -672,8 +784,7 @@ def _pool(workers, spec):
 
 
 def _save_tables(scores, text, evaldir):
-    evaldir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(evaldir / "scores.csv") as tmp:
+    with _writing(evaldir / "scores.csv"), atomic_path(evaldir / "scores.csv") as tmp:
         scores.round(5).to_csv(tmp, index_label="target")
-    with atomic_path(evaldir / "scores.md") as tmp:
+    with _writing(evaldir / "scores.md"), atomic_path(evaldir / "scores.md") as tmp:
         tmp.write_text(text + "\n")
