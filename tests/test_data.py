@@ -640,3 +640,57 @@ def test_validation_files_at_another_rate_are_an_error(tmp_path):
         write(tmp_path / "valid" / "00" / f, ramp(0, 0), rate=RATE // 2)
     with pytest.raises(UnmixError, match="validation files are at 4000 Hz and the training files at 8000 Hz"):
         data.load_datasets("aligned", tmp_path, seq_duration=SEQ)
+
+
+class ZerosDataset(data.UnmixDataset):
+    """Eight samples of zeros, slow enough that batches queue up behind the first."""
+
+    def __len__(self):
+        return 8
+
+    def _get(self, index, rng):
+        return np.zeros((2, 50000), np.float32), np.zeros((2, 50000), np.float32)
+
+
+ORPHAN_PARENT = """
+import multiprocessing, os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_data import ZerosDataset
+from unmix import data
+loader = data.DataLoader(ZerosDataset(), 1, shuffle=False, nb_workers=1, prefetch=3, start_method="fork")
+batches = iter(loader)  # held: a dropped iterator stops its workers
+next(batches)
+print(os.getpid(), *[p.pid for p in multiprocessing.active_children()], flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # like the out-of-memory killer: no cleanup runs here
+"""
+
+
+def test_workers_of_a_killed_parent_exit_and_remove_their_blocks():
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.run([sys.executable, "-c", ORPHAN_PARENT.format(tests=str(Path(__file__).parent))],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == -9, child.stderr
+    parent, *workers = [int(p) for p in child.stdout.split()]
+    assert len(workers) == 1
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{p}").exists() for p in workers)  # the orphan exited by itself
+    # and removed the batches it had loaded ahead for the dead parent
+    assert list(Path("/dev/shm").glob(f"unmix_{parent}_*")) == []
+
+
+def test_a_full_dev_shm_is_a_clear_error(monkeypatch):
+    import errno
+
+    def no_room(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data.os, "posix_fallocate", no_room)
+    name = f"unmix_test_{os.getpid()}_full"
+    with pytest.raises(UnmixError, match=r"/dev/shm has no room for a batch of 2 MB .*--shm-size"):
+        data._to_shared((np.zeros(2**18, np.float32), np.zeros(2**18, np.float32)), name)
+    assert not Path("/dev/shm", name).exists()  # the block made for it is removed again

@@ -430,3 +430,24 @@ def test_resumed_early_stopping_keeps_progress_but_takes_the_new_patience():
     resumed.load_state_dict(json.loads(json.dumps(stopped.state_dict())))
     assert (resumed.best, resumed.num_bad_epochs, resumed.patience) == (1.0, 3, 200)
     assert resumed.step(1.4) is False and resumed.num_bad_epochs == 4
+
+
+def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_root, monkeypatch):
+    import os
+    import signal
+
+    calls = []
+    real_step = tr.Trainer.train_step
+
+    def terminated(self, x, y):
+        calls.append(1)
+        if len(calls) == 4:  # the 2nd batch of epoch 2, as a cluster's time limit would
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(tr.Trainer, "train_step", terminated)
+    result = tr.train(options(output=str(tmp_path / "out"), dataset="aligned", root=str(aligned_root),
+                              valid_tracks=["track0"], epochs=3))
+    assert result.stopped == "interrupted" and result.epochs_trained == 1
+    assert json.loads((tmp_path / "out" / "vocals.json").read_text())["epochs_trained"] == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the run

@@ -930,11 +930,22 @@ def load_batch(dataset: UnmixDataset, indices: Sequence[int], epoch: int) -> Tup
 def _to_shared(batch, name):
     """Copy (x, y) into a new shared memory block `name`; return (name, x shape, y shape).
 
-    A 16 x 6 s stereo batch is 68 MB: through a pipe it costs the parent
-    hundreds of ms on a busy machine, through shared memory one copy.
+    A 16 x 6 s stereo batch is 12 MB of audio (68 MB as the magnitudes x and y of
+    `MagnitudeDataset`): through a pipe it costs the parent hundreds of ms on a busy
+    machine, through shared memory one copy.
     """
     x, y = batch
-    shm = shared_memory.SharedMemory(name=name, create=True, size=max(1, x.nbytes + y.nbytes))
+    size = max(1, x.nbytes + y.nbytes)
+    shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+    try:
+        # reserve the pages now: a /dev/shm too small for the block (Docker's default is 64 MB)
+        # is then a clear error here, instead of a SIGBUS that kills the worker mid-copy
+        os.posix_fallocate(shm._fd, 0, size)
+    except OSError as exc:
+        shm.close()
+        shm.unlink()
+        raise UnmixError(f"/dev/shm has no room for a batch of {size / 2**20:.0f} MB ({exc.strerror}): "
+                         f"{_SHM_HINT}") from None
     view_x = np.ndarray(x.shape, np.float32, shm.buf)
     view_y = np.ndarray(y.shape, np.float32, shm.buf, offset=x.nbytes)
     view_x[...], view_y[...] = x, y
@@ -960,17 +971,31 @@ def _from_shared(meta) -> Tuple[np.ndarray, np.ndarray]:
 def _unlink_shared(name: str) -> None:
     try:
         shm = shared_memory.SharedMemory(name=name)
-    except FileNotFoundError:
-        return
-    shm.close()
-    shm.unlink()
+        shm.close()
+        shm.unlink()
+    except FileNotFoundError:  # already gone (another process removed it)
+        pass
 
 
-def _worker_loop(dataset, tasks, results, stop, prefix):
-    """Worker process: (batch number, indices, epoch) -> (batch number, shared block, error)."""
+_SHM_HINT = "give the container more shared memory (docker --shm-size) or use --nb-workers 0"
+
+
+def _worker_loop(dataset, tasks, results, stop, prefix, parent):
+    """Worker process: (batch number, indices, epoch) -> (batch number, shared block, error).
+
+    Exits by itself when its `parent` process is gone (killed, out of memory): it then removes
+    the shared blocks it made, which no one else would (they would hold RAM until a reboot)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     while True:
-        task = tasks.get()
+        if os.getppid() != parent:
+            results.cancel_join_thread()  # no one reads the results any more
+            for block in Path("/dev/shm").glob(prefix + "*"):
+                _unlink_shared(block.name)
+            return
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            continue
         if task is None:
             return
         if stop.is_set():
@@ -1038,7 +1063,7 @@ class DataLoader:
         resource_tracker.ensure_running()  # one tracker, inherited by the workers
         prefix = f"unmix_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         tasks, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        workers = [ctx.Process(target=_worker_loop, args=(self.dataset, tasks, results, stop, prefix),
+        workers = [ctx.Process(target=_worker_loop, args=(self.dataset, tasks, results, stop, prefix, os.getpid()),
                                daemon=True)
                    for _ in range(min(self.nb_workers, max(1, len(batches))))]
         for w in workers:
@@ -1069,6 +1094,8 @@ class DataLoader:
                 return results.get(timeout=1.0)
             except queue.Empty:
                 dead = [w.exitcode for w in workers if not w.is_alive()]
+                if dead and dead[0] == -signal.SIGBUS:  # a shared block beyond what /dev/shm holds
+                    raise UnmixError(f"a data worker died of SIGBUS, /dev/shm is probably full: {_SHM_HINT}")
                 if dead:
                     raise RuntimeError(f"a data worker died (exit code {dead[0]})") from None
 

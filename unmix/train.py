@@ -638,11 +638,12 @@ class _Run:
             self._carry_best()
         stopped = "completed"
         try:
-            for epoch in range(self.epoch + 1, self.o.epochs + 1):
-                if self.run_epoch(epoch):
-                    stopped = "early_stopping"
-                    self.say(f"early stopping after epoch {epoch}: no improvement in {self.o.patience} epochs")
-                    break
+            with _sigterm_as_ctrl_c():
+                for epoch in range(self.epoch + 1, self.o.epochs + 1):
+                    if self.run_epoch(epoch):
+                        stopped = "early_stopping"
+                        self.say(f"early stopping after epoch {epoch}: no improvement in {self.o.patience} epochs")
+                        break
         except KeyboardInterrupt:
             stopped = "interrupted"
             self.say(f"interrupted: {self.output} holds the checkpoint of epoch {self.epoch}; "
@@ -890,15 +891,35 @@ def _all_sum(comm, values):
 
 @contextlib.contextmanager
 def _sigint_held():
-    """Hold back Ctrl-C while a checkpoint's files are written; raise it right after."""
+    """Hold back Ctrl-C (and SIGTERM) while a checkpoint's files are written; raise it right after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    previous = {s: signal.signal(s, lambda *_: caught.append(True)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     if caught:
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (a cluster's time limit, `kill`) stops the training as Ctrl-C does: the last
+    checkpoint stays usable, and the data workers and their shared memory are cleaned up
+    (Python's default would end the process on the spot and leave them behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
