@@ -45,3 +45,19 @@ def test_run_reraises_a_worker_error():
 
     with pytest.raises(ValueError, match="item 3"):
         jit.run(fail_on_three, range(6), 2)
+
+
+def test_a_forked_child_gets_fresh_pools():
+    import multiprocessing
+
+    jit.run(lambda item: None, range(4), 2)  # the parent now has a pool with live threads
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:  # in the child the copied pool's threads do not exist
+        # (with the copied pool the child waits for ever: a timeout fails the test instead)
+        assert pool.apply_async(_sum_on_threads, (2,)).get(timeout=30) == sum(range(6))
+
+
+def _sum_on_threads(workers):
+    total = []
+    jit.run(total.append, range(6), workers)
+    return sum(total)

@@ -133,3 +133,26 @@ def test_warm_up_runs_the_kernels_of_the_options(nb_channels, niter, softmask, r
         separate = filtering._separate_mono_kernel if nb_channels == 1 else filtering._separate_stereo_kernel
         used += [filtering._initial_stats_kernel, separate] + ([filtering._stats_kernel] if niter > 1 else [])
     assert all(kernel.signatures for kernel in used)  # compiled (or loaded) for these types
+
+
+def test_a_fork_waits_for_the_warm_up_thread(monkeypatch):
+    import os
+    import threading
+    import time
+
+    from unmix import separator
+
+    finished = []
+
+    def slow_warm_up():
+        time.sleep(0.5)  # like a first compile of the kernels
+        finished.append(True)
+
+    thread = threading.Thread(target=slow_warm_up, daemon=True)
+    monkeypatch.setattr(separator, "_WARM_UPS", [thread])
+    thread.start()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing to do
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert finished == [True]  # the fork happened after the warm-up ended

@@ -1,4 +1,5 @@
 """How the signal kernels (Wiener filter, overlap-add) are compiled and run on threads."""
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -6,6 +7,17 @@ import numba
 
 _POOLS = {}
 _POOLS_LOCK = threading.Lock()
+
+
+def _forget_pools_in_child():
+    """A forked child has none of its parent's threads: its pools start afresh (a copied pool
+    would queue work for threads that do not exist there, and wait for ever)."""
+    global _POOLS_LOCK
+    _POOLS.clear()
+    _POOLS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def kernel(function):

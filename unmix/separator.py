@@ -350,8 +350,10 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     meta = read_separator_json(folder)
     # numba loads its compiled kernels on first use (~0.2 s, once per process): done on a second
     # core while the models load, not in the first separation
-    threading.Thread(target=_warm_up_quietly, args=(int(meta.get("nb_channels", 2)), niter, softmask, residual),
-                     name="unmix-warm-up", daemon=True).start()
+    warm_up = threading.Thread(target=_warm_up_quietly, name="unmix-warm-up", daemon=True,
+                               args=(int(meta.get("nb_channels", 2)), niter, softmask, residual))
+    _WARM_UPS.append(warm_up)
+    warm_up.start()
     targets = list(targets or meta["targets"])
     unknown = [t for t in targets if t not in meta["targets"]]
     if unknown:
@@ -387,6 +389,19 @@ def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):
     transforms.istft(np.ones((nb_channels, 5, 4), np.complex64), n_fft=8, n_hop=2, length=10)
     filtering.wiener_planar(np.ones((2, nb_channels, 4, 5), np.float32), np.ones((nb_channels, 4, 5), np.complex64),
                             min(niter, 2), softmask=softmask, residual=bool(residual))
+
+
+_WARM_UPS = []  # warm-up threads that may still run
+
+
+def _join_warm_ups():
+    """Before a fork (the process pools of `--jobs` and `evaluate --cores`): let the warm-up
+    threads finish, so that no child starts with a copy of numba's compiler lock held."""
+    while _WARM_UPS:
+        _WARM_UPS.pop().join()
+
+
+os.register_at_fork(before=_join_warm_ups)
 
 
 def _warm_up_quietly(*options):
