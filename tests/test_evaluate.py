@@ -489,3 +489,20 @@ def test_wiener_win_len_help_says_the_published_scores_filter_whole_tracks():
     assert option.default == 300
     assert "0: whole tracks" in option.help and "reference's evaluate.py" in option.help
     assert "several GB for a 7-minute track" in option.help
+
+
+def _blas_threads():
+    import threadpoolctl
+
+    return [pool["num_threads"] for pool in threadpoolctl.threadpool_info()]
+
+
+def test_pool_workers_run_blas_on_one_thread():
+    import concurrent.futures
+
+    from unmix import evaluate as ev
+
+    with concurrent.futures.ProcessPoolExecutor(1, initializer=ev._init_worker,
+                                                initargs=(("oracle", "MIX", ["vocals"]),)) as pool:
+        threads = pool.submit(_blas_threads).result(timeout=60)
+    assert threads and set(threads) == {1}  # one process per core already: no BLAS threads on top

@@ -493,9 +493,15 @@ _WORKER_ESTIMATOR = None
 
 
 def _init_worker(spec):
+    """A pool process: one thread for everything, since there is one process per core already
+    (museval's large linear solves would otherwise start a BLAS thread per core in every
+    process: --cores N on N cores ran N^2 threads)."""
     global _WORKER_ESTIMATOR
+    import threadpoolctl
+
+    threadpoolctl.threadpool_limits(1)
     if spec[0] == "model":
-        spec = ("model", dict(spec[1], nb_threads=1))  # one process per core already
+        spec = ("model", dict(spec[1], nb_threads=1))
     _WORKER_ESTIMATOR = make_estimator(spec)
 
 
