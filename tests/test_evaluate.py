@@ -22,6 +22,7 @@ from conftest import make_model_folder
 
 from unmix import cli
 from unmix import evaluate as ev
+from unmix.errors import UnmixError
 from unmix.separator import Separator
 
 RATE = 44100
@@ -506,3 +507,13 @@ def test_pool_workers_run_blas_on_one_thread():
                                                 initargs=(("oracle", "MIX", ["vocals"]),)) as pool:
         threads = pool.submit(_blas_threads).result(timeout=60)
     assert threads and set(threads) == {1}  # one process per core already: no BLAS threads on top
+
+
+def test_a_track_without_samples_is_a_clear_error(tmp_path):
+
+    folder = tmp_path / "test" / "Empty"
+    folder.mkdir(parents=True)
+    for name in ("mixture", "vocals", "drums", "bass", "other"):
+        sf.write(str(folder / f"{name}.wav"), np.zeros((0, 2), np.float32), 44100)
+    with pytest.raises(UnmixError, match="Empty contains no audio samples"):
+        ev.load_track(ev.Track("Empty", "test", str(folder), False))

@@ -194,6 +194,8 @@ def load_track(track):
     shapes = {a.shape for a in sources.values()} | {mixture.shape}
     if len(shapes) > 1:
         raise UnmixError(f"track {folder}: files differ in length or channels {sorted(shapes)}")
+    if mixture.shape[-1] == 0:
+        raise UnmixError(f"track {folder} contains no audio samples")
     return mixture, sources, rates.pop()
 
 
