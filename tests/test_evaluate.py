@@ -510,7 +510,6 @@ def test_pool_workers_run_blas_on_one_thread():
 
 
 def test_a_track_without_samples_is_a_clear_error(tmp_path):
-
     folder = tmp_path / "test" / "Empty"
     folder.mkdir(parents=True)
     for name in ("mixture", "vocals", "drums", "bass", "other"):
