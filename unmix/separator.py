@@ -352,7 +352,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     # core while the models load, not in the first separation
     warm_up = threading.Thread(target=_warm_up_quietly, name="unmix-warm-up", daemon=True,
                                args=(int(meta.get("nb_channels", 2)), niter, softmask, residual))
-    _WARM_UPS.append(warm_up)
+    _WARM_UPS[:] = [t for t in _WARM_UPS if t.is_alive()] + [warm_up]
     warm_up.start()
     targets = list(targets or meta["targets"])
     unknown = [t for t in targets if t not in meta["targets"]]
