@@ -25,6 +25,7 @@ from .errors import UnmixError
 from .jit import kernel
 from .jit import run as _run
 
+
 def wiener(
     targets_spectrograms,
     mix_stft,
@@ -225,7 +226,7 @@ def _models(stats_kernel, inputs, shape, eps, workers):
     cross_re = np.zeros((len(blocks), nb_sources, nb_channels, nb_channels, nb_bins), np.float32)
     cross_im = np.zeros_like(cross_re)
     _run(lambda i: stats_kernel(*inputs, v, weight[i], cross_re[i], cross_im[i], blocks[i].start, blocks[i].stop),
-         _each(len(blocks)), workers)
+         range(len(blocks)), workers)
     weight, cross_re, cross_im = weight.sum(axis=0), cross_re.sum(axis=0), cross_im.sum(axis=0)
     weight += np.float32(eps)
     R = np.empty(cross_re.shape, np.complex64)
@@ -443,10 +444,6 @@ def _separate_mono_kernel(y, x, v, r_re, r_im, regularization, x_scale, y_scale,
                 zr, zi = mix[2 * f] / x_scale / cxx[f], mix[2 * f + 1] / x_scale / cxx[f]
                 out[2 * f] = (zr * ar[f] - zi * ai[f]) * vt[f] * y_scale
                 out[2 * f + 1] = (zr * ai[f] + zi * ar[f]) * vt[f] * y_scale
-
-
-def _each(n):
-    return list(range(n))
 
 
 def _blocks(nb_frames, min_frames=32, max_blocks=16):

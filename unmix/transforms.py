@@ -90,9 +90,10 @@ def _overlap_add(frames, window, n_hop, full_len, workers=1):
     frames = np.ascontiguousarray(frames, np.float32).reshape(-1, nb_frames, n_fft)
     window = np.ascontiguousarray(window, np.float32)
     out = np.zeros((frames.shape[0], full_len), np.float32)
-    rows = np.array_split(np.arange(len(frames)), min(max(workers, 1), max(len(frames), 1)))
-    run(lambda r: _overlap_add_kernel(frames[r[0]:r[-1] + 1], window, n_hop, out[r[0]:r[-1] + 1]),
-        [r for r in rows if len(r)], workers)
+    parts = min(max(workers, 1), len(frames))
+    edges = [len(frames) * i // parts for i in range(parts + 1)]  # rows of each part
+    run(lambda i: _overlap_add_kernel(frames[edges[i]:edges[i + 1]], window, n_hop, out[edges[i]:edges[i + 1]]),
+        range(parts), workers)
     return out.reshape(*lead, full_len)
 
 
