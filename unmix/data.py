@@ -977,6 +977,14 @@ def _unlink_shared(name: str) -> None:
         pass
 
 
+def _unlink_blocks(prefix: str) -> None:
+    """Remove every shared block whose name starts with `prefix` (Linux lists them in /dev/shm)."""
+    shm_dir = Path("/dev/shm")
+    if shm_dir.is_dir():
+        for block in shm_dir.glob(prefix + "*"):
+            _unlink_shared(block.name)
+
+
 _SHM_HINT = "give the container more shared memory (docker --shm-size) or use --nb-workers 0"
 
 
@@ -989,8 +997,7 @@ def _worker_loop(dataset, tasks, results, stop, prefix, parent):
     while True:
         if os.getppid() != parent:
             results.cancel_join_thread()  # no one reads the results any more
-            for block in Path("/dev/shm").glob(prefix + "*"):
-                _unlink_shared(block.name)
+            _unlink_blocks(prefix)
             return
         try:
             task = tasks.get(timeout=1.0)
@@ -1118,7 +1125,4 @@ class DataLoader:
                 break
             if meta is not None:
                 _unlink_shared(meta[0])
-        shm_dir = Path("/dev/shm")  # a worker killed mid-copy leaves a named block (Linux)
-        if shm_dir.is_dir():
-            for leftover in shm_dir.glob(prefix + "*"):
-                _unlink_shared(leftover.name)
+        _unlink_blocks(prefix)  # a worker killed mid-copy leaves a named block

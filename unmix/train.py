@@ -161,22 +161,16 @@ class MagnitudeDataset:
                 model_magnitude(y, self.n_fft, self.n_hop, self.nb_channels))
 
 
-class _StatisticsView:
+class _StatisticsView(MagnitudeDataset):
     """``get`` -> the mono mixture magnitude of one track, float32 ``(nb_frames, nb_bins)``, twice
     (the loader hands x and y of one shape over; the float64 moments are taken in the parent)."""
 
     def __init__(self, dataset, n_fft, n_hop):
-        self.dataset, self.n_fft, self.n_hop = dataset, n_fft, n_hop
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
+        super().__init__(dataset, n_fft, n_hop, nb_channels=1)  # 1: the channels' mean magnitude
 
     def get(self, index, epoch=0):
         x, _ = self.dataset.get(index, epoch)
-        mag = np.ascontiguousarray(model_magnitude(x, self.n_fft, self.n_hop, 1)[0].T)  # channel mean
+        mag = np.ascontiguousarray(model_magnitude(x, self.n_fft, self.n_hop, self.nb_channels)[0].T)
         return mag, mag
 
 
