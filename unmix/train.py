@@ -321,16 +321,28 @@ class Trainer:
     Args:
         model: `unmix.model.OpenUnmix`.
         comm: a NNabla data-parallel communicator, or None for one process.
+        fast: the CPU's training: the coarse functions of `unmix.ops` and torch's Adam (`unmix.solver`);
+            a GPU keeps the stock NNabla graph).
+        dropout: LSTM dropout between layers; None: the reference's (`unmix.model.LSTM_DROPOUT`).
+        lstm_bias_hh: with `fast`, torch's ``b_hh`` half of the LSTM bias ``(nb_layers, D, 4, H)``
+            when known (a converted reference checkpoint); None: half the bias. See `unmix.solver`.
     """
 
-    def __init__(self, model, lr=1e-3, weight_decay=1e-5, comm=None):
+    def __init__(self, model, lr=1e-3, weight_decay=1e-5, comm=None, fast=False, dropout=None, lstm_bias_hh=None):
         import nnabla.solvers as S
 
         self.model, self.weight_decay, self.comm = model, float(weight_decay), comm
+        self.fast, self.dropout = fast, dropout
         self.params = model.trainable_parameters()
         self.running_stats = {k: v for k, v in model.parameters.items() if k not in self.params}
-        self.solver = S.Adam(alpha=lr)  # beta1 0.9, beta2 0.999, eps 1e-8 as torch
-        self.solver.set_parameters(self.params)
+        if fast:  # torch's Adam to the last bit of eps (see unmix.solver); beta1 0.9, beta2 0.999, eps 1e-8
+            from unmix.solver import Adam
+
+            self.solver = Adam(alpha=lr)
+            self.solver.set_parameters(self.params, twins={"lstm/lstm/bias": lstm_bias_hh})  # b_ih + b_hh
+        else:
+            self.solver = S.Adam(alpha=lr)
+            self.solver.set_parameters(self.params)
         self._graph = None
 
     @property
@@ -346,12 +358,14 @@ class Trainer:
 
     def _graph_for(self, shape):
         import nnabla as nn
-        import nnabla.functions as F
+
+        from unmix.model import LSTM_DROPOUT
 
         if self._graph is None or self._graph[0].shape != tuple(shape):
             x, y = nn.Variable(shape), nn.Variable(shape)
+            dropout = LSTM_DROPOUT if self.dropout is None else self.dropout
             with nn.auto_forward(False):
-                loss = F.mean(F.squared_error(self.model.build(x, training=True), y))
+                loss = self.model.build_loss(x, y, fast=self.fast, dropout=dropout)
             self._graph = (x, y, loss)
         return self._graph
 
@@ -404,6 +418,8 @@ class Trainer:
         try:
             with h5py.File(path, "r") as f:
                 for name, state in states.items():
+                    if f"{name}/hh" not in f and "hh" in state.pstate:
+                        state.pstate = {k: v for k, v in state.pstate.items() if not k.endswith("hh")}
                     for key, var in state.pstate.items():
                         value = f[f"{name}/{key}"][()]
                         if value.shape != var.shape:
@@ -413,6 +429,8 @@ class Trainer:
         except (OSError, KeyError, ValueError) as exc:
             raise UnmixError(f"cannot read the solver state {path}: {exc}") from None
         self.solver.set_states(states)
+        if self.fast and "hh" not in states["lstm/lstm/bias"].pstate:
+            self.solver.split_twin("lstm/lstm/bias")  # a state of NNabla's Adam: equal halves
 
 
 def track_loss(model, x, y, n_fft, n_hop, nb_channels, window=VALID_WINDOW):
@@ -488,7 +506,7 @@ class _Run:
         self.history = self._load_history() if o.checkpoint else None
         self.model, self.n_fft, self.n_hop, self.origin = self._make_model()
         self.nb_channels = self.model.config.nb_channels
-        self.trainer = Trainer(self.model, o.lr, o.weight_decay, self.comm)
+        self.trainer = Trainer(self.model, o.lr, o.weight_decay, self.comm, fast=o.context == "cpu")
         self.scheduler = ReduceLROnPlateau(o.lr, factor=o.lr_decay_gamma, patience=o.lr_decay_patience,
                                            cooldown=10)
         self.stopper = EarlyStopping(patience=o.patience)

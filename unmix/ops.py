@@ -1,0 +1,485 @@
+"""Coarse NNabla functions for training Open-Unmix fast on the CPU.
+
+NNabla 1.39's CPU backend runs on one thread and does its GEMMs in Eigen at about a tenth of
+numpy's OpenBLAS rate; its LSTM is ten times slower than torch's. Each function below is one
+`nnabla.function.PythonFunction` whose forward and backward run in numpy (multithreaded GEMMs) or
+in numba kernels, so a training step is a handful of calls instead of thousands of small ones.
+They live inside an ordinary NNabla graph: PF parameters, solvers, ``need_grad`` and
+``clear_buffer`` work as usual, because each declares truthfully which data its backward reads
+(``grad_depends_input_data`` / ``grad_depends_output_data``: NNabla frees the other buffers).
+
+The functions (shapes for Open-Unmix; r = nb_frames * nb_samples rows, frame-major):
+
+    scaled_affine  mix (N, C, bins, T), mean, scale (m,), W (C*m, s)  ->  ((mix[:, :, :m] + mean) * scale) @ W
+    affine         x (r, i), W (i, o)                                 ->  x @ W
+    batch_norm     x (r, f), beta, gamma, mean, var (1, f)            ->  training-mode batch norm over axis 0
+    lstm_layer     x (T, B, I), w (D, 4, H, I + H), b (D, 4, H)       ->  (T, B, D * H), one (bi)LSTM layer
+    mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, n, T)  ->  mean((relu(z * scale + mean) * mix - y)^2)
+
+They compute what the stock graph of `unmix.model` computes (tests/test_ops.py checks outputs and
+gradients against it); sums that NNabla or torch would accumulate in float32 over millions of
+values (losses, batch statistics) are accumulated in float64 here. Only the CPU uses them:
+on a GPU the stock graph (cuDNN) stays.
+"""
+import threading
+
+import numpy as np
+from nnabla.function import PythonFunction
+
+from unmix import jit
+
+# -- numba kernels of the LSTM ----------------------------------------------------------------------
+_F32 = np.float32
+_TANH_CLAMP = _F32(7.90531110763549805)
+
+
+@jit.kernel
+def _tanh(x):
+    """tanh as a rational function (Eigen's float approximation; max error 4e-7): unlike libm's
+    tanh and exp, it vectorises, which makes the gate math 5x faster."""
+    x = min(max(x, -_TANH_CLAMP), _TANH_CLAMP)
+    x2 = x * x
+    p = x2 * _F32(-2.76076847742355e-16) + _F32(2.00018790482477e-13)
+    p = x2 * p + _F32(-8.60467152213735e-11)
+    p = x2 * p + _F32(5.12229709037114e-08)
+    p = x2 * p + _F32(1.48572235717979e-05)
+    p = x2 * p + _F32(6.37261928875436e-04)
+    p = x2 * p + _F32(4.89352455891786e-03)
+    q = x2 * _F32(1.19825839466702e-06) + _F32(1.18534705686654e-04)
+    q = x2 * q + _F32(2.26843463243900e-03)
+    q = x2 * q + _F32(4.89352518554385e-03)
+    return x * p / q
+
+
+@jit.kernel
+def _sigmoid(x):
+    return _F32(0.5) * _tanh(_F32(0.5) * x) + _F32(0.5)
+
+
+@jit.kernel
+def _lstm_forward(proj, d, w_hh_t, reverse, y, acts, cells, tanh_cells):
+    """The recurrence of one direction `d`, in place.
+
+    Args:
+        proj: ``(T, B, D, 4H)`` input projections plus bias (gates i, f, g, o).
+        w_hh_t: ``(H, 4H)`` recurrent weights, transposed.
+        reverse: run from the last frame to the first (the backward direction).
+        y: ``(T, B, D * H)`` output; this direction writes ``y[:, :, d*H:(d+1)*H]``.
+        acts: ``(T, B, D, 4H)`` gate activations, kept for the backward pass.
+        cells, tanh_cells: ``(T, B, D, H)`` cell states and their tanh, kept likewise.
+    """
+    nb_frames, nb_samples = proj.shape[0], proj.shape[1]
+    hidden = w_hh_t.shape[0]
+    h = np.zeros((nb_samples, hidden), np.float32)
+    c = np.zeros((nb_samples, hidden), np.float32)
+    for step in range(nb_frames):
+        t = nb_frames - 1 - step if reverse else step
+        gates = np.dot(h, w_hh_t)  # (B, 4H)
+        for b in range(nb_samples):
+            p, a = proj[t, b, d], acts[t, b, d]
+            for j in range(hidden):
+                i = _sigmoid(gates[b, j] + p[j])
+                f = _sigmoid(gates[b, hidden + j] + p[hidden + j])
+                g = _tanh(gates[b, 2 * hidden + j] + p[2 * hidden + j])
+                o = _sigmoid(gates[b, 3 * hidden + j] + p[3 * hidden + j])
+                c[b, j] = f * c[b, j] + i * g
+                tc = _tanh(c[b, j])
+                h[b, j] = o * tc
+                a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j] = i, f, g, o
+                cells[t, b, d, j] = c[b, j]
+                tanh_cells[t, b, d, j] = tc
+                y[t, b, d * hidden + j] = h[b, j]
+
+
+@jit.kernel
+def _lstm_backward(dy, d, w_hh, reverse, acts, cells, tanh_cells, dgates):
+    """Backward through time of one direction `d`: the gradients of the gate pre-activations.
+
+    Args:
+        dy: ``(T, B, D * H)`` gradient of the layer's output.
+        w_hh: ``(4H, H)`` recurrent weights.
+        acts, cells, tanh_cells: what `_lstm_forward` kept.
+        dgates: ``(T, B, D, 4H)`` output, this direction's slice filled.
+    """
+    nb_frames, nb_samples = dy.shape[0], dy.shape[1]
+    hidden = w_hh.shape[1]
+    dh_next = np.zeros((nb_samples, hidden), np.float32)
+    dc_next = np.zeros((nb_samples, hidden), np.float32)
+    dg_t = np.empty((nb_samples, 4 * hidden), np.float32)
+    for step in range(nb_frames - 1, -1, -1):
+        t = nb_frames - 1 - step if reverse else step
+        t_prev = t + 1 if reverse else t - 1
+        for b in range(nb_samples):
+            a = acts[t, b, d]
+            for j in range(hidden):
+                i, f, g, o = a[j], a[hidden + j], a[2 * hidden + j], a[3 * hidden + j]
+                tc = tanh_cells[t, b, d, j]
+                dh = dy[t, b, d * hidden + j] + dh_next[b, j]
+                dc = dc_next[b, j] + dh * o * (_F32(1.0) - tc * tc)
+                c_prev = cells[t_prev, b, d, j] if step > 0 else _F32(0.0)
+                dg_t[b, j] = dc * g * i * (_F32(1.0) - i)
+                dg_t[b, hidden + j] = dc * c_prev * f * (_F32(1.0) - f)
+                dg_t[b, 2 * hidden + j] = dc * i * (_F32(1.0) - g * g)
+                dg_t[b, 3 * hidden + j] = dh * tc * o * (_F32(1.0) - o)
+                dc_next[b, j] = dc * f
+        dgates[t, :, d, :] = dg_t
+        dh_next = np.dot(dg_t, w_hh)  # (B, H)
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS = {}
+
+
+def _one_blas_thread():
+    """A context in which BLAS runs single-threaded: numba's ``np.dot`` (scipy's OpenBLAS) inside
+    two concurrent recurrences would otherwise spawn threads for 16-row products and fight for the
+    two cores (276 ms -> 107 ms per layer). threadpoolctl sees scipy's OpenBLAS only once
+    ``scipy.linalg.cython_blas`` is imported, which is what numba calls."""
+    with _BLAS_LOCK:
+        if "controller" not in _BLAS:
+            import scipy.linalg.cython_blas  # noqa: F401  (makes scipy's OpenBLAS visible)
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS["controller"] = ThreadpoolController()
+    return _BLAS["controller"].limit(limits=1, user_api="blas")
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def _arr(ndarray):
+    """A writable float32 numpy view of an NNabla NdArray (data or grad)."""
+    return ndarray.cast(np.float32)
+
+
+def _set_or_add(ndarray, value, accumulate):
+    """Write a gradient, or add it when NNabla asks to accumulate (a variable used twice)."""
+    target = _arr(ndarray)
+    if accumulate:
+        target += value
+    else:
+        target[...] = value
+
+
+class _Op(PythonFunction):
+    """Common parts: name, a single output, the context of the graph."""
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+    def min_outputs(self):
+        return 1
+
+
+# -- the functions ---------------------------------------------------------------------------------------
+class ScaledAffine(_Op):
+    """Crop, standardise and project the mixture: ``x_s = (mix[:, :, :m] + mean) * scale``,
+    rows ``(t, n)`` frame-major, columns ``(c, b)``; output ``x_s @ W`` ``(T * N, s)``.
+
+    Backward, with ``u = mix[:, :, :m] + mean`` as rows and ``g`` the output gradient:
+    ``dW = diag(scale) u^T g`` (one GEMM on u), and instead of the ``(T*N, C*m)`` input gradient
+    ``g W^T`` (a GEMM as large as the forward one), the parameter gradients are contracted from it:
+    ``d scale[b] = sum_{c,k} W[cb, k] (u^T g)[cb, k]`` and
+    ``d mean[b] = scale[b] sum_{c,k} W[cb, k] sum_r g[r, k]``. The mixture gets no gradient.
+    """
+
+    def __init__(self, max_bin, ctx=None):
+        super().__init__(ctx)
+        self.max_bin = max_bin
+
+    def setup_impl(self, inputs, outputs):
+        nb_samples, _, _, nb_frames = inputs[0].shape
+        outputs[0].reset_shape((nb_frames * nb_samples, inputs[3].shape[1]), True)
+
+    def _rows(self, inputs):
+        """u = mix + mean as ``(T * N, C * m)`` float32."""
+        mix, mean = inputs[0].data.data, inputs[1].data.data
+        nb_samples, nb_channels, _, nb_frames = mix.shape
+        u = np.ascontiguousarray(mix[:, :, :self.max_bin].transpose(3, 0, 1, 2)) + mean
+        return u.reshape(nb_frames * nb_samples, nb_channels * self.max_bin)
+
+    def forward_impl(self, inputs, outputs):
+        u = self._rows(inputs)
+        scale, w = inputs[2].data.data, inputs[3].data.data
+        nb_channels = u.shape[1] // self.max_bin
+        u *= np.tile(scale, nb_channels)
+        np.matmul(u, w, out=_arr(outputs[0].data))
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        g = outputs[0].grad.data
+        mean_down, scale_down, w_down = propagate_down[1:4]
+        if not (mean_down or scale_down or w_down):
+            return
+        scale, w = inputs[2].data.data, inputs[3].data.data
+        m = self.max_bin
+        nb_channels = w.shape[0] // m
+        ug = self._rows(inputs).T @ g  # (C*m, s)
+        if w_down:
+            _set_or_add(inputs[3].grad, ug * np.tile(scale, nb_channels)[:, None], accum[3])
+        if scale_down:
+            d_scale = np.einsum("jk,jk->j", w, ug, dtype=np.float64).reshape(nb_channels, m).sum(0)
+            _set_or_add(inputs[2].grad, d_scale, accum[2])
+        if mean_down:
+            wg = (w.astype(np.float64) @ g.sum(0, dtype=np.float64)).reshape(nb_channels, m).sum(0)
+            _set_or_add(inputs[1].grad, scale * wg, accum[1])
+        if propagate_down[0]:
+            raise NotImplementedError("ScaledAffine gives no gradient to the mixture")
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return True  # u needs mix and mean, the contractions scale and W
+
+
+class Affine(_Op):
+    """``y = x @ W`` (a linear layer without bias). Backward: ``dx = g W^T``, ``dW = x^T g``."""
+
+    def setup_impl(self, inputs, outputs):
+        outputs[0].reset_shape((inputs[0].shape[0], inputs[1].shape[1]), True)
+
+    def forward_impl(self, inputs, outputs):
+        np.matmul(inputs[0].data.data, inputs[1].data.data, out=_arr(outputs[0].data))
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        g = outputs[0].grad.data
+        if propagate_down[0]:
+            _set_or_add(inputs[0].grad, g @ inputs[1].data.data.T, accum[0])
+        if propagate_down[1]:
+            _set_or_add(inputs[1].grad, inputs[0].data.data.T @ g, accum[1])
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return i != j  # dx reads W, dW reads x
+
+
+class BatchNorm(_Op):
+    """Batch norm in training mode over axis 0 of ``(r, f)``, as NNabla's (and torch's
+    BatchNorm1d): ``y = gamma (x - mu) / sqrt(var + eps) + beta`` with the batch's mean ``mu`` and
+    biased variance ``var``; the running statistics become ``decay * running + (1 - decay) * batch``
+    (the variance unbiased, ``var * r / (r - 1)``). Statistics accumulate in float64.
+
+    Backward, with ``xh = (x - mu) / sqrt(var + eps)`` and ``g`` the output gradient:
+    ``d beta = sum_r g``, ``d gamma = sum_r g xh``,
+    ``dx = gamma / sqrt(var + eps) * (g - d beta / r - xh * d gamma / r)``.
+    """
+
+    def __init__(self, decay_rate, eps, ctx=None):
+        super().__init__(ctx)
+        self.decay_rate, self.eps = decay_rate, eps
+
+    def setup_impl(self, inputs, outputs):
+        outputs[0].reset_shape(inputs[0].shape, True)
+
+    def _stats(self, x):
+        mean = x.mean(axis=0, dtype=np.float64)
+        var = np.square(x - mean.astype(np.float32)).mean(axis=0, dtype=np.float64)
+        return mean, var
+
+    def forward_impl(self, inputs, outputs):
+        x = inputs[0].data.data
+        beta, gamma = inputs[1].data.data[0], inputs[2].data.data[0]
+        mean, var = self._stats(x)
+        inv = 1.0 / np.sqrt(var + self.eps)
+        y = _arr(outputs[0].data)
+        np.multiply(x - mean.astype(np.float32), (gamma * inv).astype(np.float32), out=y)
+        y += beta
+        self._mean, self._inv = mean, inv
+        rows = x.shape[0]
+        running_mean, running_var = _arr(inputs[3].data), _arr(inputs[4].data)
+        running_mean[...] = self.decay_rate * running_mean + (1 - self.decay_rate) * mean
+        running_var[...] = self.decay_rate * running_var + (1 - self.decay_rate) * var * rows / max(rows - 1, 1)
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        x, gamma = inputs[0].data.data, inputs[2].data.data[0]
+        g = outputs[0].grad.data
+        rows = x.shape[0]
+        xh = (x - self._mean.astype(np.float32)) * self._inv.astype(np.float32)
+        d_beta = g.sum(axis=0, dtype=np.float64)
+        d_gamma = np.einsum("rf,rf->f", g, xh, dtype=np.float64)
+        if propagate_down[1]:
+            _set_or_add(inputs[1].grad, d_beta[None], accum[1])
+        if propagate_down[2]:
+            _set_or_add(inputs[2].grad, d_gamma[None], accum[2])
+        if propagate_down[0]:
+            xh *= (d_gamma / rows).astype(np.float32)
+            dx = g - (d_beta / rows).astype(np.float32)
+            dx -= xh
+            dx *= (gamma * self._inv).astype(np.float32)
+            _set_or_add(inputs[0].grad, dx, accum[0])
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return j in (0, 2)  # x (for xh) and gamma
+
+
+class LSTMLayer(_Op):
+    """One LSTM layer, both directions, NNabla's parameter layout (gates i, f, g, o):
+    ``w = [W_ih | W_hh]`` ``(D, 4, H, I + H)``, ``b`` ``(D, 4, H)``; ``x`` ``(T, B, I)`` ->
+    ``(T, B, D * H)`` (forward outputs, then backward ones). Zero initial states.
+
+    Forward: one GEMM for the input projections of all frames and directions, then each
+    direction's recurrence as a numba kernel on its own thread:
+    ``i, f, o = sigmoid(.)``, ``g = tanh(.)`` of ``P_t + W_hh h_{t-1}``,
+    ``c_t = f c_{t-1} + i g``, ``h_t = o tanh(c_t)``.
+
+    Backward through time (per direction, from the last step processed to the first), with
+    ``dh_t = dy_t + W_hh^T da_{t+1}``, ``dc_t = dc_{t+1} f_{t+1} + dh_t o (1 - tanh^2 c_t)``, the
+    gate pre-activation gradients ``da = [dc g i (1-i), dc c_{t-1} f (1-f), dc i (1-g^2),
+    dh tanh(c_t) o (1-o)]``. After the loop, one GEMM each: ``dW_ih = da^T x``,
+    ``dW_hh = da^T h_{t-1}``, ``dx = da W_ih``, ``db = sum da``.
+    """
+
+    def setup_impl(self, inputs, outputs):
+        nb_frames, nb_samples, _ = inputs[0].shape
+        d, _, hidden, _ = inputs[1].shape
+        outputs[0].reset_shape((nb_frames, nb_samples, d * hidden), True)
+
+    def _weights(self, inputs):
+        w = inputs[1].data.data
+        d, _, hidden, width = w.shape
+        w = w.reshape(d, 4 * hidden, width)
+        nb_inputs = width - hidden
+        return w[:, :, :nb_inputs], w[:, :, nb_inputs:]  # W_ih (D, 4H, I), W_hh (D, 4H, H)
+
+    def forward_impl(self, inputs, outputs):
+        x, b = inputs[0].data.data, inputs[2].data.data
+        nb_frames, nb_samples, nb_inputs = x.shape
+        w_ih, w_hh = self._weights(inputs)
+        d, gates, hidden = w_hh.shape[0], w_hh.shape[1], w_hh.shape[2]
+        proj = x.reshape(-1, nb_inputs) @ w_ih.reshape(d * gates, nb_inputs).T
+        proj += b.reshape(d * gates)
+        proj = proj.reshape(nb_frames, nb_samples, d, gates)
+        y = _arr(outputs[0].data)
+        self._acts = np.empty_like(proj)
+        self._cells = np.empty((nb_frames, nb_samples, d, hidden), np.float32)
+        self._tanh_cells = np.empty_like(self._cells)
+        w_hh_t = [np.ascontiguousarray(w_hh[k].T) for k in range(d)]
+        with _one_blas_thread():
+            jit.run(lambda k: _lstm_forward(proj, k, w_hh_t[k], k == 1, y, self._acts, self._cells,
+                                            self._tanh_cells), range(d), workers=d)
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        x, y, dy = inputs[0].data.data, outputs[0].data.data, outputs[0].grad.data
+        nb_frames, nb_samples, nb_inputs = x.shape
+        w_ih, w_hh = self._weights(inputs)
+        d, gates, hidden = w_hh.shape
+        dgates = np.empty((nb_frames, nb_samples, d, gates), np.float32)
+        w_hh_c = [np.ascontiguousarray(w_hh[k]) for k in range(d)]
+        with _one_blas_thread():
+            jit.run(lambda k: _lstm_backward(dy, k, w_hh_c[k], k == 1, self._acts, self._cells,
+                                             self._tanh_cells, dgates), range(d), workers=d)
+        rows = nb_frames * nb_samples
+        da = dgates.reshape(rows, d * gates)
+        if propagate_down[0]:
+            _set_or_add(inputs[0].grad, (da @ w_ih.reshape(d * gates, nb_inputs)).reshape(x.shape), accum[0])
+        if propagate_down[1]:
+            dw = np.empty((d, gates, nb_inputs + hidden), np.float32)
+            dw[:, :, :nb_inputs] = (da.T @ x.reshape(rows, nb_inputs)).reshape(d, gates, nb_inputs)
+            h_prev = _previous_outputs(y.reshape(nb_frames, nb_samples, d, hidden))
+            for k in range(d):
+                dw[k, :, nb_inputs:] = dgates[:, :, k].reshape(rows, gates).T @ h_prev[:, :, k].reshape(rows, hidden)
+            _set_or_add(inputs[1].grad, dw.reshape(inputs[1].shape), accum[1])
+        if propagate_down[2]:
+            _set_or_add(inputs[2].grad, da.sum(axis=0).reshape(inputs[2].shape), accum[2])
+
+    def grad_depends_output_data(self, i, o):
+        return i == 1  # dW_hh reads the outputs (h_{t-1})
+
+    def grad_depends_input_data(self, i, j):
+        return (i, j) in ((0, 1), (1, 0))  # dx reads W_ih, dW_ih reads x
+
+
+def _previous_outputs(h):
+    """``h_{t-1}`` of each direction as processed: ``(T, B, D, H)``, zero where a direction started."""
+    prev = np.zeros_like(h)
+    prev[1:, :, 0] = h[:-1, :, 0]
+    if h.shape[2] > 1:
+        prev[:-1, :, 1] = h[1:, :, 1]
+    return prev
+
+
+class MaskMSE(_Op):
+    """The end of the network and its loss in one pass:
+    ``est = relu(z * scale + mean) * mix`` with ``z`` ``(T * N, C * n)`` reshaped to
+    ``(T, N, C, n)`` and moved to ``(N, C, n, T)``; output ``mean((est - y)^2)`` (a scalar,
+    accumulated in float64).
+
+    Backward, with ``e = est - y``, ``M`` the number of values and ``q`` the scalar's gradient:
+    ``du = q 2 e mix / M`` where ``z * scale + mean > 0`` (else 0); ``dz = du * scale``,
+    ``d scale = sum du * z``, ``d mean = sum du`` (sums over all but the bin axis).
+    """
+
+    def setup_impl(self, inputs, outputs):
+        outputs[0].reset_shape((), True)
+
+    def _pre(self, inputs):
+        """``(N, C, n, T)`` float32 pre-activation ``z * scale + mean`` and ``z`` in that layout."""
+        z, mix = inputs[0].data.data, inputs[3].data.data
+        nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
+        z = z.reshape(nb_frames, nb_samples, nb_channels, nb_bins).transpose(1, 2, 3, 0)
+        scale, mean = inputs[1].data.data, inputs[2].data.data
+        return z * scale[:, None] + mean[:, None], z
+
+    def forward_impl(self, inputs, outputs):
+        pre, _ = self._pre(inputs)
+        err = np.maximum(pre, 0, out=pre)
+        err *= inputs[3].data.data
+        err -= inputs[4].data.data
+        flat = err.reshape(-1)
+        _arr(outputs[0].data)[...] = np.einsum("i,i->", flat, flat, dtype=np.float64) / flat.size
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        if not any(propagate_down[:3]):
+            return
+        pre, z = self._pre(inputs)
+        mix = inputs[3].data.data
+        du = np.maximum(pre, 0) * mix
+        du -= inputs[4].data.data
+        du *= mix
+        du[pre <= 0] = 0
+        du *= np.float32(2.0 * float(outputs[0].grad.data) / du.size)
+        if propagate_down[1]:
+            _set_or_add(inputs[1].grad, np.einsum("nckt,nckt->k", du, z, dtype=np.float64), accum[1])
+        if propagate_down[2]:
+            _set_or_add(inputs[2].grad, du.sum(axis=(0, 1, 3), dtype=np.float64), accum[2])
+        if propagate_down[0]:
+            dz = du * inputs[1].data.data[:, None]
+            _set_or_add(inputs[0].grad, dz.transpose(3, 0, 1, 2).reshape(inputs[0].shape), accum[0])
+        if propagate_down[3] or propagate_down[4]:
+            raise NotImplementedError("MaskMSE gives no gradient to the mixture or the target")
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return True
+
+
+# -- graph-building wrappers ---------------------------------------------------------------------------------
+def scaled_affine(mix, mean, scale, w, max_bin):
+    """``((mix[:, :, :max_bin] + mean) * scale) @ w``, rows frame-major: ``(T * N, s)``."""
+    return ScaledAffine(max_bin)(mix, mean, scale, w)
+
+
+def affine(x, w):
+    """``x @ w``: ``(r, i)`` x ``(i, o)`` -> ``(r, o)``."""
+    return Affine()(x, w)
+
+
+def batch_norm(x, beta, gamma, mean, var, decay_rate, eps):
+    """Training-mode batch norm over axis 0 of ``(r, f)``; updates ``mean`` and ``var`` in place."""
+    return BatchNorm(decay_rate, eps)(x, beta, gamma, mean, var)
+
+
+def lstm_layer(x, w, b):
+    """One (bi)LSTM layer: ``(T, B, I)`` -> ``(T, B, D * H)``."""
+    return LSTMLayer()(x, w, b)
+
+
+def mask_mse(z, scale, mean, mix, y):
+    """MSE of ``relu(z * scale + mean) * mix`` (moved to ``(N, C, n, T)``) against ``y``: a scalar."""
+    return MaskMSE()(z, scale, mean, mix, y)
