@@ -20,14 +20,17 @@ def _forget_pools_in_child():
 os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
-def kernel(function):
-    """``numba.njit(nogil=True, cache=True)``: compiled once and kept on disk beside the module
-    (or in numba's per-user cache folder); nogil, so that worker threads run it side by side.
-    Where no cache folder is writable, numba refuses cache=True at import: compile per process."""
+def kernel(function=None, **options):
+    """``numba.njit(nogil=True, cache=True, **options)``: compiled once and kept on disk beside the
+    module (or in numba's per-user cache folder); nogil, so that worker threads run it side by side.
+    Where no cache folder is writable, numba refuses cache=True at import: compile per process.
+    Usable bare (``@kernel``) or with numba options (``@kernel(error_model="numpy")``)."""
+    if function is None:
+        return lambda f: kernel(f, **options)
     try:
-        return numba.njit(nogil=True, cache=True)(function)
+        return numba.njit(nogil=True, cache=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(nogil=True)(function)
+        return numba.njit(nogil=True, **options)(function)
 
 
 def run(function, items, workers):
