@@ -259,9 +259,10 @@ def _start_files(run: Run):
     """
     if run.in_place or not run.procs.writer:
         return
-    if holds_training(run.output, run.target):  # --force (setup refused it otherwise)
-        remove_target(run.output, run.target)
-    save(run, is_best=run.options.epochs == 0 and run.resume_from is None)
+    with signals_held():  # the old files and the first checkpoint trade places as one step
+        if holds_training(run.output, run.target):  # --force (setup refused it otherwise)
+            remove_target(run.output, run.target)
+        save(run, is_best=run.options.epochs == 0 and run.resume_from is None)
     if run.resume_from is not None:
         copy_best(run.resume_from, run.output, run.target, run.model.config, run.sample_rate, run.n_fft, run.n_hop)
 
