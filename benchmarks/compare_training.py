@@ -9,9 +9,9 @@ Both sides train one target (vocals) of the reference recipe's model (2049 bins,
 tracks: the valid split is held out by the same rule), batches of `batch_size` random-mix
 excerpts of `seq_dur` seconds with gain and channel-swap augmentations:
 
-    unmix      `unmix.train.Trainer.train_step` fed by `unmix.data.DataLoader` (`nb_workers` worker
+    unmix      `unmix.train.Trainer.train_step` fed by `unmix.loader.DataLoader` (`nb_workers` worker
                processes decode the FLAC chunks and compute the magnitudes) over
-               `unmix.train.MagnitudeDataset` of `unmix.data.load_datasets("musdb", is_wav=True)`
+               `unmix.datasets.MagnitudeDataset` of `unmix.datasets.load_datasets("musdb", is_wav=True)`
     reference  `benchmarks/reference_train_worker.py` in the torch venv: the loop of the reference's
                scripts/train.py (encoder STFT in the step, Adam with weight decay, MSE), a torch
                DataLoader with `nb_workers` workers over the reference's MUSDBDataset.__getitem__
@@ -54,31 +54,32 @@ def unmix_worker(cfg):
     """Warm-up + timed steps of unmix's training loop; returns the JSON record."""
     import nnabla as nn
 
-    from unmix import data
+    from unmix import datasets
+    from unmix.loader import DataLoader
     from unmix.model import ModelConfig, OpenUnmix
-    from unmix.train import MagnitudeDataset, Trainer
+    from unmix.train import Trainer
 
-    train_ds, _ = data.load_datasets("musdb", cfg["root"], cfg["target"], seq_duration=cfg["seq_dur"],
-                                     samples_per_track=cfg["samples_per_track"], seed=cfg["seed"], is_wav=True,
-                                     nb_channels=cfg["nb_channels"])
+    train_ds, _ = datasets.load_datasets("musdb", cfg["root"], cfg["target"], seq_duration=cfg["seq_dur"],
+                                         samples_per_track=cfg["samples_per_track"], seed=cfg["seed"],
+                                         is_wav=True, nb_channels=cfg["nb_channels"])
     config = ModelConfig(nb_bins=cfg["n_fft"] // 2 + 1, nb_channels=cfg["nb_channels"],
                          hidden_size=cfg["hidden_size"], nb_layers=cfg["nb_layers"], max_bin=cfg["max_bin"])
     model = OpenUnmix(config, seed=cfg["seed"])
     stats, params, m = np.load(cfg["stats"]), model.get_params(), config.model_bins
-    params["input_mean"] = (-stats["mean"][:m]).astype(np.float32)  # as unmix.train._Run._make_model
+    params["input_mean"] = (-stats["mean"][:m]).astype(np.float32)  # as unmix.train._new_model
     params["input_scale"] = (1.0 / stats["std"][:m]).astype(np.float32)
     model.set_params(params)
     trainer = Trainer(model, cfg["lr"], cfg["weight_decay"])
-    loader = data.DataLoader(MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"]),
-                             cfg["batch_size"], shuffle=True, nb_workers=cfg["nb_workers"], seed=cfg["seed"],
-                             drop_last=True)
+    loader = DataLoader(datasets.MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"]),
+                        cfg["batch_size"], shuffle=True, nb_workers=cfg["nb_workers"], seed=cfg["seed"],
+                        drop_last=True)
     steps, build_s = [], 0.0
     it = iter(loader)
     for k in range(cfg["warmup"] + cfg["steps"]):
         t0, c0 = time.perf_counter(), time.process_time()
         x, y = next(it)
         t1 = time.perf_counter()
-        if k == 0:  # as unmix.train._Run.train_epoch: build once, then seed the dropout
+        if k == 0:  # as unmix.train.train_epoch: build once, then seed the dropout
             trainer.build(x.shape)
             nn.seed(cfg["seed"])
             build_s = time.perf_counter() - t1
@@ -105,19 +106,20 @@ def _peak_rss_mb():
 # -- the driver -----------------------------------------------------------------------------------
 def prepare(root, target, seq_dur, nb_channels, folder):
     """Statistics and the decoded track cache of the reference; returns (train track names, rate)."""
-    from unmix import data
-    from unmix.train import compute_statistics
+    from unmix import datasets
+    from unmix.musdb import MUSDB_SOURCES
+    from unmix.statistics import compute_statistics
 
-    train_ds, _ = data.load_datasets("musdb", root, target, seq_duration=seq_dur, samples_per_track=1,
-                                     is_wav=True, nb_channels=nb_channels)
+    train_ds, _ = datasets.load_datasets("musdb", root, target, seq_duration=seq_dur, samples_per_track=1,
+                                         is_wav=True, nb_channels=nb_channels)
     mean, std = compute_statistics(train_ds, N_FFT, N_HOP)
     np.savez(folder / "stats.npz", mean=mean, std=std)
     names = []
     for i, (name, refs, _) in enumerate(train_ds.tracks):
         track_dir = folder / "tracks" / f"{i:03d}"
         track_dir.mkdir(parents=True)
-        for source in data.MUSDB_SOURCES:
-            np.save(track_dir / f"{source}.npy", data.read_chunk(refs[source], nb_channels=nb_channels).T)
+        for source in MUSDB_SOURCES:
+            np.save(track_dir / f"{source}.npy", datasets.read_chunk(refs[source], nb_channels=nb_channels).T)
         names.append(name)
     return names, float(train_ds.sample_rate)
 
@@ -126,15 +128,15 @@ def write_wav_copy(root, target, nb_channels, folder):
     """The training tracks as MUSDB18-HQ WAV folders (16-bit, as MUSDB18-HQ): what musdb reads."""
     import soundfile as sf
 
-    from unmix import data
+    from unmix import datasets
 
-    train_ds, _ = data.load_datasets("musdb", root, target, seq_duration=None, samples_per_track=1,
-                                     is_wav=True, nb_channels=nb_channels)
+    train_ds, _ = datasets.load_datasets("musdb", root, target, seq_duration=None, samples_per_track=1,
+                                         is_wav=True, nb_channels=nb_channels)
     for name, refs, _ in train_ds.tracks:
         track_dir = folder / "train" / name
         track_dir.mkdir(parents=True)
         for part, ref in refs.items():
-            sf.write(track_dir / f"{part}.wav", data.read_chunk(ref).T, int(ref.rate), subtype="PCM_16")
+            sf.write(track_dir / f"{part}.wav", datasets.read_chunk(ref).T, int(ref.rate), subtype="PCM_16")
     return folder
 
 

@@ -1,82 +1,24 @@
-"""unmix.train: statistics, schedules, steps, checkpoints and resume, every dataset type, the CLI.
+"""unmix.train: the start from the statistics, steps, checkpoints and resume, every dataset type, the CLI.
 
 Tiny models (hidden 8, n_fft 512) on synthetic 8 kHz folders made in tmp_path, so every run
 takes well under a second per epoch.
 """
 import json
-import os
-import signal
 
 import nnabla as nn
 import numpy as np
 import pytest
 import soundfile as sf
+from songs import RATE, make_dataset, sources, write
 
 from unmix import cli, transforms
 from unmix import train as tr
-from unmix.data import load_datasets
+from unmix.datasets import load_datasets
 from unmix.errors import UnmixError
 from unmix.model import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
 
-RATE = 8000
-LENGTH = int(1.5 * RATE)
 TINY = dict(hidden_size=8, nb_layers=1, nfft=512, nhop=128, seq_dur=0.5, batch_size=2, samples_per_track=2,
             epochs=2, quiet=True)
-
-
-# -- synthetic data --------------------------------------------------------------------------------
-def sources(seed):
-    """Four stereo sources (2, LENGTH): a tone (vocals), noise bursts, a bass tone, soft noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(LENGTH) / RATE
-    pan = np.array([[0.8], [1.0]])
-    f0 = rng.uniform(300, 700)
-    bursts = (np.sin(2 * np.pi * 4 * t) > 0.5) * rng.standard_normal(LENGTH)
-    return {
-        "vocals": pan * 0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.5 * np.sin(2 * np.pi * 2 * t)),
-        "drums": 0.1 * np.stack([bursts, bursts]),
-        "bass": 0.3 * np.stack([np.sin(2 * np.pi * 70 * t)] * 2),
-        "other": 0.03 * rng.standard_normal((2, LENGTH)),
-    }
-
-
-def write(path, audio):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.asarray(audio, np.float32).T, RATE, subtype="FLOAT")
-
-
-def make_dataset(kind, root, nb_tracks=3):
-    """Write a `kind` dataset under root; returns the TrainOptions fields that select it."""
-    names = [f"track{k}" for k in range(nb_tracks)]
-    for k, name in enumerate(names):
-        src = sources(k)
-        track = root / "train" / name
-        if kind == "musdb":
-            for part, audio in src.items():
-                write(track / f"{part}.wav", audio)
-            write(track / "mixture.wav", sum(src.values()))
-        elif kind == "aligned":
-            write(track / "mixture.wav", sum(src.values()))
-            write(track / "vocals.wav", src["vocals"])
-        elif kind == "trackfolder_fix":
-            for part in ("vocals", "bass", "drums"):
-                write(track / f"{part}.wav", src[part])
-        elif kind == "trackfolder_var":
-            write(track / "vocals.wav", src["vocals"])
-            for part in ("bass", "drums", "other")[: 1 + k % 3]:  # a different number of interferers
-                write(track / f"{part}.wav", src[part])
-        elif kind == "sourcefolder":
-            split = "valid" if k == 0 else "train"
-            for part in ("vocals", "bass", "drums"):
-                write(root / split / part / f"{name}.wav", src[part])
-    options = dict(dataset=kind, root=str(root), target="vocals")
-    if kind == "musdb":
-        options["is_wav"] = True
-    if kind == "sourcefolder":
-        options["dataset_options"] = dict(nb_train_samples=4, nb_valid_samples=2)
-    else:
-        options["valid_tracks"] = ["track0"]
-    return options
 
 
 @pytest.fixture(scope="module")
@@ -106,31 +48,6 @@ def test_bandwidth_to_max_bin_matches_reference():
     assert tr.bandwidth_to_max_bin(8000, 512, 2000) == 129  # 2000 Hz is bin 128 exactly
 
 
-@pytest.mark.parametrize("nb_workers", [0, 2])
-def test_statistics_equal_direct_computation(aligned_root, nb_workers):
-    train_ds, _ = load_datasets("aligned", aligned_root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
-    mean, std = tr.compute_statistics(train_ds, 512, 128, nb_workers=nb_workers)
-    frames = []
-    for name in ("track1", "track2"):  # the training tracks, whole, mixture only
-        audio, _ = sf.read(aligned_root / "train" / name / "mixture.wav", dtype="float32", always_2d=True)
-        mag = np.abs(transforms.stft(audio.T, 512, 128, center=False))  # (2, bins, frames)
-        frames.append(mag.mean(axis=0).T)  # mono downmix of the magnitudes
-    frames = np.concatenate(frames).astype(np.float64)
-    expected_std = frames.std(axis=0)
-    expected_std = np.maximum(expected_std, 1e-4 * expected_std.max())
-    assert mean.shape == std.shape == (257,)
-    np.testing.assert_allclose(mean, frames.mean(axis=0), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(std, expected_std, rtol=1e-7, atol=1e-12)
-
-
-def test_scaler_std_zero_variance_and_floor():
-    # sklearn's StandardScaler gives a constant feature scale 1; then the reference floors at 1e-4 * max
-    std = tr.scaler_std(np.array([0.0, 4.0, 0.25]), np.array([0.0, 1.0, 1.0]), 10)
-    np.testing.assert_allclose(std, [1.0, 2.0, 0.5])
-    std = tr.scaler_std(np.array([4.0, 1e-12]), np.array([1.0, 1.0]), 10)
-    np.testing.assert_allclose(std, [2.0, 2e-4])
-
-
 def test_model_starts_from_the_statistics(tmp_path, aligned_root):
     # epochs=0 writes the initial checkpoint only: the standardisation holds -mean and 1/std up to max_bin
     out = tmp_path / "m"
@@ -146,40 +63,7 @@ def test_model_starts_from_the_statistics(tmp_path, aligned_root):
     assert history["config"]["max_bin"] == 129 and history["epochs_trained"] == 0
 
 
-# -- schedules and solver -----------------------------------------------------------------------------
-# metric sequence and the learning rates / stop flags torch 2.13 and openunmix 1.3 give for it
-METRICS = [1.0, 0.9, 0.9, 0.95, 0.9, 0.89995, 0.8, 0.85, 0.85, 0.85, 0.85, 0.85, 0.7, 0.75, 0.75, 0.75, 0.75]
-TORCH_LRS = [1e-3] * 4 + [3e-4] * 5 + [9e-5] * 6 + [2.7e-5] * 2  # ReduceLROnPlateau(0.3, patience 2, cooldown 1)
-REFERENCE_STOPS = [False, False, False, False, True, False, False, False, False, True, True, True, False, False,
-                   False, True, True]  # EarlyStopping(patience=3)
-
-
-def test_reduce_lr_on_plateau_matches_torch():
-    scheduler = tr.ReduceLROnPlateau(1e-3, factor=0.3, patience=2, cooldown=1)
-    np.testing.assert_allclose([scheduler.step(m) for m in METRICS], TORCH_LRS, rtol=1e-12)
-    # the state survives JSON (resume), infinity included
-    fresh = tr.ReduceLROnPlateau(1e-3, factor=0.3, patience=2, cooldown=1)
-    restored = tr.ReduceLROnPlateau(1.0)
-    restored.load_state_dict(json.loads(json.dumps(fresh.state_dict())))
-    assert restored.best == float("inf") and restored.lr == 1e-3
-    half = tr.ReduceLROnPlateau(1e-3, factor=0.3, patience=2, cooldown=1)
-    for m in METRICS[:7]:
-        half.step(m)
-    restored.load_state_dict(json.loads(json.dumps(half.state_dict())))
-    np.testing.assert_allclose([restored.step(m) for m in METRICS[7:]], TORCH_LRS[7:], rtol=1e-12)
-
-
-def test_early_stopping_matches_reference():
-    stopper = tr.EarlyStopping(patience=3)
-    assert [stopper.step(m) for m in METRICS] == REFERENCE_STOPS
-    zero = tr.EarlyStopping(patience=0)  # the reference stops at the second epoch
-    assert [zero.step(m) for m in METRICS[:4]] == [False, True, True, True]
-    assert tr.EarlyStopping(patience=3).step(1.0) is False
-    nan = tr.EarlyStopping(patience=3)
-    nan.step(1.0)
-    assert nan.step(float("nan")) is True
-
-
+# -- solver ---------------------------------------------------------------------------------------
 def test_adam_with_weight_decay_matches_torch():
     # the calls Trainer makes (zero_grad, backward, weight_decay, update) against torch's
     # Adam(lr=0.1, weight_decay=0.01) on sum(c * (p - t)^2), 5 steps
@@ -252,15 +136,6 @@ def test_track_loss_in_windows_equals_one_pass(aligned_root):
     expected = np.mean((model(X).astype(np.float64) - Y) ** 2)
     assert X.shape[-1] > 20
     assert tr.track_loss(model, x, y, 512, 128, 2, window=20) == pytest.approx(expected, rel=1e-5)
-
-
-def test_sigint_is_held_while_writing():
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with tr._sigint_held():
-            os.kill(os.getpid(), signal.SIGINT)
-            done.append("wrote everything")
-    assert done == ["wrote everything"]
 
 
 # -- whole runs ----------------------------------------------------------------------------------------
@@ -421,17 +296,6 @@ def test_context_errors_are_clear(monkeypatch):
             tr._setup_context("cudnn")
 
 
-def test_resumed_early_stopping_keeps_progress_but_takes_the_new_patience():
-    stopped = tr.EarlyStopping(patience=3)
-    for loss in [1.0, 1.1, 1.2, 1.3]:
-        stopped.step(loss)
-    assert stopped.num_bad_epochs == 3
-    resumed = tr.EarlyStopping(patience=200)  # the user resumes with a larger --patience
-    resumed.load_state_dict(json.loads(json.dumps(stopped.state_dict())))
-    assert (resumed.best, resumed.num_bad_epochs, resumed.patience) == (1.0, 3, 200)
-    assert resumed.step(1.4) is False and resumed.num_bad_epochs == 4
-
-
 def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_root, monkeypatch):
     import os
     import signal
@@ -451,3 +315,59 @@ def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_ro
     assert result.stopped == "interrupted" and result.epochs_trained == 1
     assert json.loads((tmp_path / "out" / "vocals.json").read_text())["epochs_trained"] == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # restored after the run
+
+
+def test_epochs_0_writes_a_model_folder_that_separates(tmp_path, aligned_root, capsys):
+    import unmix
+
+    out = tmp_path / "model"
+    argv = ["train", "--dataset", "aligned", "--root", str(aligned_root), "--valid-tracks", "track0", "--output", str(out),
+            "--hidden-size", "8", "--nb-layers", "1", "--nfft", "512", "--nhop", "128", "--seq-dur", "0.5",
+            "--batch-size", "2", "--samples-per-track", "2", "--epochs", "0"]
+    assert cli.main(argv) == 0
+    said = capsys.readouterr().out
+    assert f"model folder {out} (no epoch trained: the initial weights)" in said
+    initial, model = read_h5_params(out / "vocals.chkpnt.h5"), read_h5_params(out / "vocals.h5")
+    assert list(initial) == list(model) and all(np.array_equal(initial[k], model[k]) for k in initial)
+    assert read_separator_json(out)["targets"] == ["vocals"] and not (out / "vocals_loss.png").exists()
+    audio, rate = sf.read(aligned_root / "train" / "track0" / "mixture.wav", dtype="float32", always_2d=True)
+    estimates = unmix.separate(audio.T, rate, model=str(out), niter=0, backend="nnabla")
+    assert estimates["vocals"].shape == audio.T.shape and np.all(np.isfinite(estimates["vocals"]))
+
+
+def test_force_leaves_nothing_of_the_old_training_of_its_target(tmp_path, monkeypatch, capsys):
+    from conftest import make_model_folder
+
+    import unmix
+
+    root = tmp_path / "data"
+    common = make_dataset("musdb", root)
+    out = tmp_path / "model"
+    tr.train(options(output=str(out), epochs=1, **common))
+    tr.train(options(output=str(out), epochs=1, **{**common, "target": "bass"}))
+    bass = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("bass")}
+    assert len(bass) == 5
+
+    def interrupted(self, x, y):  # Ctrl-C in the first batch: the new run finishes no epoch
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    argv = ["train", "--dataset", "musdb", "--root", str(root), "--is-wav", "--valid-tracks", "track0",
+            "--output", str(out), "--hidden-size", "8", "--nb-layers", "1", "--nfft", "512", "--nhop", "128",
+            "--seq-dur", "0.5", "--batch-size", "2", "--samples-per-track", "2", "--seed", "7", "--quiet"]
+    assert cli.main(argv) == 1  # without --force
+    assert "already holds a training of 'vocals'" in capsys.readouterr().err
+    assert cli.main(argv + ["--force"]) == 130
+    assert f"checkpoint in {out} (no model weights yet)" in capsys.readouterr().err
+    assert not (out / "vocals.h5").exists() and not (out / "vocals_loss.png").exists()
+    history = json.loads((out / "vocals.json").read_text())
+    assert history["epochs_trained"] == 0 and history["args"]["seed"] == 7  # the new run's checkpoint
+    assert read_separator_json(out)["targets"] == ["bass"]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("bass")} == bass
+    audio = sources(0)["vocals"].astype(np.float32)
+    assert list(unmix.separate(audio, RATE, model=str(out), niter=0, backend="nnabla")) == ["bass"]
+
+    # a folder holding only the weights of the target (a converted model) is not overwritten either
+    converted = make_model_folder(tmp_path / "converted", targets=["vocals"])
+    with pytest.raises(UnmixError, match="already holds a model of 'vocals': pass --force"):
+        tr.train(options(output=str(converted), **common))

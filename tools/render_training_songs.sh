@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Renders the synthetic songs the bundled default model (unmix/data/default_model) was trained on,
-# and the bundled example mixture (unmix/data/example). Nothing rendered here is committed except
+# Renders the synthetic songs the bundled default model (unmix/assets/default_model) was trained on,
+# and the bundled example mixture (unmix/assets/example). Nothing rendered here is committed except
 # the example mixture (FLAC).
 #
 # Needs the generator's own environment, made once by its recipe (as root, Debian 12):
@@ -9,7 +9,7 @@
 # Seeds do not collide with the shared musdb-synth-mini set (train 1000-1007, test 2000-2003).
 #
 #   tools/render_training_songs.sh train     # N songs (default 84) of DUR s (default 25), seeds 3000..
-#   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/data/example/example.flac
+#   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
 set -euo pipefail
 GEN=${GEN:-/work/shared/tools/musdb_synth}
 VENV=${VENV:-$HOME/.venvs/musdb-synth}
@@ -32,9 +32,9 @@ case "${1:-train}" in
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     nice -n 10 "$PY" "$GEN/musdb_synth.py" --out "$tmp" --n 1 --dur 10 --seed 4000 --subset example
-    mkdir -p "$REPO/unmix/data/example"
+    mkdir -p "$REPO/unmix/assets/example"
     # mixture only, 16-bit FLAC (the stems stay out of the package)
-    "$PY" - "$tmp/example" "$REPO/unmix/data/example/example.flac" <<'PYEOF'
+    "$PY" - "$tmp/example" "$REPO/unmix/assets/example/example.flac" <<'PYEOF'
 import glob, os, sys
 import soundfile as sf
 track = glob.glob(os.path.join(sys.argv[1], "*"))[0]

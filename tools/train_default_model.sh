@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Trains the bundled default model (unmix/data/default_model) on the songs rendered by
+# Trains the bundled default model (unmix/assets/default_model) on the songs rendered by
 # tools/render_training_songs.sh (seeds 3000-3083; 1 in 8 held out for validation by the
 # dataset's seeded split). Two targets at a time, niced: the machine that made it had 2 CPU
 # cores shared with other work. Each training is stopped with SIGINT after SECONDS_PER_PAIR s (the
@@ -7,14 +7,14 @@
 # into one model folder.
 #
 #   tools/train_default_model.sh            # vocals+drums, then bass+other, then assemble
-#   tools/train_default_model.sh assemble   # only gather runs/<target> into unmix/data/default_model
+#   tools/train_default_model.sh assemble   # only gather runs/<target> into unmix/assets/default_model
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=${ROOT:-/work/data/synth-train}
 RUNS=${RUNS:-/work/runs/default}
 SECONDS_PER_PAIR=${SECONDS_PER_PAIR:-2160}
 UNMIX=${UNMIX:-$REPO/.venv/bin/unmix}
-OUT=${OUT:-$REPO/unmix/data/default_model}
+OUT=${OUT:-$REPO/unmix/assets/default_model}
 
 train_one() {  # target
   nice -n 10 timeout -s INT -k 120 "$SECONDS_PER_PAIR" "$UNMIX" train \

@@ -124,8 +124,12 @@ def _add_train(sub):
     p.add_argument("--output", default="open-unmix", help="model folder to write")
     p.add_argument("--checkpoint", default=None, metavar="DIR", help="resume the training saved in DIR")
     p.add_argument("--model", default=None, help="fine-tune from a model folder or registry name")
-    p.add_argument("--force", action="store_true", help="start over where --output holds a training")
-    p.add_argument("--epochs", type=int, default=1000, help="total epochs (a resumed run continues to it)")
+    p.add_argument("--force", action="store_true",
+                   help="start over where --output holds a training or model of --target: its files (weights, "
+                        "checkpoint, history, plot) are replaced when the new run starts; other targets stay")
+    p.add_argument("--epochs", type=int, default=1000,
+                   help="total epochs (a resumed run continues to it); 0 trains nothing and writes the initial "
+                        "weights (input statistics set) as a model folder that separates, and a checkpoint")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.001, help="learning rate")
     p.add_argument("--patience", type=int, default=140, help="early-stopping patience (epochs)")
@@ -194,8 +198,14 @@ def _run_train(args):
     interrupted = result.stopped == "interrupted"
     if interrupted or not args.quiet:
         best = "none" if result.best_loss is None else f"{result.best_loss:.5g} (epoch {result.best_epoch})"
-        print(f"{result.target}: {result.epochs_trained} epochs ({result.stopped}), best valid loss {best}; "
-              f"model folder {result.output}" + (f"; resume with --checkpoint {result.output}" if interrupted else ""),
+        if not result.has_model:
+            where = f"checkpoint in {result.output} (no model weights yet)"
+        elif result.best_epoch == 0:
+            where = f"model folder {result.output} (no epoch trained: the initial weights)"
+        else:
+            where = f"model folder {result.output}"
+        print(f"{result.target}: {result.epochs_trained} epochs ({result.stopped}), best valid loss {best}; {where}"
+              + (f"; resume with --checkpoint {result.output}" if interrupted else ""),
               file=sys.stderr if interrupted else sys.stdout)
     return 130 if interrupted else 0
 

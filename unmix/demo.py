@@ -1,6 +1,6 @@
 """`unmix demo`: separate the bundled example song and draw what came out.
 
-The example (``unmix/data/example/example.flac``, 10 s, 44.1 kHz stereo) is a synthetic
+The example (``unmix/assets/example/example.flac``, 10 s, 44.1 kHz stereo) is a synthetic
 song rendered by this project (tools/render_training_songs.sh example), so it is free of
 third-party rights. The demo separates it with the default model (`unmix.pretrained.default_model`:
 the bundled model unless a published one is cached) and writes
@@ -15,7 +15,7 @@ import numpy as np
 from unmix import audio as audio_io
 from unmix.errors import UnmixError, atomic_path
 
-EXAMPLE_PATH = Path(__file__).resolve().parent / "data" / "example" / "example.flac"
+EXAMPLE_PATH = Path(__file__).resolve().parent / "assets" / "example" / "example.flac"
 PNG_NAME = "spectrograms.png"
 FLOOR_DB = -80.0  # below the loudest bin of the mixture: the plots' colour range
 

@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import List
 
 import numpy as np
-import soundfile as sf
 from tqdm import tqdm
 
 from unmix import transforms
-from unmix.data import AUDIO_EXTS, MUSDB_SOURCES, MUSDB_STEM_IDS
 from unmix.errors import UnmixError, atomic_path
+from unmix.musdb import MUSDB_SOURCES, Track, find_tracks, load_track  # noqa: F401 (Track: for callers of load_track)
 
 # musdb's targets (musdb 0.4 `configs/mus.yaml`, in its order): name -> the sources summed
 # (all with gain 1), in the order musdb sums them.
@@ -107,123 +106,6 @@ MUSDB18_TEST_TRACKS = frozenset({
 
 # ----------------------------------------------------------------------------------------
 # tracks
-
-
-@dataclass(frozen=True)
-class Track:
-    """One MUSDB track on disk: a ``.stem.mp4`` file or a folder of wav/flac files."""
-
-    name: str
-    subset: str
-    path: str
-    is_stem: bool
-
-
-def find_tracks(root, subset="test", is_wav=False, names=None):
-    """The tracks of ``<root>/<subset>``, sorted by name (as musdb lists them).
-
-    Args:
-        is_wav: read track folders (MUSDB18-HQ layout) even where ``.stem.mp4`` files exist;
-            without it stems are used when there are any, folders otherwise.
-        names: keep only these tracks (each must exist).
-
-    Returns:
-        list of `Track`.
-    """
-    if root is None:
-        raise UnmixError("no dataset root given (--root)")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UnmixError(f"dataset root {root} does not exist or is not a folder")
-    folder = root / subset
-    if not folder.is_dir():
-        raise UnmixError(f"no subset folder {folder} (is --root the MUSDB18 folder holding train/ and test/?)")
-    stems = sorted(p for p in folder.glob("*.stem.mp4") if not p.name.startswith("."))
-    dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if stems and not is_wav:
-        tracks = [Track(p.name[: -len(".stem.mp4")], subset, str(p), True) for p in stems]
-    else:
-        tracks = [Track(d.name, subset, str(d), False) for d in dirs if _source_path(d, "vocals") is not None]
-    if not tracks:
-        kind = "track folders" if is_wav else ".stem.mp4 files or track folders"
-        raise UnmixError(f"no MUSDB tracks ({kind} with vocals, drums, bass, other) in {folder}")
-    if names is not None:
-        known = {t.name for t in tracks}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise UnmixError(f"unknown track(s) in {folder}: {', '.join(unknown)}")
-        tracks = [t for t in tracks if t.name in set(names)]
-    return tracks
-
-
-def _source_path(folder, part):
-    """``<folder>/<part>.wav`` or ``.flac``, whichever exists (None: neither)."""
-    for ext in AUDIO_EXTS:
-        path = Path(folder) / f"{part}{ext}"
-        if path.is_file():
-            return path
-    return None
-
-
-def load_track(track):
-    """Read a track's mixture and sources as musdb does.
-
-    Returns:
-        ``(mixture, sources, rate)``: float64 ``(nb_channels, nb_timesteps)``, a dict
-        source -> float64 ``(nb_channels, nb_timesteps)`` for vocals, drums, bass, other,
-        and the sample rate. A folder without a mixture file gets the sum of its sources.
-    """
-    if track.is_stem:
-        return _load_stem_track(track)
-    folder = Path(track.path)
-    sources, rates = {}, set()
-    for source in MUSDB_SOURCES:
-        path = _source_path(folder, source)
-        if path is None:
-            raise UnmixError(f"track {folder} has no {source}.wav or {source}.flac")
-        sources[source], rate = _read_file(path)
-        rates.add(rate)
-    mix_path = _source_path(folder, "mixture")
-    if mix_path is None:
-        mixture = musdb_references(sources, ["linear_mixture"])["linear_mixture"]
-    else:
-        mixture, rate = _read_file(mix_path)
-        rates.add(rate)
-    if len(rates) > 1:
-        raise UnmixError(f"track {folder}: files have different sample rates {sorted(rates)}")
-    shapes = {a.shape for a in sources.values()} | {mixture.shape}
-    if len(shapes) > 1:
-        raise UnmixError(f"track {folder}: files differ in length or channels {sorted(shapes)}")
-    if mixture.shape[-1] == 0:
-        raise UnmixError(f"track {folder} contains no audio samples")
-    return mixture, sources, rates.pop()
-
-
-def _read_file(path):
-    try:
-        audio, rate = sf.read(str(path), dtype="float64", always_2d=True)
-    except Exception as exc:  # soundfile raises several types for unreadable files
-        raise UnmixError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
-    return np.ascontiguousarray(audio.T), int(rate)
-
-
-def _load_stem_track(track):
-    """musdb's reading of a stem file: each stream through ffmpeg as 16-bit PCM, to float64."""
-    try:
-        import stempeg
-
-        info = stempeg.Info(track.path)
-        parts = {}
-        for part, stream in MUSDB_STEM_IDS.items():
-            audio, rate = stempeg.read_stems(track.path, stem_id=stream, info=info, ffmpeg_format="s16le")
-            parts[part] = np.ascontiguousarray(np.atleast_2d(audio.T))
-    except UnmixError:
-        raise
-    except Exception as exc:
-        raise UnmixError(f"cannot read stems file {track.path} (is ffmpeg installed?): "
-                         f"{' '.join(str(exc).split())}") from None
-    mixture = parts.pop("mixture")
-    return mixture, {s: parts[s] for s in MUSDB_SOURCES}, int(rate)
 
 
 def musdb_references(sources, targets):

@@ -41,7 +41,7 @@ from unmix.errors import UnmixError, atomic_path
 DEFAULT_MODEL = "umxhq"  # the published model a user gets by default once it is in the cache
 # A small model trained by this project on synthetic songs (see models/README.md). It ships inside
 # the package, so separation works offline out of the box; a cached DEFAULT_MODEL is preferred.
-BUNDLED_MODEL = Path(__file__).resolve().parent / "data" / "default_model"
+BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default_model"
 ENV_CACHE = "UNMIX_CACHE"
 ENV_BASE_URL = "UNMIX_MODEL_URL"
 TIMEOUT_S = 30  # per socket operation: a stalled server fails instead of hanging forever

@@ -1,33 +1,38 @@
 """Training of one Open-Unmix target: the recipe of open-unmix-pytorch 1.3 ``scripts/train.py`` in NNabla.
 
-    datasets (unmix.data) -> DataLoader workers: audio -> STFT (center=False) -> magnitudes
-      -> one fixed-shape NNabla graph: model.build(training=True) -> MSE on magnitudes
-      -> Adam (L2 weight decay added to the gradient, as torch's Adam(weight_decay=...))
-    per epoch: validation on full tracks (running batch-norm statistics, windowed so memory stays
-    bounded) -> ReduceLROnPlateau -> EarlyStopping -> checkpoint + best weights + history + plot.
+    setup:  datasets (unmix.datasets) -> input statistics of a new model (unmix.statistics)
+            -> model, Adam solver, schedules (unmix.schedules), progress restored from a
+            checkpoint (unmix.checkpoint) -> loaders (unmix.loader): audio -> STFT (center=False)
+    fit:    per epoch: train (one fixed-shape NNabla graph: model.build_loss, MSE on magnitudes
+            -> Adam, L2 weight decay added to the gradient as torch's Adam(weight_decay=...))
+            -> validate on full tracks (running batch-norm statistics, windowed so memory stays
+            bounded) -> ReduceLROnPlateau -> EarlyStopping -> checkpoint + best weights + history
+            + plot.
 
-The output folder is a model folder (`unmix separate --model DIR`):
+On the CPU the graph is built from the coarse functions of `unmix.ops` (numpy GEMMs, numba LSTM
+recurrences) and the solver is `unmix.solver.Adam`, torch's update to the last bit of ``eps``
+with the LSTM's two biases stepped as torch steps them: the same loss, gradients and weights as
+open-unmix-pytorch after the same steps (tests/test_train_parity.py). On a GPU (``--context
+cudnn``) the graph is the stock NNabla one and the solver NNabla's Adam, which adds ``eps``
+after the bias correction of the second moment and moves the LSTM bias as one parameter.
 
-    separator.json          targets, sample_rate, n_fft, n_hop, architectures (merged with other targets)
-    <target>.h5             best weights (lowest validation loss)
-    <target>.json           options, model config, per-epoch histories (loss, lr, time), best epoch,
-                            scheduler and early-stopping state
-    <target>.chkpnt.h5      weights after the last finished epoch (batch-norm running statistics included)
-    <target>.solver.h5      Adam state of the same moment (nnabla ``Solver.save_states``)
-    <target>_loss.png       training / validation curves
+`train(options)` runs both; `setup` and `fit` below read top to bottom in that order. The output
+folder is a model folder (`unmix separate --model DIR`); `unmix.checkpoint` lists its files.
 
 ``--checkpoint DIR`` resumes from the last finished epoch: same epoch counter, learning rate,
 scheduler, early stopping and random streams (data samples are seeded by (seed, epoch, index) in
-`unmix.data`, dropout by re-seeding NNabla per epoch), so an interrupted and resumed run gives the
-curve of an uninterrupted one. ``epochs`` is the total number of epochs of the training (the
+`unmix.datasets`, dropout by re-seeding NNabla per epoch), so an interrupted and resumed run gives
+the curve of an uninterrupted one. ``epochs`` is the total number of epochs of the training (the
 reference adds ``--epochs`` more on resume). A checkpoint is written before the first epoch, so
 Ctrl-C at any moment leaves one; the epoch it interrupts is discarded. SIGINT is held back while
-the files of a checkpoint are written, so they always belong to one epoch.
+the files of a checkpoint are written, so they always belong to one epoch. ``--epochs 0`` writes
+that first checkpoint and the initial weights as the target's model (a model folder that
+separates, untrained). ``--force`` replaces the files of an earlier training of the target in the
+output folder (those of other targets stay) when the new run writes its first checkpoint.
 
 Differences from the reference, on purpose: incomplete last batches are dropped (one graph
 shape; samples are reshuffled every epoch); the learning-rate schedule and the early stopping are
-the reference's (`ReduceLROnPlateau`, `EarlyStopping` below); NNabla's Adam adds ``eps`` after the
-bias correction of the second moment (``eps * sqrt(1 - beta2^t)`` in torch's terms: negligible).
+the reference's (`unmix.schedules`).
 
 Multi-GPU (needs ``nnabla-ext-cuda``): ``mpirun -n 4 unmix train --context cudnn ...``. With more
 than one MPI process, `train` uses ``nnabla.communicators.MultiProcessDataParallelCommunicator``
@@ -39,9 +44,7 @@ sharded and their losses summed over processes, so every process takes the same 
 stopping decisions; only rank 0 writes files and shows progress.
 """
 import contextlib
-import json
 import math
-import shutil
 import signal
 import threading
 import time
@@ -54,9 +57,14 @@ from tqdm import tqdm
 
 from unmix import __version__
 from unmix import transforms
+from unmix.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history, remove_target,
+                              save_checkpoint, signals_held)
+from unmix.datasets import MagnitudeDataset, Subset, load_datasets, model_magnitude
 from unmix.errors import UnmixError, atomic_path
+from unmix.loader import DataLoader
+from unmix.schedules import EarlyStopping, ReduceLROnPlateau
+from unmix.statistics import compute_statistics
 
-STATS_STD_FLOOR = 1e-4  # std >= 1e-4 * max(std), as the reference's get_statistics
 VALID_WINDOW = 512  # frames per validation window (bounds memory on long tracks)
 
 
@@ -93,7 +101,7 @@ class TrainOptions:
     nb_workers: int = 0
     source_augmentations: Optional[Sequence[str]] = None  # None: the dataset's default
     valid_tracks: Optional[Sequence[str]] = None
-    dataset_options: dict = field(default_factory=dict)  # extra keywords of data.load_datasets
+    dataset_options: dict = field(default_factory=dict)  # extra keywords of datasets.load_datasets
     context: str = "cpu"
     valid_backend: str = "auto"  # auto: onnx on cpu, nnabla otherwise
     quiet: bool = False
@@ -112,202 +120,363 @@ class TrainResult:
     valid_losses: list
     stopped: str  # "completed", "early_stopping" or "interrupted"
 
+    @property
+    def has_model(self):
+        """True when `output` holds this target's model weights (`unmix separate --model` uses them)."""
+        return (Path(self.output) / f"{self.target}.h5").is_file()
 
-# -- signal parameters and statistics -------------------------------------------------------------
+
+# -- the run ------------------------------------------------------------------------------------
+def train(options: TrainOptions):
+    """Train one target as the reference recipe does; see the module docstring for the files.
+
+    Returns:
+        TrainResult. Ctrl-C returns ``stopped == "interrupted"`` with the last finished epoch's
+        checkpoint on disk; a NaN loss raises UnmixError without writing the NaN weights.
+    """
+    if options.epochs < 0:
+        raise UnmixError(f"--epochs must be >= 0, got {options.epochs}")
+    if options.checkpoint and options.model:
+        raise UnmixError("give either --checkpoint (resume) or --model (fine-tune), not both")
+    return fit(setup(options, _setup_context(options.context)))
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process among the data-parallel ones (`comm` None: the only one, rank 0 of 1)."""
+
+    comm: object = None
+    quiet: bool = False
+
+    @property
+    def rank(self):
+        return self.comm.rank if self.comm else 0
+
+    @property
+    def size(self):
+        return self.comm.size if self.comm else 1
+
+    @property
+    def writer(self):
+        """Only rank 0 writes files."""
+        return self.rank == 0
+
+    @property
+    def progress(self):
+        return self.writer and not self.quiet
+
+    def say(self, message):
+        if self.progress:
+            tqdm.write(message)
+
+
+@dataclass
+class Run:
+    """What the epochs of one training work with; made by `setup`, driven by `fit`."""
+
+    options: TrainOptions
+    procs: Processes
+    output: Path  # the model folder written
+    resume_from: Optional[Path]  # the --checkpoint folder
+    in_place: bool  # resuming the training saved in the output folder itself
+    target: str
+    sample_rate: float
+    n_fft: int
+    n_hop: int
+    origin: Optional[str]  # the folder of a fine-tuned model
+    model: object  # unmix.model.OpenUnmix
+    trainer: "Trainer"
+    state: Checkpoint
+    train_loader: DataLoader
+    valid_loader: DataLoader
+
+
+def setup(options: TrainOptions, comm=None):
+    """Datasets, model, trainer, progress restored from --checkpoint, loaders; nothing written yet.
+
+    Args:
+        comm: the data-parallel communicator of `_setup_context`, or None for one process.
+
+    Returns:
+        `Run`.
+    """
+    o, procs = options, Processes(comm, options.quiet)
+    output = Path(o.output).expanduser()
+    resume_from = Path(o.checkpoint).expanduser() if o.checkpoint else None
+    nb_channels = o.nb_channels if o.nb_channels != 1 else None  # mono: the magnitudes are averaged
+    train_ds, valid_ds = load_datasets(
+        o.dataset, o.root, o.target, seq_duration=o.seq_dur, samples_per_track=o.samples_per_track,
+        source_augmentations=o.source_augmentations, seed=o.seed, is_wav=o.is_wav,
+        valid_tracks=o.valid_tracks, nb_channels=nb_channels, **o.dataset_options)
+    target, rate = train_ds.target, float(train_ds.sample_rate)
+    in_place = resume_from is not None and resume_from.resolve() == output.resolve()
+    _check_clobber(output, target, in_place or o.force)
+    history = load_history(resume_from, target) if resume_from else None
+    if history is not None:
+        model, n_fft, n_hop, origin = _resumed_model(history, resume_from, target, output, rate)
+    elif o.model:
+        model, n_fft, n_hop, origin = _fine_tuned_model(o, target, output, rate, procs)
+    else:
+        model, n_fft, n_hop, origin = _new_model(o, train_ds, output, rate, procs)
+    trainer = Trainer(model, o.lr, o.weight_decay, comm, fast=o.context == "cpu")
+    state = Checkpoint(ReduceLROnPlateau(o.lr, factor=o.lr_decay_gamma, patience=o.lr_decay_patience, cooldown=10),
+                       EarlyStopping(patience=o.patience))
+    if history is not None:
+        trainer.load_solver(checkpoint_file(resume_from, target, "solver"))
+        state.load_json(history)
+        trainer.set_lr(state.scheduler.lr)
+        procs.say(f"resuming {target} after epoch {state.epoch} (lr {state.scheduler.lr:g})")
+    elif comm is not None:
+        # identical starting weights everywhere: rank 0's (it has the statistics)
+        comm.bcast([v.data for v in model.parameters.values()], src=0, inplace=True)
+    train_loader, valid_loader = _make_loaders(o, train_ds, valid_ds, n_fft, n_hop, model.config.nb_channels, procs)
+    return Run(o, procs, output, resume_from, in_place, target, rate, n_fft, n_hop, origin, model, trainer, state,
+               train_loader, valid_loader)
+
+
+def fit(run: Run):
+    """Train until `epochs`, early stopping or Ctrl-C; returns a TrainResult."""
+    _start_files(run)
+    stopped = "completed"
+    try:
+        with _sigterm_as_ctrl_c():
+            for epoch in range(run.state.epoch + 1, run.options.epochs + 1):
+                if run_epoch(run, epoch):
+                    stopped = "early_stopping"
+                    run.procs.say(f"early stopping after epoch {epoch}: no improvement in {run.options.patience} "
+                                  "epochs")
+                    break
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+        run.procs.say(f"interrupted: {run.output} holds the checkpoint of epoch {run.state.epoch}; "
+                      f"resume with --checkpoint {run.output}")
+    state = run.state
+    return TrainResult(run.output, run.target, state.epoch, state.best_epoch, state.stopper.best,
+                       list(state.curves["train_loss_history"]), list(state.curves["valid_loss_history"]), stopped)
+
+
+def _start_files(run: Run):
+    """The files a run starts from, so that Ctrl-C at any moment leaves a resumable checkpoint.
+
+    Resuming in place: the folder has them. Otherwise the target's files of an earlier training
+    go first (--force), then the first checkpoint is written (statistics included): with the
+    initial weights as the model for ``--epochs 0``, with the best weights so far for a run
+    resumed into another folder.
+    """
+    if run.in_place or not run.procs.writer:
+        return
+    with signals_held():  # the old files and the first checkpoint trade places as one step
+        if holds_training(run.output, run.target):  # --force (setup refused it otherwise)
+            remove_target(run.output, run.target)
+        save(run, is_best=run.options.epochs == 0 and run.resume_from is None)
+    if run.resume_from is not None:
+        copy_best(run.resume_from, run.output, run.target, run.model.config, run.sample_rate, run.n_fft, run.n_hop)
+
+
+def run_epoch(run: Run, epoch):
+    """Train and validate one epoch, step the schedules, save; True when early stopping says stop."""
+    state = run.state
+    lr = state.scheduler.lr  # the rate this epoch runs with (the solver holds it as float32)
+    start = time.time()
+    train_loss = train_epoch(run, epoch)
+    middle = time.time()
+    valid_loss = validate(run)
+    end = time.time()
+    if not math.isfinite(valid_loss):
+        raise UnmixError(f"validation loss is {valid_loss} after epoch {epoch}: stopped without saving "
+                         f"(the checkpoint of epoch {state.epoch} in {run.output} is intact)")
+    run.trainer.set_lr(state.scheduler.step(valid_loss))
+    stop = state.stopper.step(valid_loss)
+    is_best = valid_loss == state.stopper.best
+    with signals_held():  # the epoch counter and the files on disk move together
+        state.record(epoch, is_best, train_loss, valid_loss, lr, middle - start, end - middle)
+        save(run, is_best)
+    run.procs.say(f"epoch {epoch}: train {train_loss:.5g}, valid {valid_loss:.5g}, lr {lr:g}"
+                  f"{' (best)' if is_best else ''}, {end - start:.1f} s")
+    return stop
+
+
+def train_epoch(run: Run, epoch):
+    """Mean batch loss of one pass over the training loader."""
+    import nnabla as nn
+
+    loader = run.train_loader
+    loader.set_epoch(epoch)
+    losses = []
+    bar = tqdm(loader, total=len(loader), disable=not run.procs.progress, desc=f"epoch {epoch}", leave=False,
+               unit="batch")
+    for x, y in bar:
+        if not losses:
+            run.trainer.build(x.shape)  # building draws random numbers: before the seeding
+            nn.seed(_mixed_seed(run.options.seed, epoch, run.procs.rank))  # dropout: reproducible and resumable
+        try:
+            losses.append(run.trainer.train_step(x, y))
+        except NonFiniteLoss as exc:
+            raise UnmixError(f"{exc} at epoch {epoch}, batch {len(losses) + 1}: stopped without saving these "
+                             f"weights (the checkpoint of epoch {run.state.epoch} in {run.output} is intact); "
+                             "check the data or lower --lr") from None
+        bar.set_postfix(loss=f"{np.mean(losses):.4g}")
+    bar.close()
+    return float(np.mean(losses))
+
+
+def validate(run: Run):
+    """Mean loss over the validation tracks (all processes)."""
+    o = run.options
+    backend = o.valid_backend
+    if backend == "auto":
+        backend = "onnx" if o.context == "cpu" else "nnabla"
+    model = run.model
+    if backend == "onnx":
+        from unmix.onnx_backend import OnnxModel
+
+        model = OnnxModel(run.model)  # a snapshot of the current weights, 8x faster on CPU
+    elif backend != "nnabla":
+        raise UnmixError(f"unknown validation backend {backend!r}: use auto, onnx or nnabla")
+    total, count = validation_sums(model, run.valid_loader, run.n_fft, run.n_hop, run.model.config.nb_channels,
+                                   run.procs.progress)
+    if run.procs.comm is not None:
+        total, count = _all_sum(run.procs.comm, [total, count])
+    if count == 0:
+        raise UnmixError("the validation set is empty")
+    return total / count
+
+
+def save(run: Run, is_best):
+    """The checkpoint of `run.state.epoch` (rank 0 only); when best, the model weights too."""
+    if run.procs.writer:
+        save_checkpoint(run.output, run.target, run.model, run.trainer, run.state, _summary(run), is_best)
+
+
+def _summary(run: Run):
+    """The constant part of ``<target>.json``: the model, the signal, the options of the run."""
+    o = run.options
+    return {
+        "config": run.model.config.to_dict(),
+        "nb_parameters": run.model.nb_parameters(),
+        "sample_rate": run.sample_rate,
+        "n_fft": run.n_fft,
+        "n_hop": run.n_hop,
+        "fine_tuned_from": run.origin,
+        "args": {**asdict(o), "nfft": run.n_fft, "nhop": run.n_hop, "target": run.target,
+                 "source_augmentations": _plain(o.source_augmentations), "valid_tracks": _plain(o.valid_tracks)},
+        "nb_processes": run.procs.size,
+        "unmix_version": __version__,
+    }
+
+
+# -- setup: the model, the checks, the loaders ----------------------------------------------------
 def bandwidth_to_max_bin(rate, n_fft, bandwidth):
     """Number of STFT bins whose centre frequency is <= `bandwidth` Hz (the reference's helper)."""
     freqs = np.linspace(0, float(rate) / 2, n_fft // 2 + 1, endpoint=True)
     return int(np.max(np.where(freqs <= bandwidth)[0]) + 1)
 
 
-def model_magnitude(audio, n_fft, n_hop, nb_channels):
-    """Training-time magnitude (center=False, as the reference's encoder).
+def _resumed_model(history, folder, target, output, rate):
+    """``(model, n_fft, n_hop, origin)`` from the checkpoint of `target` in `folder`."""
+    from unmix.model import ModelConfig, OpenUnmix, read_h5_params
 
-    Args:
-        audio: float32 ``(nb_audio_channels, nb_timesteps)``.
-        nb_channels: the model's; 1 averages the channel magnitudes (the reference's ComplexNorm(mono)),
-            2 repeats a mono signal (more channels keep the first two).
-
-    Returns:
-        float32 ``(nb_channels, nb_bins, nb_frames)``.
-    """
-    if nb_channels != 1:
-        from unmix.data import fit_channels
-
-        audio = fit_channels(audio, nb_channels)
-    spec = transforms.stft(audio[None], n_fft, n_hop, center=False)
-    return transforms.magnitude(spec, mono=nb_channels == 1)[0]
+    path = checkpoint_file(folder, target, "chkpnt")
+    model = OpenUnmix(ModelConfig.from_dict(history["config"]), read_h5_params(path))
+    _check_rate(history["sample_rate"], rate, folder)
+    n_fft, n_hop = int(history["n_fft"]), int(history["n_hop"])
+    _check_folder(output, rate, n_fft, n_hop, model.config.nb_channels)
+    return model, n_fft, n_hop, history.get("fine_tuned_from")
 
 
-class MagnitudeDataset:
-    """A dataset view yielding magnitudes, so DataLoader workers do the STFT.
+def _fine_tuned_model(options, target, output, rate, procs):
+    """``(model, n_fft, n_hop, origin)`` from the model folder or registry name `options.model`."""
+    from unmix import pretrained
+    from unmix.model import load_target, read_separator_json
 
-    ``get(index, epoch)`` -> ``(X, Y)`` float32 ``(nb_channels, nb_bins, nb_frames)`` from the
-    audio pair of ``dataset.get(index, epoch)``. Picklable (for 'spawn' workers).
-    """
-
-    def __init__(self, dataset, n_fft, n_hop, nb_channels):
-        self.dataset, self.n_fft, self.n_hop, self.nb_channels = dataset, n_fft, n_hop, nb_channels
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
-
-    def get(self, index, epoch=0):
-        x, y = self.dataset.get(index, epoch)
-        return (model_magnitude(x, self.n_fft, self.n_hop, self.nb_channels),
-                model_magnitude(y, self.n_fft, self.n_hop, self.nb_channels))
+    o = options
+    folder = pretrained.resolve_model(o.model)
+    meta = read_separator_json(folder)
+    _check_rate(meta["sample_rate"], rate, folder)
+    n_fft, n_hop = int(meta.get("n_fft", 4096)), int(meta.get("n_hop", 1024))
+    if (o.nfft or n_fft) != n_fft or (o.nhop or n_hop) != n_hop:
+        raise UnmixError(f"model {o.model} uses n_fft {n_fft} / n_hop {n_hop}, not {o.nfft} / {o.nhop}")
+    model = load_target(folder, target)
+    _check_folder(output, rate, n_fft, n_hop, model.config.nb_channels)
+    procs.say(f"fine-tuning {target} from {folder}")
+    return model, n_fft, n_hop, str(folder)
 
 
-class _StatisticsView(MagnitudeDataset):
-    """``get`` -> the mono mixture magnitude of one track, float32 ``(nb_frames, nb_bins)``, twice
-    (the loader hands x and y of one shape over; the float64 moments are taken in the parent)."""
+def _new_model(options, train_ds, output, rate, procs):
+    """``(model, n_fft, n_hop, None)``: a new model whose input scaling holds the training set's
+    statistics (computed by rank 0 only; `setup` broadcasts its weights)."""
+    from unmix.model import ModelConfig, OpenUnmix
 
-    def __init__(self, dataset, n_fft, n_hop):
-        super().__init__(dataset, n_fft, n_hop, nb_channels=1)  # 1: the channels' mean magnitude
-
-    def get(self, index, epoch=0):
-        x, _ = self.dataset.get(index, epoch)
-        mag = np.ascontiguousarray(model_magnitude(x, self.n_fft, self.n_hop, self.nb_channels)[0].T)
-        return mag, mag
-
-
-class _Subset:
-    """Samples `indices` of a dataset (a rank's shard)."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
-
-    def get(self, index, epoch=0):
-        return self.dataset.get(int(self.indices[index]), epoch)
+    o = options
+    n_fft, n_hop = o.nfft or 4096, o.nhop or 1024
+    nb_bins = n_fft // 2 + 1
+    max_bin = bandwidth_to_max_bin(rate, n_fft, o.bandwidth)
+    config = ModelConfig(nb_bins=nb_bins, nb_channels=o.nb_channels, hidden_size=o.hidden_size,
+                         nb_layers=o.nb_layers, max_bin=None if max_bin >= nb_bins else max_bin,
+                         unidirectional=o.unidirectional)
+    _check_folder(output, rate, n_fft, n_hop, config.nb_channels)
+    model = OpenUnmix(config, seed=o.seed)
+    if procs.writer:
+        mean, std = compute_statistics(train_ds, n_fft, n_hop, o.nb_workers, procs.progress)
+        params = model.get_params()
+        m = config.model_bins
+        params["input_mean"] = (-mean[:m]).astype(np.float32)
+        params["input_scale"] = (1.0 / std[:m]).astype(np.float32)
+        model.set_params(params)
+    return model, n_fft, n_hop, None
 
 
-def compute_statistics(dataset, n_fft=4096, n_hop=1024, nb_workers=0, progress=False):
-    """Per-bin mean and std of the mono mixture magnitude, as the reference's `get_statistics`.
-
-    Each training track is read once, whole, without augmentation (``dataset.for_statistics()``
-    where the dataset has it), transformed with center=False, averaged over channels, and its frames
-    pooled: population mean and std per bin (sklearn's StandardScaler: a constant bin gets std 1),
-    then ``std = max(std, 1e-4 * max(std))``.
-
-    Returns:
-        ``(mean, std)``, float64 ``(nb_bins,)`` each.
-    """
-    from unmix.data import DataLoader
-
-    view = dataset.for_statistics() if hasattr(dataset, "for_statistics") else dataset
-    loader = DataLoader(_StatisticsView(view, n_fft, n_hop), batch_size=1, shuffle=False,
-                        nb_workers=nb_workers, drop_last=False)
-    count, mean, m2 = 0.0, 0.0, 0.0
-    for mag, _ in tqdm(loader, total=len(loader), disable=not progress, desc="statistics", leave=False):
-        frames = mag[0].astype(np.float64)  # float64 accumulation, as sklearn's partial_fit
-        n_b, mean_b = frames.shape[0], frames.mean(axis=0)
-        m2_b = ((frames - mean_b) ** 2).sum(axis=0)
-        # Chan et al.'s merge of (count, mean, sum of squared deviations): stable in one pass
-        delta = mean_b - mean
-        total = count + n_b
-        mean = mean + delta * (n_b / total)
-        m2 = m2 + m2_b + delta**2 * (count * n_b / total)
-        count = total
-    if count == 0:
-        raise UnmixError("no training audio to compute the input statistics from")
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(m2))):
-        raise UnmixError("the training mixtures hold NaN or infinite samples (input statistics are not finite)")
-    return mean, scaler_std(m2 / count, mean, count)
+def _check_rate(rate, sample_rate, where):
+    if float(rate) != sample_rate:
+        raise UnmixError(f"{where} was trained at {float(rate):g} Hz, the dataset is at {sample_rate:g} Hz")
 
 
-def scaler_std(var, mean, count):
-    """std from the pooled variance: sklearn's zero-variance rule, then the reference's floor."""
-    eps = np.finfo(np.float64).eps
-    constant = var <= count * eps * var + (count * mean * eps) ** 2  # sklearn _is_constant_feature
-    std = np.where(constant, 1.0, np.sqrt(var))
-    return np.maximum(std, STATS_STD_FLOOR * np.max(std))
+def _check_clobber(output, target, allowed):
+    """Refuse to overwrite another training or model of `target` (before any work) unless `allowed`
+    (resuming in place, or --force)."""
+    if allowed or not holds_training(output, target):
+        return
+    if (output / f"{target}.chkpnt.h5").exists():
+        raise UnmixError(f"{output} already holds a training of '{target}': resume it with "
+                         f"--checkpoint {output}, or pass --force to start over")
+    raise UnmixError(f"{output} already holds a model of '{target}': pass --force to replace it")
 
 
-# -- the reference's schedules --------------------------------------------------------------------
-class ReduceLROnPlateau:
-    """torch.optim.lr_scheduler.ReduceLROnPlateau (mode min, relative threshold) on one learning rate."""
+def _check_folder(output, sample_rate, n_fft, n_hop, nb_channels):
+    """The output's separator.json, if any, must describe the same signal and channels."""
+    from unmix.model import read_separator_json
 
-    def __init__(self, lr, factor=0.1, patience=10, threshold=1e-4, cooldown=0, min_lr=0.0, eps=1e-8):
-        if factor >= 1.0:
-            raise UnmixError("the learning-rate decay factor must be < 1")
-        self.lr, self.factor, self.patience, self.threshold = float(lr), factor, patience, threshold
-        self.cooldown, self.min_lr, self.eps = cooldown, min_lr, eps
-        self.best = math.inf
-        self.num_bad_epochs = 0
-        self.cooldown_counter = 0
-        self.last_epoch = 0
-
-    def step(self, metric):
-        """Record one epoch's validation loss; returns the learning rate for the next epoch."""
-        current = float(metric)
-        self.last_epoch += 1
-        if current < self.best * (1.0 - self.threshold):
-            self.best, self.num_bad_epochs = current, 0
-        else:
-            self.num_bad_epochs += 1
-        if self.cooldown_counter > 0:
-            self.cooldown_counter -= 1
-            self.num_bad_epochs = 0  # bad epochs in cooldown do not count
-        if self.num_bad_epochs > self.patience:
-            new_lr = max(self.lr * self.factor, self.min_lr)
-            if self.lr - new_lr > self.eps:
-                self.lr = new_lr
-            self.cooldown_counter = self.cooldown
-            self.num_bad_epochs = 0
-        return self.lr
-
-    def state_dict(self):
-        state = dict(vars(self))
-        state["best"] = None if math.isinf(self.best) else self.best  # strict JSON has no inf
-        return state
-
-    def load_state_dict(self, state):
-        for key, value in state.items():
-            setattr(self, key, value)
-        if self.best is None:
-            self.best = math.inf
+    if not (output / "separator.json").is_file():
+        return
+    meta = read_separator_json(output)
+    mine = {"sample_rate": sample_rate, "n_fft": n_fft, "n_hop": n_hop, "nb_channels": nb_channels}
+    theirs = {k: meta.get(k) for k in mine}
+    if any(theirs[k] is not None and float(theirs[k]) != float(v) for k, v in mine.items()):
+        raise UnmixError(f"{output} holds models with {theirs}; this training uses {mine}")
 
 
-class EarlyStopping:
-    """The reference's EarlyStopping (utils.py): stop after `patience` epochs without improvement."""
-
-    def __init__(self, patience=10, min_delta=0.0):
-        self.patience, self.min_delta = patience, min_delta
-        self.best = None
-        self.num_bad_epochs = 0
-
-    def is_better(self, a, best):
-        return True if self.patience == 0 else a < best - self.min_delta
-
-    def step(self, metric):
-        """Record one epoch's validation loss; True when training should stop."""
-        if self.best is None:
-            self.best = metric
-            return False
-        if np.isnan(metric):
-            return True
-        if self.is_better(metric, self.best):
-            self.num_bad_epochs, self.best = 0, metric
-        else:
-            self.num_bad_epochs += 1
-        return self.num_bad_epochs >= self.patience
-
-    def state_dict(self):
-        return {"best": self.best, "num_bad_epochs": self.num_bad_epochs}
-
-    def load_state_dict(self, state):
-        """Restore the progress only, as the reference's train.py does on resume: a run resumed
-        with a new --patience (or min_delta) uses the new value."""
-        self.best, self.num_bad_epochs = state["best"], state["num_bad_epochs"]
+def _make_loaders(options, train_ds, valid_ds, n_fft, n_hop, nb_channels, procs):
+    """``(train_loader, valid_loader)``: magnitude batches of this process's shard of the training
+    samples, and its shard of the validation tracks as audio (one track per batch)."""
+    o = options
+    if o.batch_size % procs.size:
+        raise UnmixError(f"--batch-size {o.batch_size} is not divisible by the {procs.size} processes")
+    batch = o.batch_size // procs.size
+    train = MagnitudeDataset(train_ds, n_fft, n_hop, nb_channels)
+    n = len(train) - len(train) % procs.size
+    if procs.size > 1:
+        train = Subset(train, np.arange(procs.rank, n, procs.size))
+    if len(train) < batch:
+        raise UnmixError(f"the training set has {len(train)} samples per process, fewer than a batch of "
+                         f"{batch}: lower --batch-size or raise --samples-per-track")
+    if train_ds.seq_len is None and batch > 1:
+        raise UnmixError("full-track training (--seq-dur <= 0) needs --batch-size 1")
+    train_loader = DataLoader(train, batch, shuffle=True, nb_workers=o.nb_workers, seed=o.seed, drop_last=True)
+    valid = valid_ds
+    if procs.size > 1:
+        valid = Subset(valid, np.arange(procs.rank, len(valid), procs.size))
+    valid_loader = DataLoader(valid, 1, shuffle=False, nb_workers=o.nb_workers, drop_last=False)
+    return train_loader, valid_loader
 
 
 # -- steps ----------------------------------------------------------------------------------------
@@ -433,6 +602,7 @@ class Trainer:
             self.solver.split_twin("lstm/lstm/bias")  # a state of NNabla's Adam: equal halves
 
 
+# -- validation ---------------------------------------------------------------------------------
 def track_loss(model, x, y, n_fft, n_hop, nb_channels, window=VALID_WINDOW):
     """MSE between ``model(|X|)`` and ``|Y|`` over a whole track, in windows of frames.
 
@@ -473,386 +643,7 @@ def validation_sums(model, loader, n_fft, n_hop, nb_channels, progress=False):
     return total, count
 
 
-# -- the run --------------------------------------------------------------------------------------
-class _Run:
-    """State of one training run; `train` drives it."""
-
-    def __init__(self, options: TrainOptions, comm=None):
-        self.o = options
-        self.comm = comm
-        self.rank = self.comm.rank if self.comm else 0
-        self.size = self.comm.size if self.comm else 1
-        self.writer = self.rank == 0
-        self.progress = self.writer and not options.quiet
-        self.output = Path(options.output).expanduser()
-
-    def say(self, message):
-        if self.progress:
-            tqdm.write(message)
-
-    # setup ---------------------------------------------------------------------------------------
-    def setup(self):
-        from unmix import data
-
-        o = self.o
-        nb_channels = o.nb_channels if o.nb_channels != 1 else None  # mono: the magnitudes are averaged
-        self.train_ds, self.valid_ds = data.load_datasets(
-            o.dataset, o.root, o.target, seq_duration=o.seq_dur, samples_per_track=o.samples_per_track,
-            source_augmentations=o.source_augmentations, seed=o.seed, is_wav=o.is_wav,
-            valid_tracks=o.valid_tracks, nb_channels=nb_channels, **o.dataset_options)
-        self.target = self.train_ds.target
-        self.sample_rate = float(self.train_ds.sample_rate)
-        self._check_clobber()
-        self.history = self._load_history() if o.checkpoint else None
-        self.model, self.n_fft, self.n_hop, self.origin = self._make_model()
-        self.nb_channels = self.model.config.nb_channels
-        self.trainer = Trainer(self.model, o.lr, o.weight_decay, self.comm, fast=o.context == "cpu")
-        self.scheduler = ReduceLROnPlateau(o.lr, factor=o.lr_decay_gamma, patience=o.lr_decay_patience,
-                                           cooldown=10)
-        self.stopper = EarlyStopping(patience=o.patience)
-        self.epoch = 0
-        self.best_epoch = 0
-        self.curves = {k: [] for k in ("train_loss_history", "valid_loss_history", "lr_history",
-                                       "train_time_history", "valid_time_history")}
-        if self.history is not None:
-            self._restore()
-        elif self.comm is not None:
-            # identical starting weights everywhere: rank 0's (it has the statistics)
-            self.comm.bcast([v.data for v in self.model.parameters.values()], src=0, inplace=True)
-        self._make_loaders()
-
-    def _load_history(self):
-        path = Path(self.o.checkpoint).expanduser() / f"{self.target}.json"
-        if not path.is_file():
-            raise UnmixError(f"no checkpoint of '{self.target}' in {self.o.checkpoint} (no {path.name})")
-        try:
-            history = json.loads(path.read_text())
-            history["config"], history["epochs_trained"]
-        except (ValueError, KeyError) as exc:
-            raise UnmixError(f"{path} is not a training history written by unmix train: {exc}") from None
-        return history
-
-    def _make_model(self):
-        from unmix.model import ModelConfig, OpenUnmix, load_target, read_h5_params
-
-        o = self.o
-        if self.history is not None:
-            h = self.history
-            path = Path(o.checkpoint).expanduser() / f"{self.target}.chkpnt.h5"
-            if not path.is_file():
-                raise UnmixError(f"checkpoint folder {o.checkpoint} lacks {path.name}")
-            model = OpenUnmix(ModelConfig.from_dict(h["config"]), read_h5_params(path))
-            self._check_rate(h["sample_rate"], o.checkpoint)
-            self._check_folder(int(h["n_fft"]), int(h["n_hop"]), model.config.nb_channels)
-            return model, int(h["n_fft"]), int(h["n_hop"]), h.get("fine_tuned_from")
-        if o.model:
-            from unmix import pretrained
-            from unmix.model import read_separator_json
-
-            folder = pretrained.resolve_model(o.model)
-            meta = read_separator_json(folder)
-            self._check_rate(meta["sample_rate"], folder)
-            n_fft, n_hop = int(meta.get("n_fft", 4096)), int(meta.get("n_hop", 1024))
-            if (o.nfft or n_fft) != n_fft or (o.nhop or n_hop) != n_hop:
-                raise UnmixError(f"model {o.model} uses n_fft {n_fft} / n_hop {n_hop}, not {o.nfft} / {o.nhop}")
-            model = load_target(folder, self.target)
-            self._check_folder(n_fft, n_hop, model.config.nb_channels)
-            self.say(f"fine-tuning {self.target} from {folder}")
-            return model, n_fft, n_hop, str(folder)
-        n_fft, n_hop = o.nfft or 4096, o.nhop or 1024
-        nb_bins = n_fft // 2 + 1
-        max_bin = bandwidth_to_max_bin(self.sample_rate, n_fft, o.bandwidth)
-        config = ModelConfig(nb_bins=nb_bins, nb_channels=o.nb_channels, hidden_size=o.hidden_size,
-                             nb_layers=o.nb_layers, max_bin=None if max_bin >= nb_bins else max_bin,
-                             unidirectional=o.unidirectional)
-        self._check_folder(n_fft, n_hop, config.nb_channels)
-        model = OpenUnmix(config, seed=o.seed)
-        if self.writer:
-            mean, std = compute_statistics(self.train_ds, n_fft, n_hop, o.nb_workers, self.progress)
-            params = model.get_params()
-            m = config.model_bins
-            params["input_mean"] = (-mean[:m]).astype(np.float32)
-            params["input_scale"] = (1.0 / std[:m]).astype(np.float32)
-            model.set_params(params)
-        return model, n_fft, n_hop, None
-
-    def _check_rate(self, rate, where):
-        if float(rate) != self.sample_rate:
-            raise UnmixError(f"{where} was trained at {float(rate):g} Hz, the dataset is at {self.sample_rate:g} Hz")
-
-    def _resuming_in_place(self):
-        o = self.o
-        return bool(o.checkpoint) and Path(o.checkpoint).expanduser().resolve() == self.output.resolve()
-
-    def _check_clobber(self):
-        """Refuse to overwrite another training of this target (before any work)."""
-        if (self.output / f"{self.target}.chkpnt.h5").exists() and not (self._resuming_in_place() or self.o.force):
-            raise UnmixError(f"{self.output} already holds a training of '{self.target}': resume it with "
-                             f"--checkpoint {self.output}, or pass --force to start over")
-
-    def _check_folder(self, n_fft, n_hop, nb_channels):
-        """The output's separator.json, if any, must describe the same signal and channels."""
-        from unmix.model import read_separator_json
-
-        if not (self.output / "separator.json").is_file():
-            return
-        meta = read_separator_json(self.output)
-        mine = {"sample_rate": self.sample_rate, "n_fft": n_fft, "n_hop": n_hop, "nb_channels": nb_channels}
-        theirs = {k: meta.get(k) for k in mine}
-        if any(theirs[k] is not None and float(theirs[k]) != float(v) for k, v in mine.items()):
-            raise UnmixError(f"{self.output} holds models with {theirs}; this training uses {mine}")
-
-    def _restore(self):
-        h = self.history
-        folder = Path(self.o.checkpoint).expanduser()
-        solver_path = folder / f"{self.target}.solver.h5"
-        if not solver_path.is_file():
-            raise UnmixError(f"checkpoint folder {folder} lacks {solver_path.name}")
-        self.trainer.load_solver(solver_path)
-        self.scheduler.load_state_dict(h["scheduler"])
-        self.stopper.load_state_dict(h["early_stopping"])
-        self.trainer.set_lr(self.scheduler.lr)
-        self.epoch, self.best_epoch = int(h["epochs_trained"]), int(h["best_epoch"])
-        for key in self.curves:
-            self.curves[key] = list(h.get(key, []))
-        self.say(f"resuming {self.target} after epoch {self.epoch} (lr {self.scheduler.lr:g})")
-
-    def _make_loaders(self):
-        from unmix.data import DataLoader
-
-        o = self.o
-        if o.batch_size % self.size:
-            raise UnmixError(f"--batch-size {o.batch_size} is not divisible by the {self.size} processes")
-        batch = o.batch_size // self.size
-        train = MagnitudeDataset(self.train_ds, self.n_fft, self.n_hop, self.nb_channels)
-        n = len(train) - len(train) % self.size
-        if self.size > 1:
-            train = _Subset(train, np.arange(self.rank, n, self.size))
-        if len(train) < batch:
-            raise UnmixError(f"the training set has {len(train)} samples per process, fewer than a batch of "
-                             f"{batch}: lower --batch-size or raise --samples-per-track")
-        if self.train_ds.seq_len is None and batch > 1:
-            raise UnmixError("full-track training (--seq-dur <= 0) needs --batch-size 1")
-        self.train_loader = DataLoader(train, batch, shuffle=True, nb_workers=o.nb_workers, seed=o.seed,
-                                       drop_last=True)
-        valid = self.valid_ds
-        if self.size > 1:
-            valid = _Subset(valid, np.arange(self.rank, len(valid), self.size))
-        self.valid_loader = DataLoader(valid, 1, shuffle=False, nb_workers=o.nb_workers, drop_last=False)
-
-    # epochs -------------------------------------------------------------------------------------
-    def run(self):
-        """Train until `epochs`, early stopping or Ctrl-C; returns a TrainResult."""
-        moved = self.history is not None and not self._resuming_in_place()
-        if self.history is None or moved:
-            self.save(is_best=False)  # a resumable state from the very start (statistics included)
-        if moved:
-            self._carry_best()
-        stopped = "completed"
-        try:
-            with _sigterm_as_ctrl_c():
-                for epoch in range(self.epoch + 1, self.o.epochs + 1):
-                    if self.run_epoch(epoch):
-                        stopped = "early_stopping"
-                        self.say(f"early stopping after epoch {epoch}: no improvement in {self.o.patience} epochs")
-                        break
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            self.say(f"interrupted: {self.output} holds the checkpoint of epoch {self.epoch}; "
-                     f"resume with --checkpoint {self.output}")
-        return TrainResult(self.output, self.target, self.epoch, self.best_epoch, self.stopper.best,
-                           list(self.curves["train_loss_history"]), list(self.curves["valid_loss_history"]),
-                           stopped)
-
-    def run_epoch(self, epoch):
-        """Train and validate one epoch, step the schedules, save; True when early stopping says stop."""
-        lr = self.scheduler.lr  # the rate this epoch runs with (the solver holds it as float32)
-        start = time.time()
-        train_loss = self.train_epoch(epoch)
-        middle = time.time()
-        valid_loss = self.validate()
-        end = time.time()
-        if not math.isfinite(valid_loss):
-            raise UnmixError(f"validation loss is {valid_loss} after epoch {epoch}: stopped without saving "
-                             f"(the checkpoint of epoch {self.epoch} in {self.output} is intact)")
-        self.trainer.set_lr(self.scheduler.step(valid_loss))
-        stop = self.stopper.step(valid_loss)
-        is_best = valid_loss == self.stopper.best
-        with _sigint_held():  # the epoch counter and the files on disk move together
-            if is_best:
-                self.best_epoch = epoch
-            for key, value in zip(self.curves, (train_loss, valid_loss, lr, middle - start, end - middle)):
-                self.curves[key].append(float(value))
-            self.epoch = epoch
-            self.save(is_best)
-        self.say(f"epoch {epoch}: train {train_loss:.5g}, valid {valid_loss:.5g}, lr {lr:g}"
-                 f"{' (best)' if is_best else ''}, {end - start:.1f} s")
-        return stop
-
-    def train_epoch(self, epoch):
-        """Mean batch loss of one pass over the training loader."""
-        import nnabla as nn
-
-        self.train_loader.set_epoch(epoch)
-        losses = []
-        bar = tqdm(self.train_loader, total=len(self.train_loader), disable=not self.progress,
-                   desc=f"epoch {epoch}", leave=False, unit="batch")
-        for x, y in bar:
-            if not losses:
-                self.trainer.build(x.shape)  # building draws random numbers: before the seeding
-                nn.seed(_mixed_seed(self.o.seed, epoch, self.rank))  # dropout: reproducible and resumable
-            try:
-                losses.append(self.trainer.train_step(x, y))
-            except NonFiniteLoss as exc:
-                raise UnmixError(f"{exc} at epoch {epoch}, batch {len(losses) + 1}: stopped without saving these "
-                                 f"weights (the checkpoint of epoch {self.epoch} in {self.output} is intact); "
-                                 "check the data or lower --lr") from None
-            bar.set_postfix(loss=f"{np.mean(losses):.4g}")
-        bar.close()
-        return float(np.mean(losses))
-
-    def validate(self):
-        """Mean loss over the validation tracks (all processes)."""
-        backend = self.o.valid_backend
-        if backend == "auto":
-            backend = "onnx" if self.o.context == "cpu" else "nnabla"
-        model = self.model
-        if backend == "onnx":
-            from unmix.onnx_backend import OnnxModel
-
-            model = OnnxModel(self.model)  # a snapshot of the current weights, 8x faster on CPU
-        elif backend != "nnabla":
-            raise UnmixError(f"unknown validation backend {backend!r}: use auto, onnx or nnabla")
-        total, count = validation_sums(model, self.valid_loader, self.n_fft, self.n_hop, self.nb_channels,
-                                       self.progress)
-        if self.comm is not None:
-            total, count = _all_sum(self.comm, [total, count])
-        if count == 0:
-            raise UnmixError("the validation set is empty")
-        return total / count
-
-    # files --------------------------------------------------------------------------------------
-    def save(self, is_best):
-        """Checkpoint (weights, solver, history) and, when best, the model weights and separator.json."""
-        if not self.writer:
-            return
-        from unmix.model import save_target
-
-        with _sigint_held():
-            self.output.mkdir(parents=True, exist_ok=True)
-            with atomic_path(self.output / f"{self.target}.chkpnt.h5") as tmp:
-                import nnabla as nn
-
-                nn.save_parameters(str(tmp), params=self.model.parameters, extension=".h5")
-            self.trainer.save_solver(self.output / f"{self.target}.solver.h5")
-            if is_best:
-                save_target(self.output, self.target, self.model)
-                self._write_separator_json()
-            from unmix.model import write_json
-
-            write_json(self.output / f"{self.target}.json", self.summary())
-        if self.epoch:
-            self._plot()
-
-    def summary(self):
-        """The ``<target>.json`` content."""
-        o = self.o
-        return {
-            "target": self.target,
-            "epochs_trained": self.epoch,
-            "best_epoch": self.best_epoch,
-            "best_loss": self.stopper.best,
-            "num_bad_epochs": self.stopper.num_bad_epochs,
-            **self.curves,
-            "total_time": float(sum(self.curves["train_time_history"]) + sum(self.curves["valid_time_history"])),
-            "config": self.model.config.to_dict(),
-            "nb_parameters": self.model.nb_parameters(),
-            "sample_rate": self.sample_rate,
-            "n_fft": self.n_fft,
-            "n_hop": self.n_hop,
-            "fine_tuned_from": self.origin,
-            "scheduler": self.scheduler.state_dict(),
-            "early_stopping": self.stopper.state_dict(),
-            "args": {**asdict(o), "nfft": self.n_fft, "nhop": self.n_hop, "target": self.target,
-                     "source_augmentations": _plain(o.source_augmentations),
-                     "valid_tracks": _plain(o.valid_tracks)},
-            "nb_processes": self.size,
-            "unmix_version": __version__,
-        }
-
-    def _carry_best(self):
-        """Resuming into another folder: bring the best weights so far along."""
-        src = Path(self.o.checkpoint).expanduser() / f"{self.target}.h5"
-        if self.writer and src.is_file():
-            with _sigint_held(), atomic_path(self.output / src.name) as tmp:
-                shutil.copyfile(src, tmp)
-            self._write_separator_json()
-
-    def _write_separator_json(self):
-        """separator.json with this target added to the targets already in the folder."""
-        from unmix.model import ModelConfig, read_separator_json, write_separator_json
-
-        configs, extra = {}, {}
-        path = self.output / "separator.json"
-        if path.is_file():
-            meta = read_separator_json(self.output)
-            configs = {t: ModelConfig.from_dict(meta["models"][t]) for t in meta["targets"]
-                       if (self.output / f"{t}.h5").is_file()}
-            extra = {k: v for k, v in meta.items()
-                     if k not in ("targets", "models", "sample_rate", "n_fft", "n_hop", "nb_channels")}
-        configs[self.target] = self.model.config
-        write_separator_json(self.output, configs, self.sample_rate, self.n_fft, self.n_hop, **extra)
-
-    def _plot(self):
-        plot_losses(self.output / f"{self.target}_loss.png", self.curves["train_loss_history"],
-                    self.curves["valid_loss_history"], self.best_epoch, title=self.target)
-
-
-def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None):
-    """Write the training and validation curves (log scale) as a PNG (matplotlib's Agg canvas,
-    without pyplot, so the caller's matplotlib backend is left alone)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = np.arange(1, len(train_losses) + 1)
-    fig = Figure(figsize=(7, 4))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.plot(epochs, train_losses, marker=".", label="train")
-    ax.plot(epochs, valid_losses, marker=".", label="valid")
-    if best_epoch:
-        ax.axvline(best_epoch, color="gray", linestyle=":", label=f"best (epoch {best_epoch})")
-    if all(v > 0 for v in list(train_losses) + list(valid_losses)):
-        ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE on magnitudes")
-    if title:
-        ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
-def train(options: TrainOptions):
-    """Train one target as the reference recipe does; see the module docstring for the files.
-
-    Returns:
-        TrainResult. Ctrl-C returns ``stopped == "interrupted"`` with the last finished epoch's
-        checkpoint on disk; a NaN loss raises UnmixError without writing the NaN weights.
-    """
-    if options.epochs < 0:
-        raise UnmixError(f"--epochs must be >= 0, got {options.epochs}")
-    if options.checkpoint and options.model:
-        raise UnmixError("give either --checkpoint (resume) or --model (fine-tune), not both")
-    run = _Run(options, _setup_context(options.context))
-    run.setup()
-    return run.run()
-
-
-# -- helpers --------------------------------------------------------------------------------------
+# -- processes and signals ----------------------------------------------------------------------
 def _mixed_seed(*values):
     """A 31-bit seed from several integers (NNabla's nn.seed takes one int)."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -899,23 +690,6 @@ def _all_sum(comm, values):
     comm.all_reduce([array], division=False, inplace=True)
     summed = array.data
     return float(summed[0]), int(round(float(summed[1])))
-
-
-@contextlib.contextmanager
-def _sigint_held():
-    """Hold back Ctrl-C (and SIGTERM) while a checkpoint's files are written; raise it right after."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = {s: signal.signal(s, lambda *_: caught.append(True)) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-    if caught:
-        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

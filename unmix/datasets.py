@@ -1,4 +1,4 @@
-"""Training datasets, source augmentations and a multiprocess batch loader (numpy only).
+"""Training datasets, source augmentations and the magnitude view the loader feeds (numpy only).
 
 A port of open-unmix-pytorch 1.3 ``openunmix/data.py``. Five datasets, each an
 indexable sequence of ``(x, y)`` pairs of float32 arrays
@@ -29,47 +29,22 @@ Differences from the reference, on purpose:
   channel count, unless ``nb_channels`` asks for a conversion.
 - Validation sets yield full tracks (``seq_duration=None``); the source folder
   dataset, which has no tracks, yields seeded chunks as in the reference.
+
+Audio files are probed once (`AudioRef`) and read in chunks (`read_chunk`); MUSDB's
+layouts are found by `unmix.musdb`; batches come from `unmix.loader.DataLoader`.
 """
 import copy
-import math
-import multiprocessing
 import os
-import queue
-import signal
-import traceback
-import uuid
 from dataclasses import dataclass
-from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import soundfile as sf
 
-from .errors import UnmixError
-
-MUSDB_SOURCES = ("vocals", "drums", "bass", "other")
-# The stream order inside a MUSDB18 .stem.mp4 (musdb's mus.yaml `stem_ids`).
-MUSDB_STEM_IDS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
-# The official MUSDB18 validation tracks (musdb 0.4 `configs/mus.yaml`,
-# `validation_tracks`; a test checks this copy against the installed package).
-MUSDB_VALIDATION_TRACKS = (
-    "Actions - One Minute Smile",
-    "Clara Berry And Wooldog - Waltz For My Victims",
-    "Johnny Lokke - Promises & Lies",
-    "Patrick Talbot - A Reason To Leave",
-    "Triviul - Angelsaint",
-    "Alexander Ross - Goodbye Bolero",
-    "Fergessen - Nos Palpitants",
-    "Leaf - Summerghost",
-    "Skelpolu - Human Mistakes",
-    "Young Griffo - Pennies",
-    "ANiMAL - Rockshow",
-    "James May - On The Line",
-    "Meaxic - Take A Step",
-    "Traffic Experiment - Sirens",
-)
-AUDIO_EXTS = (".wav", ".flac")
+from unmix import musdb, transforms
+from unmix.errors import UnmixError
+from unmix.musdb import MUSDB_SOURCES, MUSDB_VALIDATION_TRACKS, existing_root, subdirs
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -277,19 +252,6 @@ def make_augmentations(augmentations: Union[None, Sequence, Callable]) -> Compos
 # track discovery and train/valid splits
 
 
-def _subdirs(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _existing_root(root) -> Path:
-    if root is None:
-        raise UnmixError("no dataset root given")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UnmixError(f"dataset root {root} does not exist or is not a folder")
-    return root
-
-
 # The seeded train/valid split does not follow the training --seed: runs of a seed sweep are
 # validated on the same tracks, so their validation losses compare.
 SPLIT_SEED = 42
@@ -334,7 +296,7 @@ def split_track_dirs(root: Path, split: str, valid_tracks: Optional[Sequence[str
         train_dir = root / "train"
         if not train_dir.is_dir():
             raise UnmixError(f"no folder {train_dir}")
-        dirs = _subdirs(train_dir)
+        dirs = subdirs(train_dir)
         if not dirs:
             raise UnmixError(f"no track folders in {train_dir}")
         valid = set(validation_names([d.name for d in dirs], valid_tracks, seed))
@@ -342,7 +304,7 @@ def split_track_dirs(root: Path, split: str, valid_tracks: Optional[Sequence[str
     folder = root / split
     if not folder.is_dir():
         raise UnmixError(f"no folder {folder}")
-    dirs = _subdirs(folder)
+    dirs = subdirs(folder)
     if not dirs:
         raise UnmixError(f"no track folders in {folder}")
     return dirs
@@ -469,7 +431,7 @@ class AlignedDataset(UnmixDataset):
                  seed: int = 42, samples_per_track: int = 1, valid_tracks=None,
                  nb_channels: Optional[int] = None):
         self._init_common(split, seq_duration, None, seed, nb_channels)
-        self.root = _existing_root(root)
+        self.root = existing_root(root)
         self.input_file, self.output_file = input_file, output_file
         self.random_chunks = random_chunks
         self.samples_per_track = int(samples_per_track)
@@ -527,7 +489,7 @@ class SourceFolderDataset(UnmixDataset):
         self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
         if self.seq_duration is None:
             raise UnmixError("the source folder dataset needs a seq_duration > 0")
-        self.root = _existing_root(root)
+        self.root = existing_root(root)
         self.ext = _normalise_ext(ext)
         self.target = self.target_dir = target_dir
         self.interferer_dirs = list(interferer_dirs)
@@ -595,7 +557,7 @@ class FixedSourcesTrackFolderDataset(UnmixDataset):
         self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
         if random_track_mix and self.seq_duration is None:
             raise UnmixError("random_track_mix needs a seq_duration (full tracks differ in length)")
-        self.root = _existing_root(root)
+        self.root = existing_root(root)
         self.target_file = target_file
         self.interferer_files = list(interferer_files)
         self.source_files = self.interferer_files + [target_file]
@@ -655,7 +617,7 @@ class VariableSourcesTrackFolderDataset(UnmixDataset):
         self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
         if random_interferer_mix and self.seq_duration is None:
             raise UnmixError("random_interferer_mix needs a seq_duration (full tracks differ in length)")
-        self.root = _existing_root(root)
+        self.root = existing_root(root)
         self.target_file = target_file
         self.target = Path(target_file).stem
         self.ext = _normalise_ext(ext)
@@ -737,7 +699,7 @@ class MUSDBDataset(UnmixDataset):
                              f"{', '.join(MUSDB_SOURCES)}, accompaniment")
         if root is None:
             root = os.environ.get("MUSDB_PATH")
-        self.root = _existing_root(root)
+        self.root = existing_root(root)
         self.target = target
         self.is_wav = is_wav
         self.subsets = [subsets] if isinstance(subsets, str) else list(subsets)
@@ -745,14 +707,13 @@ class MUSDBDataset(UnmixDataset):
         self.random_track_mix = random_track_mix
         self.tracks = []  # (name, {"mixture"?, vocals, drums, bass, other: AudioRef}, min frames)
         for subset in self.subsets:
-            found = self._find_tracks(self.root / subset)
+            found = musdb.find_tracks(self.root, subset, is_wav)
             if subset == "train" and split in ("train", "valid"):
-                valid = set(validation_names([t[0] for t in found], valid_tracks))
-                found = [t for t in found if (t[0] in valid) == (split == "valid")]
-            self.tracks += found
+                valid = set(validation_names([t.name for t in found], valid_tracks))
+                found = [t for t in found if (t.name in valid) == (split == "valid")]
+            self.tracks += [self._track(t) for t in found]
         refs = [r for t in self.tracks for r in t[1].values()]
         self.sample_rate = _common_format(refs, sample_rate, nb_channels, f"{self.root} ({split} split)")
-        self._channels = nb_channels or refs[0].channels
         if self._chunked and self.seq_len is not None:
             self.skipped = [t[0] for t in self.tracks if t[2] < self.seq_len]
             self.tracks = [t for t in self.tracks if t[2] >= self.seq_len]
@@ -763,38 +724,16 @@ class MUSDBDataset(UnmixDataset):
     def _chunked(self) -> bool:
         return self.split == "train" and self.seq_duration is not None
 
-    def _find_tracks(self, folder: Path):
-        """[(name, {part: AudioRef}, min source frames)] for the tracks in `folder`."""
-        if not folder.is_dir():
-            raise UnmixError(f"no folder {folder}")
-        stems = sorted(folder.glob("*.stem.mp4"))
-        dirs = _subdirs(folder)
-        if stems and not self.is_wav:
-            tracks = [self._stem_track(p) for p in stems]
-        elif dirs:
-            tracks = [self._folder_track(d) for d in dirs]
+    def _track(self, track: musdb.Track):
+        """``(name, {part: AudioRef}, min source frames)`` of a MUSDB track (the mixture is optional)."""
+        if track.is_stem:
+            streams = probe_stems(track.path)
+            if len(streams) < len(musdb.MUSDB_STEM_IDS):
+                raise UnmixError(f"{track.path} has {len(streams)} audio streams, MUSDB stems have 5")
+            refs = {part: streams[k] for part, k in musdb.MUSDB_STEM_IDS.items()}
         else:
-            kind = "track folders" if self.is_wav else ".stem.mp4 files or track folders"
-            raise UnmixError(f"no MUSDB tracks ({kind}) in {folder}")
-        return tracks
-
-    def _folder_track(self, track: Path):
-        refs = {}
-        for part in ("mixture",) + MUSDB_SOURCES:
-            path = next((track / (part + e) for e in AUDIO_EXTS if (track / (part + e)).is_file()), None)
-            if path is None and part != "mixture":
-                raise UnmixError(f"track {track} has no {part}.wav or {part}.flac")
-            if path is not None:
-                refs[part] = probe(path)
+            refs = {part: probe(path) for part, path in musdb.part_paths(track).items()}
         return track.name, refs, min(refs[s].frames for s in MUSDB_SOURCES)
-
-    def _stem_track(self, path: Path):
-        streams = probe_stems(path)
-        if len(streams) < len(MUSDB_STEM_IDS):
-            raise UnmixError(f"{path} has {len(streams)} audio streams, MUSDB stems have 5")
-        refs = {part: streams[k] for part, k in MUSDB_STEM_IDS.items()}
-        name = path.name[: -len(".stem.mp4")]
-        return name, refs, min(refs[s].frames for s in MUSDB_SOURCES)
 
     def __len__(self):
         return len(self.tracks) * self.samples_per_track
@@ -914,215 +853,59 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
 
 
 # ----------------------------------------------------------------------------
-# batch loader
+# views for training: magnitudes, shards
 
 
-def load_batch(dataset: UnmixDataset, indices: Sequence[int], epoch: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stack samples `indices` of `epoch`: x, y float32 (batch, nb_channels, nb_timesteps)."""
-    pairs = [dataset.get(int(i), epoch) for i in indices]
-    shapes = {p[0].shape for p in pairs} | {p[1].shape for p in pairs}
-    if len(shapes) > 1:
-        raise UnmixError(f"samples of one batch differ in shape {sorted(shapes)}; "
-                         "use batch_size=1 for full tracks")
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+def model_magnitude(audio, n_fft, n_hop, nb_channels):
+    """Training-time magnitude (center=False, as the reference's encoder).
 
+    Args:
+        audio: float32 ``(nb_audio_channels, nb_timesteps)``.
+        nb_channels: the model's; 1 averages the channel magnitudes (the reference's ComplexNorm(mono)),
+            2 repeats a mono signal (more channels keep the first two).
 
-def _to_shared(batch, name):
-    """Copy (x, y) into a new shared memory block `name`; return (name, x shape, y shape).
-
-    A 16 x 6 s stereo batch is 12 MB of audio (68 MB as the magnitudes x and y of
-    `MagnitudeDataset`): through a pipe it costs the parent hundreds of ms on a busy
-    machine, through shared memory one copy.
+    Returns:
+        float32 ``(nb_channels, nb_bins, nb_frames)``.
     """
-    x, y = batch
-    size = max(1, x.nbytes + y.nbytes)
-    shm = shared_memory.SharedMemory(name=name, create=True, size=size)
-    try:
-        # reserve the pages now: a /dev/shm too small for the block (Docker's default is 64 MB)
-        # is then a clear error here, instead of a SIGBUS that kills the worker mid-copy
-        os.posix_fallocate(shm._fd, 0, size)
-    except OSError as exc:
-        shm.close()
-        shm.unlink()
-        raise UnmixError(f"/dev/shm has no room for a batch of {size / 2**20:.0f} MB ({exc.strerror}): "
-                         f"{_SHM_HINT}") from None
-    view_x = np.ndarray(x.shape, np.float32, shm.buf)
-    view_y = np.ndarray(y.shape, np.float32, shm.buf, offset=x.nbytes)
-    view_x[...], view_y[...] = x, y
-    del view_x, view_y  # release the buffer before close
-    # the parent attaches, copies and unlinks; the worker's tracker must not unlink it too
-    resource_tracker.unregister(shm._name, "shared_memory")
-    shm.close()
-    return name, x.shape, y.shape
+    if nb_channels != 1:
+        audio = fit_channels(audio, nb_channels)
+    spec = transforms.stft(audio[None], n_fft, n_hop, center=False)
+    return transforms.magnitude(spec, mono=nb_channels == 1)[0]
 
 
-def _from_shared(meta) -> Tuple[np.ndarray, np.ndarray]:
-    name, x_shape, y_shape = meta
-    shm = shared_memory.SharedMemory(name=name)
-    try:
-        x = np.ndarray(x_shape, np.float32, shm.buf).copy()
-        y = np.ndarray(y_shape, np.float32, shm.buf, offset=x.nbytes).copy()
-    finally:
-        shm.close()
-        shm.unlink()
-    return x, y
+class MagnitudeDataset:
+    """A dataset view yielding magnitudes, so DataLoader workers do the STFT.
 
-
-def _unlink_shared(name: str) -> None:
-    try:
-        shm = shared_memory.SharedMemory(name=name)
-        shm.close()
-        shm.unlink()
-    except FileNotFoundError:  # already gone (another process removed it)
-        pass
-
-
-def _unlink_blocks(prefix: str) -> None:
-    """Remove every shared block whose name starts with `prefix` (Linux lists them in /dev/shm)."""
-    shm_dir = Path("/dev/shm")
-    if shm_dir.is_dir():
-        for block in shm_dir.glob(prefix + "*"):
-            _unlink_shared(block.name)
-
-
-_SHM_HINT = "give the container more shared memory (docker --shm-size) or use --nb-workers 0"
-
-
-def _worker_loop(dataset, tasks, results, stop, prefix, parent):
-    """Worker process: (batch number, indices, epoch) -> (batch number, shared block, error).
-
-    Exits by itself when its `parent` process is gone (killed, out of memory): it then removes
-    the shared blocks it made, which no one else would (they would hold RAM until a reboot)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    while True:
-        if os.getppid() != parent:
-            results.cancel_join_thread()  # no one reads the results any more
-            _unlink_blocks(prefix)
-            return
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            continue
-        if task is None:
-            return
-        if stop.is_set():
-            continue  # the parent stopped early: drop the queued tasks, wait for the sentinel
-        k, indices, epoch = task
-        try:
-            meta = _to_shared(load_batch(dataset, indices, epoch), f"{prefix}{k}")
-            results.put((k, meta, None))
-        except Exception as e:
-            results.put((k, None, (isinstance(e, UnmixError), f"{type(e).__name__}: {e}",
-                                   traceback.format_exc())))
-
-
-class DataLoader:
-    """Batches of a dataset: iterate for ``(x, y)`` float32 ``(batch, nb_channels, nb_timesteps)``.
-
-    Each iteration is one epoch: the order is a permutation seeded with
-    ``(seed, epoch)`` when `shuffle`, and samples come from ``dataset.get(i, epoch)``,
-    so batches are identical for any `nb_workers`. The epoch counter advances
-    after each iteration; `set_epoch` sets it (e.g. when resuming).
-    With ``nb_workers > 0`` batches are loaded by worker processes (started per
-    epoch, 'fork' or 'spawn'), at most ``nb_workers * prefetch`` batches ahead,
-    and handed over through shared memory.
+    ``get(index, epoch)`` -> ``(X, Y)`` float32 ``(nb_channels, nb_bins, nb_frames)`` from the
+    audio pair of ``dataset.get(index, epoch)``. Picklable (for 'spawn' workers).
     """
 
-    def __init__(self, dataset: UnmixDataset, batch_size: int, shuffle: bool = True,
-                 nb_workers: int = 0, seed: int = 42, drop_last: bool = True,
-                 prefetch: int = 2, start_method: Optional[str] = None):
-        if batch_size < 1:
-            raise UnmixError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle, self.drop_last = shuffle, drop_last
-        self.nb_workers = max(0, int(nb_workers))
-        self.seed = int(seed)
-        self.prefetch = max(1, int(prefetch))
-        self.start_method = start_method
-        self.epoch = 0
+    def __init__(self, dataset, n_fft, n_hop, nb_channels):
+        self.dataset, self.n_fft, self.n_hop, self.nb_channels = dataset, n_fft, n_hop, nb_channels
 
-    def set_epoch(self, epoch: int) -> None:
-        """The next iteration uses `epoch` (then epoch + 1, ...)."""
-        self.epoch = int(epoch)
+    def __len__(self):
+        return len(self.dataset)
 
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def batch_indices(self, epoch: int) -> List[np.ndarray]:
-        """The sample indices of each batch of `epoch`."""
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
-        return [order[k * self.batch_size:(k + 1) * self.batch_size] for k in range(len(self))]
-
-    def __iter__(self):
-        epoch = self.epoch
-        self.epoch += 1
+    def set_epoch(self, epoch):
         self.dataset.set_epoch(epoch)
-        batches = self.batch_indices(epoch)
-        if self.nb_workers == 0:
-            return (load_batch(self.dataset, b, epoch) for b in batches)
-        return self._iter_workers(batches, epoch)
 
-    def _iter_workers(self, batches, epoch):
-        ctx = multiprocessing.get_context(self.start_method)
-        resource_tracker.ensure_running()  # one tracker, inherited by the workers
-        prefix = f"unmix_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
-        tasks, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        workers = [ctx.Process(target=_worker_loop, args=(self.dataset, tasks, results, stop, prefix, os.getpid()),
-                               daemon=True)
-                   for _ in range(min(self.nb_workers, max(1, len(batches))))]
-        for w in workers:
-            w.start()
-        try:
-            sent, ready = 0, {}
-            for k in range(len(batches)):
-                # keep a bounded number of batches in flight: memory stays bounded
-                while sent < len(batches) and sent < k + self.nb_workers * self.prefetch:
-                    tasks.put((sent, batches[sent], epoch))
-                    sent += 1
-                while k not in ready:
-                    got, meta, error = self._receive(results, workers)
-                    if error is not None:
-                        is_user, message, trace = error
-                        if is_user:
-                            raise UnmixError(message)
-                        raise RuntimeError(f"data worker failed: {message}\n{trace}")
-                    ready[got] = _from_shared(meta)
-                yield ready.pop(k)
-        finally:
-            self._stop(workers, tasks, results, stop, prefix)
+    def get(self, index, epoch=0):
+        x, y = self.dataset.get(index, epoch)
+        return (model_magnitude(x, self.n_fft, self.n_hop, self.nb_channels),
+                model_magnitude(y, self.n_fft, self.n_hop, self.nb_channels))
 
-    @staticmethod
-    def _receive(results, workers):
-        while True:
-            try:
-                return results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [w.exitcode for w in workers if not w.is_alive()]
-                if dead and dead[0] == -signal.SIGBUS:  # a shared block beyond what /dev/shm holds
-                    raise UnmixError(f"a data worker died of SIGBUS, /dev/shm is probably full: {_SHM_HINT}")
-                if dead:
-                    raise RuntimeError(f"a data worker died (exit code {dead[0]})") from None
 
-    @staticmethod
-    def _stop(workers, tasks, results, stop, prefix):
-        """Stop the workers (they finish the batch at hand) and free unclaimed blocks."""
-        stop.set()
-        for _ in workers:
-            tasks.put(None)
-        for w in workers:
-            w.join(timeout=10)
-            if w.is_alive():
-                w.terminate()
-                w.join()
-        tasks.cancel_join_thread()
-        while True:  # batches loaded but never taken
-            try:
-                _, meta, _ = results.get(timeout=0.05)
-            except queue.Empty:
-                break
-            if meta is not None:
-                _unlink_shared(meta[0])
-        _unlink_blocks(prefix)  # a worker killed mid-copy leaves a named block
+class Subset:
+    """Samples `indices` of a dataset (a process's shard in data-parallel training)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def set_epoch(self, epoch):
+        self.dataset.set_epoch(epoch)
+
+    def get(self, index, epoch=0):
+        return self.dataset.get(int(self.indices[index]), epoch)

@@ -1,69 +1,16 @@
-"""unmix.data on tiny synthetic datasets written in tmp_path.
-
-Most stems are float WAVs of integer "ramps" that encode where a sample came
-from: value = track * 100000 + source * 20000 + channel * 10000 + frame. Sums
-of a few such values are exact in float32, so a chunk tells its track, source,
-channel order and start, and mixtures can be checked exactly.
-"""
-import multiprocessing
-import os
+"""unmix.datasets on tiny synthetic datasets written in tmp_path (the ramps of `ramps`)."""
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from ramps import FRAMES, RATE, SEQ, SEQ_LEN, decode, make_musdb, make_trackfolder, ramp, ramp_slice, write
 
-from unmix import data
+from unmix import datasets, musdb
 from unmix.errors import UnmixError
 
-RATE = 8000
-FRAMES = 8000  # 1 s tracks
-SEQ = 0.25  # 2000-sample chunks
-SEQ_LEN = 2000
 SYNTH = Path("/work/shared/data/musdb-synth-mini")
-
-
-def ramp(track, source, frames=FRAMES, channels=2):
-    """(frames, channels) float32 ramp that encodes (track, source, channel, frame)."""
-    t = np.arange(frames)
-    cols = [track * 100000 + source * 20000 + c * 10000 + t for c in range(channels)]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
-def decode(chunk):
-    """(track, source, first channel, start) of an unaugmented ramp chunk (channels, time)."""
-    v = int(chunk[0, 0])
-    rem = v % 100000
-    return v // 100000, rem // 20000, (rem % 20000) // 10000, rem % 10000
-
-
-def ramp_slice(track, source, start, n=SEQ_LEN, frames=FRAMES):
-    return ramp(track, source, frames)[start:start + n].T
-
-
-def write(path, audio, rate=RATE):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(path), audio, rate, subtype="FLOAT")
-
-
-def make_musdb(root, names, frames=FRAMES, mixture=True):
-    """MUSDB18-HQ layout: root/train/<name>/{mixture,vocals,drums,bass,other}.wav."""
-    for i, name in enumerate(names):
-        stems = [ramp(i, s, frames) for s in range(4)]
-        for s, source in enumerate(data.MUSDB_SOURCES):
-            write(root / "train" / name / f"{source}.wav", stems[s])
-        if mixture:
-            write(root / "train" / name / "mixture.wav", np.sum(stems, axis=0))
-    return root
-
-
-def make_trackfolder(root, split, nb_tracks, files, frames=FRAMES):
-    """root/split/<k>/<file> for each file; file j of track k is ramp(k, j)."""
-    for k in range(nb_tracks):
-        for j, f in enumerate(files):
-            write(root / split / f"{k:02d}" / f, ramp(k, j, frames))
-    return root
 
 
 # ---------------------------------------------------------------- reading
@@ -74,10 +21,10 @@ def test_chunk_read_equals_slice_of_full_file(tmp_path, ext):
     audio = (np.random.default_rng(0).uniform(-0.5, 0.5, (5000, 2))).astype(np.float32)
     path = tmp_path / f"a{ext}"
     sf.write(str(path), audio, RATE, subtype="PCM_16")
-    ref = data.probe(path)
+    ref = datasets.probe(path)
     assert (ref.frames, ref.rate, ref.channels, ref.stem_id) == (5000, RATE, 2, None)
-    full = data.read_chunk(ref)
-    chunk = data.read_chunk(ref, 1234, 1234 + 777)
+    full = datasets.read_chunk(ref)
+    chunk = datasets.read_chunk(ref, 1234, 1234 + 777)
     assert full.shape == (2, 5000) and full.dtype == np.float32
     np.testing.assert_array_equal(chunk, full[:, 1234:2011])
     np.testing.assert_allclose(full, audio.T, atol=1 / 32768)
@@ -85,17 +32,17 @@ def test_chunk_read_equals_slice_of_full_file(tmp_path, ext):
 
 def test_fit_channels():
     stereo = np.arange(8, dtype=np.float32).reshape(2, 4)
-    np.testing.assert_array_equal(data.fit_channels(stereo, 1), stereo.mean(0, keepdims=True))
-    np.testing.assert_array_equal(data.fit_channels(stereo[:1], 2), np.repeat(stereo[:1], 2, 0))
-    np.testing.assert_array_equal(data.fit_channels(np.ones((3, 4)), 2), np.ones((2, 4)))
-    assert data.fit_channels(stereo, None) is stereo
+    np.testing.assert_array_equal(datasets.fit_channels(stereo, 1), stereo.mean(0, keepdims=True))
+    np.testing.assert_array_equal(datasets.fit_channels(stereo[:1], 2), np.repeat(stereo[:1], 2, 0))
+    np.testing.assert_array_equal(datasets.fit_channels(np.ones((3, 4)), 2), np.ones((2, 4)))
+    assert datasets.fit_channels(stereo, None) is stereo
 
 
 def test_unreadable_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     with pytest.raises(UnmixError, match="cannot read audio file"):
-        data.probe(bad)
+        datasets.probe(bad)
 
 
 # ---------------------------------------------------------------- augmentations
@@ -105,7 +52,7 @@ def test_gain_in_range_and_one_gain_per_call():
     audio = np.ones((2, 10), np.float32)
     gains = []
     for k in range(400):
-        out = data.augment_gain(audio, np.random.default_rng(k))
+        out = datasets.augment_gain(audio, np.random.default_rng(k))
         assert np.all(out == out[0, 0]) and out.dtype == np.float32
         gains.append(out[0, 0])
     assert 0.25 <= min(gains) < 0.3 and 1.2 < max(gains) < 1.25
@@ -115,20 +62,20 @@ def test_channelswap_swaps_stereo_about_half_the_time():
     audio = np.stack([np.zeros(5), np.ones(5)]).astype(np.float32)
     swapped = 0
     for k in range(400):
-        out = data.augment_channelswap(audio, np.random.default_rng(k))
+        out = datasets.augment_channelswap(audio, np.random.default_rng(k))
         assert np.array_equal(out, audio) or np.array_equal(out, audio[::-1])
         swapped += bool(out[0, 0] == 1)
     assert 150 < swapped < 250
     mono = np.ones((1, 5), np.float32)
-    assert data.augment_channelswap(mono, np.random.default_rng(0)) is mono
+    assert datasets.augment_channelswap(mono, np.random.default_rng(0)) is mono
 
 
 def test_make_augmentations_names_and_errors():
-    aug = data.make_augmentations(["gain", "channelswap"])
-    assert aug.augmentations == [data.augment_gain, data.augment_channelswap]
-    assert data.make_augmentations(None).augmentations == []
+    aug = datasets.make_augmentations(["gain", "channelswap"])
+    assert aug.augmentations == [datasets.augment_gain, datasets.augment_channelswap]
+    assert datasets.make_augmentations(None).augmentations == []
     with pytest.raises(UnmixError, match="unknown source augmentation 'pitch'"):
-        data.make_augmentations(["pitch"])
+        datasets.make_augmentations(["pitch"])
 
 
 # ---------------------------------------------------------------- musdb
@@ -136,7 +83,7 @@ def test_make_augmentations_names_and_errors():
 
 def test_musdb_train_chunks_are_coherent_mixes(tmp_path):
     root = make_musdb(tmp_path, [f"T{k}" for k in range(3)])
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=4)
+    ds = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=4)
     assert len(ds) == 12 and ds.sample_rate == RATE and ds.seq_len == SEQ_LEN
     for index in range(len(ds)):
         x, y = ds[index]
@@ -149,14 +96,14 @@ def test_musdb_train_chunks_are_coherent_mixes(tmp_path):
 
 def test_musdb_random_track_mix_draws_sources_from_other_tracks(tmp_path):
     root = make_musdb(tmp_path, [f"T{k}" for k in range(4)])
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=1, random_track_mix=True)
+    ds = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=1, random_track_mix=True)
     tracks = {decode(ds.get(0, epoch)[1])[0] for epoch in range(12)}
     assert len(tracks) >= 2  # the reference picks every source's track at random
 
 
 def test_musdb_augmentations_apply_per_source(tmp_path):
     root = make_musdb(tmp_path, ["A", "B"])
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=20,
+    ds = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=20,
                            source_augmentations=["channelswap"])
     firsts = set()
     for index in range(20):
@@ -168,7 +115,7 @@ def test_musdb_augmentations_apply_per_source(tmp_path):
         assert (x[0, 0] - x[1, 0]) % 10000 == 0
     assert firsts == {0, 1}
 
-    gained = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=20,
+    gained = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=20,
                                source_augmentations=["gain"])
     for index in range(20):
         _, y = gained[index]
@@ -179,7 +126,7 @@ def test_musdb_augmentations_apply_per_source(tmp_path):
 
 def test_musdb_valid_yields_full_tracks(tmp_path):
     root = make_musdb(tmp_path, [f"T{k}" for k in range(8)])
-    ds = data.MUSDBDataset(root, split="valid", seq_duration=None, samples_per_track=1)
+    ds = datasets.MUSDBDataset(root, split="valid", seq_duration=None, samples_per_track=1)
     assert len(ds) == 1
     x, y = ds[0]
     track = decode(y)[0]
@@ -187,13 +134,13 @@ def test_musdb_valid_yields_full_tracks(tmp_path):
     assert name == f"T{track}"
     np.testing.assert_array_equal(y, ramp(track, 0).T)
     np.testing.assert_array_equal(x, sf.read(str(root / "train" / name / "mixture.wav"), dtype="float32")[0].T)
-    acc = data.MUSDBDataset(root, target="accompaniment", split="valid", seq_duration=None, samples_per_track=1)
+    acc = datasets.MUSDBDataset(root, target="accompaniment", split="valid", seq_duration=None, samples_per_track=1)
     np.testing.assert_array_equal(acc[0][1], sum(ramp(track, s) for s in (1, 2, 3)).T)
 
 
 def test_musdb_without_mixture_file_sums_sources(tmp_path):
     root = make_musdb(tmp_path, ["A", "B"], mixture=False)
-    ds = data.MUSDBDataset(root, split=None, seq_duration=None, samples_per_track=1, target="drums")
+    ds = datasets.MUSDBDataset(root, split=None, seq_duration=None, samples_per_track=1, target="drums")
     x, y = ds[1]
     np.testing.assert_array_equal(x, sum(ramp(1, s) for s in range(4)).T)
     np.testing.assert_array_equal(y, ramp(1, 1).T)
@@ -201,96 +148,87 @@ def test_musdb_without_mixture_file_sums_sources(tmp_path):
 
 def test_musdb_accompaniment_training_target_is_mix_minus_vocals(tmp_path):
     root = make_musdb(tmp_path, ["A", "B"])
-    ds = data.MUSDBDataset(root, target="accompaniment", valid_tracks=[], seq_duration=SEQ, samples_per_track=2)
+    ds = datasets.MUSDBDataset(root, target="accompaniment", valid_tracks=[], seq_duration=SEQ, samples_per_track=2)
     x, y = ds[3]
     track, source, _, start = decode(x - y)  # x - y: the vocals
     assert (track, source) == (1, 0)
     np.testing.assert_array_equal(y, sum(ramp_slice(track, s, start) for s in (1, 2, 3)))
 
 
-def test_official_validation_names_match_musdb_package():
-    musdb = pytest.importorskip("musdb")
-    import yaml
-
-    setup = yaml.safe_load((Path(musdb.__file__).parent / "configs" / "mus.yaml").read_text())
-    assert tuple(setup["validation_tracks"]) == data.MUSDB_VALIDATION_TRACKS
-    assert len(data.MUSDB_VALIDATION_TRACKS) == 14
-
-
 def test_split_uses_official_tracks_when_they_match(tmp_path):
-    official = list(data.MUSDB_VALIDATION_TRACKS[:2])
+    official = list(musdb.MUSDB_VALIDATION_TRACKS[:2])
     root = make_musdb(tmp_path, official + ["Other - One", "Other - Two"], frames=3000)
-    train = data.MUSDBDataset(root, split="train", seq_duration=SEQ)
-    valid = data.MUSDBDataset(root, split="valid", seq_duration=None, samples_per_track=1)
+    train = datasets.MUSDBDataset(root, split="train", seq_duration=SEQ)
+    valid = datasets.MUSDBDataset(root, split="valid", seq_duration=None, samples_per_track=1)
     assert sorted(t[0] for t in valid.tracks) == sorted(official)
     assert [t[0] for t in train.tracks] == ["Other - One", "Other - Two"]
 
 
 def test_split_explicit_and_seeded():
     names = [f"T{k}" for k in range(17)]
-    assert data.validation_names(names, ["T3", "T5"]) == ["T3", "T5"]
-    seeded = data.validation_names(names, seed=1)
+    assert datasets.validation_names(names, ["T3", "T5"]) == ["T3", "T5"]
+    seeded = datasets.validation_names(names, seed=1)
     assert len(seeded) == 2 and set(seeded) <= set(names)
-    assert data.validation_names(names, seed=1) == seeded
-    assert data.validation_names(["a", "b"]) in (["a"], ["b"])
+    assert datasets.validation_names(names, seed=1) == seeded
+    assert datasets.validation_names(["a", "b"]) in (["a"], ["b"])
     with pytest.raises(UnmixError, match="not found among the training tracks: T99"):
-        data.validation_names(names, ["T99"])
+        datasets.validation_names(names, ["T99"])
     with pytest.raises(UnmixError, match="at least 2 tracks"):
-        data.validation_names(["only"])
+        datasets.validation_names(["only"])
     with pytest.raises(UnmixError, match="no training tracks"):
-        data.validation_names(["a", "b"], ["a", "b"])
+        datasets.validation_names(["a", "b"], ["a", "b"])
 
 
 def test_musdb_seeded_split_is_disjoint_and_complete(tmp_path):
     names = [f"T{k}" for k in range(9)]
     root = make_musdb(tmp_path, names, frames=2500)
-    train, valid = data.load_datasets("musdb", root, seq_duration=SEQ, samples_per_track=2, seed=3)
+    train, valid = datasets.load_datasets("musdb", root, seq_duration=SEQ, samples_per_track=2, seed=3)
     tnames, vnames = [t[0] for t in train.tracks], [t[0] for t in valid.tracks]
     assert len(vnames) == 1 and sorted(tnames + vnames) == names
     assert len(train) == 16 and len(valid) == 1
-    assert train.source_augmentations.augmentations == [data.augment_gain, data.augment_channelswap]
+    assert train.source_augmentations.augmentations == [datasets.augment_gain, datasets.augment_channelswap]
     assert valid.source_augmentations.augmentations == []
     assert train.random_track_mix and valid.seq_duration is None
     for seed in (4, 42):  # the split does not follow the training seed: a seed sweep validates alike
-        _, same = data.load_datasets("musdb", root, seq_duration=SEQ, samples_per_track=2, seed=seed)
+        _, same = datasets.load_datasets("musdb", root, seq_duration=SEQ, samples_per_track=2, seed=seed)
         assert [t[0] for t in same.tracks] == vnames
-    _, valid2 = data.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=["T4"])
+    _, valid2 = datasets.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=["T4"])
     assert [t[0] for t in valid2.tracks] == ["T4"]
     with pytest.raises(UnmixError, match=r"\(valid split\): no tracks found"):
-        data.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=[])
+        datasets.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=[])
 
 
 def test_musdb_skips_short_tracks_and_errors(tmp_path):
     root = make_musdb(tmp_path, ["long", "short"])
     write(root / "train" / "short" / "bass.wav", ramp(1, 2, frames=1000))
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ)
+    ds = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ)
     assert [t[0] for t in ds.tracks] == ["long"] and ds.skipped == ["short"]
     with pytest.raises(UnmixError, match="at least 2 s long"):
-        data.MUSDBDataset(root, valid_tracks=[], seq_duration=2.0)
+        datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=2.0)
     (root / "train" / "short" / "vocals.wav").unlink()
     with pytest.raises(UnmixError, match="short has no vocals.wav or vocals.flac"):
-        data.MUSDBDataset(root, split=None)
+        datasets.MUSDBDataset(root, split=None)
     with pytest.raises(UnmixError, match="does not exist"):
-        data.MUSDBDataset(tmp_path / "nowhere")
+        datasets.MUSDBDataset(tmp_path / "nowhere")
     with pytest.raises(UnmixError, match="unknown MUSDB target 'piano'"):
-        data.MUSDBDataset(root, target="piano")
+        datasets.MUSDBDataset(root, target="piano")
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(UnmixError, match="no MUSDB tracks"):
-        data.MUSDBDataset(tmp_path / "empty")
+        datasets.MUSDBDataset(tmp_path / "empty")
 
 
 def test_mismatched_rates_and_channels_are_errors(tmp_path):
     root = make_musdb(tmp_path, ["A", "B"])
     write(root / "train" / "B" / "other.wav", ramp(1, 3), rate=16000)
     with pytest.raises(UnmixError, match="different sample rates"):
-        data.MUSDBDataset(root, split=None)
+        datasets.MUSDBDataset(root, split=None)
     write(root / "train" / "B" / "other.wav", ramp(1, 3, channels=1))
     with pytest.raises(UnmixError, match="different channel counts"):
-        data.MUSDBDataset(root, split=None)
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=1, nb_channels=1)
+        datasets.MUSDBDataset(root, split=None)
+    ds = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=1, nb_channels=1)
     assert ds[1][0].shape == (1, SEQ_LEN)
     with pytest.raises(UnmixError, match="expected 44100 Hz"):
-        data.MUSDBDataset(root, split=None, sample_rate=44100, nb_channels=2)
+        datasets.MUSDBDataset(root, split=None, sample_rate=44100, nb_channels=2)
 
 
 def test_musdb_stems_mp4(tmp_path):
@@ -301,14 +239,14 @@ def test_musdb_stems_mp4(tmp_path):
     (tmp_path / "train").mkdir()
     for name in ("One - A", "Two - B"):
         (tmp_path / "train" / f"{name}.stem.mp4").symlink_to(example)
-    train, valid = data.load_datasets("musdb", tmp_path, seq_duration=0.5, valid_tracks=["Two - B"])
+    train, valid = datasets.load_datasets("musdb", tmp_path, seq_duration=0.5, valid_tracks=["Two - B"])
     assert [t[0] for t in train.tracks] == ["One - A"] and [t[0] for t in valid.tracks] == ["Two - B"]
     refs = train.tracks[0][1]
     assert refs["vocals"].stem_id == 4 and refs["mixture"].stem_id == 0 and train.sample_rate == 44100
-    full = data.read_chunk(refs["vocals"])
-    np.testing.assert_array_equal(data.read_chunk(refs["vocals"], 12345, 34567), full[:, 12345:34567])
+    full = datasets.read_chunk(refs["vocals"])
+    np.testing.assert_array_equal(datasets.read_chunk(refs["vocals"], 12345, 34567), full[:, 12345:34567])
 
-    ds = data.MUSDBDataset(tmp_path, valid_tracks=[], seq_duration=0.5, samples_per_track=1)
+    ds = datasets.MUSDBDataset(tmp_path, valid_tracks=[], seq_duration=0.5, samples_per_track=1)
     x, y = ds[0]
     assert x.shape == y.shape == (2, 22050)
     # find the chunk's start from a loud 32-sample window of the vocals
@@ -317,23 +255,23 @@ def test_musdb_stems_mp4(tmp_path):
     windows = np.lib.stride_tricks.sliding_window_view(full[0], 32)
     start = int(np.flatnonzero(np.all(windows == y[0, k:k + 32], axis=1))[0]) - k
     np.testing.assert_array_equal(y, full[:, start:start + 22050])
-    sources = sum(data.read_chunk(refs[s], start, start + 22050) for s in data.MUSDB_SOURCES)
+    sources = sum(datasets.read_chunk(refs[s], start, start + 22050) for s in musdb.MUSDB_SOURCES)
     np.testing.assert_allclose(x, sources, atol=1e-6)
 
     x_valid, y_valid = valid[0]
     np.testing.assert_array_equal(y_valid, full)
-    np.testing.assert_array_equal(x_valid, data.read_chunk(refs["mixture"]))
+    np.testing.assert_array_equal(x_valid, datasets.read_chunk(refs["mixture"]))
 
 
 @pytest.mark.skipif(not SYNTH.is_dir(), reason="musdb-synth-mini is not on this machine")
 def test_musdb_synth_mini():
-    train, valid = data.load_datasets("musdb", SYNTH, seq_duration=2.0, samples_per_track=2, seed=42)
+    train, valid = datasets.load_datasets("musdb", SYNTH, seq_duration=2.0, samples_per_track=2, seed=42)
     assert len(train.tracks) == 7 and len(valid.tracks) == 1 and train.sample_rate == 44100
     x, y = train[5]
     assert x.shape == y.shape == (2, 88200) and np.abs(y).max() > 0
     x, y = valid[0]
     folder = SYNTH / "train" / valid.tracks[0][0]
-    sources = sum(sf.read(str(folder / f"{s}.flac"), dtype="float32")[0] for s in data.MUSDB_SOURCES)
+    sources = sum(sf.read(str(folder / f"{s}.flac"), dtype="float32")[0] for s in musdb.MUSDB_SOURCES)
     np.testing.assert_allclose(x, sources.T, atol=1e-6)
     np.testing.assert_array_equal(y, sf.read(str(folder / "vocals.flac"), dtype="float32")[0].T)
 
@@ -345,8 +283,8 @@ def test_seeding_reproduces_samples(tmp_path):
     root = make_musdb(tmp_path, ["A", "B", "C"])
     kwargs = dict(valid_tracks=[], seq_duration=SEQ, samples_per_track=3,
                   source_augmentations=["gain", "channelswap"], random_track_mix=True)
-    a, b = data.MUSDBDataset(root, seed=7, **kwargs), data.MUSDBDataset(root, seed=7, **kwargs)
-    other = data.MUSDBDataset(root, seed=8, **kwargs)
+    a, b = datasets.MUSDBDataset(root, seed=7, **kwargs), datasets.MUSDBDataset(root, seed=7, **kwargs)
+    other = datasets.MUSDBDataset(root, seed=8, **kwargs)
     for index in (4, 0, 8):  # order of reads does not matter
         np.testing.assert_array_equal(a.get(index, 2)[0], b.get(index, 2)[0])
     assert not np.array_equal(a.get(4, 0)[0], a.get(4, 1)[0])
@@ -357,88 +295,9 @@ def test_seeding_reproduces_samples(tmp_path):
         a[len(a)]
 
 
-def test_loader_batches_and_epochs(tmp_path):
-    root = make_musdb(tmp_path, ["A", "B", "C"])
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=3)
-    loader = data.DataLoader(ds, batch_size=4)
-    assert len(loader) == 2
-    assert len(data.DataLoader(ds, 4, drop_last=False)) == 3
-    first = list(loader)
-    assert [b[0].shape for b in first] == [(4, 2, SEQ_LEN)] * 2
-    order = loader.batch_indices(0)[0]
-    np.testing.assert_array_equal(first[0][1][2], ds.get(order[2], 0)[1])
-    second = list(loader)  # the next epoch
-    assert not np.array_equal(first[0][0], second[0][0])
-    loader.set_epoch(0)
-    np.testing.assert_array_equal(list(loader)[1][0], first[1][0])
-    unshuffled = data.DataLoader(ds, 3, shuffle=False, drop_last=False)
-    np.testing.assert_array_equal(unshuffled.batch_indices(5)[2], [6, 7, 8])
-
-
-@pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_worker_loading_matches_single_process(tmp_path, start_method):
-    root = make_musdb(tmp_path, ["A", "B", "C"])
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=4,
-                           source_augmentations=["gain", "channelswap"], random_track_mix=True)
-    serial = data.DataLoader(ds, 2, nb_workers=0, seed=5)
-    parallel = data.DataLoader(ds, 2, nb_workers=2, seed=5, prefetch=1, start_method=start_method)
-    serial.set_epoch(3)
-    parallel.set_epoch(3)
-    batches = list(parallel)
-    assert len(batches) == len(serial) == 6
-    for (x0, y0), (x1, y1) in zip(serial, batches):
-        np.testing.assert_array_equal(x0, x1)
-        np.testing.assert_array_equal(y0, y1)
-    assert multiprocessing.active_children() == []
-
-
-def test_worker_errors_and_early_stop(tmp_path):
-    root = make_musdb(tmp_path, ["A", "B"])
-    ds = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=4)
-    loader = data.DataLoader(ds, 2, nb_workers=2)
-    for _ in loader:
-        break  # workers still loading must be stopped
-    assert multiprocessing.active_children() == []
-    assert list(Path("/dev/shm").glob(f"unmix_{os.getpid()}_*")) == []  # no batch left behind
-    (root / "train" / "A" / "bass.wav").write_bytes(b"gone")
-    with pytest.raises(UnmixError, match="cannot read audio file"):
-        list(data.DataLoader(ds, 8, nb_workers=2))
-    assert multiprocessing.active_children() == []
-
-
-class DyingDataset(data.UnmixDataset):
-    """Two samples; the worker loading the second one dies."""
-
-    def __len__(self):
-        return 2
-
-    def _get(self, index, rng):
-        if index == 1:
-            os._exit(3)
-        return np.zeros((1, 4)), np.zeros((1, 4))
-
-
-def test_dead_worker_is_reported():
-    loader = data.DataLoader(DyingDataset(), 1, shuffle=False, nb_workers=1, start_method="fork")
-    with pytest.raises(RuntimeError, match="data worker died"):
-        list(loader)
-    assert multiprocessing.active_children() == []
-
-
-def test_full_tracks_of_different_length_need_batch_size_one(tmp_path):
-    root = make_trackfolder(tmp_path, "valid", 2, ["vocals.wav", "bass.wav"])
-    write(tmp_path / "valid" / "01" / "vocals.wav", ramp(1, 0, frames=6000))
-    write(tmp_path / "valid" / "01" / "bass.wav", ramp(1, 1, frames=6000))
-    make_trackfolder(root, "train", 1, ["vocals.wav", "bass.wav"])
-    ds = data.FixedSourcesTrackFolderDataset(root, split="valid", interferer_files=["bass.wav"])
-    assert [b[0].shape for b in data.DataLoader(ds, 1, shuffle=False)] == [(1, 2, 8000), (1, 2, 6000)]
-    with pytest.raises(UnmixError, match="use batch_size=1"):
-        list(data.DataLoader(ds, 2))
-
-
 def test_for_statistics_yields_whole_unaugmented_tracks(tmp_path):
     root = make_musdb(tmp_path, [f"T{k}" for k in range(3)])
-    train = data.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=8,
+    train = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ, samples_per_track=8,
                               source_augmentations=["gain"], random_track_mix=True)
     stats = train.for_statistics()
     assert len(stats) == 3 and len(train) == 24
@@ -454,7 +313,7 @@ def test_for_statistics_yields_whole_unaugmented_tracks(tmp_path):
 def test_aligned_pairs_share_the_chunk(tmp_path):
     root = make_trackfolder(tmp_path, "train", 3, ["mixture.wav", "vocals.wav"])
     make_trackfolder(root, "valid", 1, ["mixture.wav", "vocals.wav"])
-    train, valid = data.load_datasets("aligned", root, seq_duration=SEQ, samples_per_track=5)
+    train, valid = datasets.load_datasets("aligned", root, seq_duration=SEQ, samples_per_track=5)
     assert len(train) == 15 and len(valid) == 1 and train.target == "vocals"
     for index in range(len(train)):
         x, y = train[index]
@@ -469,13 +328,13 @@ def test_aligned_pairs_share_the_chunk(tmp_path):
 
 def test_aligned_globs_splits_and_errors(tmp_path):
     root = make_trackfolder(tmp_path, "train", 8, ["noisy_a.wav", "clean.wav"])
-    ds = data.AlignedDataset(root, split="valid", input_file="noisy*.wav", output_file="clean.wav")
+    ds = datasets.AlignedDataset(root, split="valid", input_file="noisy*.wav", output_file="clean.wav")
     assert len(ds) == 1 and ds.target == "clean"  # no valid folder: split of train
     (root / "train" / "03" / "clean.wav").unlink()
     with pytest.raises(UnmixError, match="03 has no file matching 'clean.wav'"):
-        data.AlignedDataset(root, input_file="noisy*.wav", output_file="clean.wav", valid_tracks=[])
+        datasets.AlignedDataset(root, input_file="noisy*.wav", output_file="clean.wav", valid_tracks=[])
     with pytest.raises(UnmixError, match="no folder"):
-        data.AlignedDataset(root, split="test")
+        datasets.AlignedDataset(root, split="test")
 
 
 # ---------------------------------------------------------------- source folders
@@ -492,7 +351,7 @@ def test_sourcefolder_mixes_random_files(tmp_path):
     counts = {"bass": 2, "drums": 3, "vocals": 4}
     make_sourcefolder(tmp_path, "train", counts)
     make_sourcefolder(tmp_path, "valid", counts)
-    train, valid = data.load_datasets("sourcefolder", tmp_path, seq_duration=SEQ,
+    train, valid = datasets.load_datasets("sourcefolder", tmp_path, seq_duration=SEQ,
                                       nb_train_samples=12, nb_valid_samples=3)
     assert len(train) == 12 and len(valid) == 3 and train.target == "vocals"
     seen = set()
@@ -513,17 +372,17 @@ def test_sourcefolder_mixes_random_files(tmp_path):
 def test_sourcefolder_center_chunks_short_files_and_errors(tmp_path):
     make_sourcefolder(tmp_path, "train", {"bass": 1, "vocals": 2})
     write(tmp_path / "train" / "vocals" / "f1.wav", ramp(1, 1, frames=500))
-    ds = data.SourceFolderDataset(tmp_path, interferer_dirs=["bass"], seq_duration=SEQ,
+    ds = datasets.SourceFolderDataset(tmp_path, interferer_dirs=["bass"], seq_duration=SEQ,
                                   random_chunks=False, nb_samples=2)
     assert len(ds.source_tracks["vocals"]) == 1 and ds.skipped[0].endswith("f1.wav")
     _, y = ds[0]
     assert decode(y) == (0, 1, 0, FRAMES // 2 - SEQ_LEN // 2)
     with pytest.raises(UnmixError, match="needs a seq_duration"):
-        data.SourceFolderDataset(tmp_path, interferer_dirs=["bass"], seq_duration=None)
+        datasets.SourceFolderDataset(tmp_path, interferer_dirs=["bass"], seq_duration=None)
     with pytest.raises(UnmixError, match="no source folder .*drums"):
-        data.SourceFolderDataset(tmp_path, interferer_dirs=["drums"], seq_duration=SEQ)
+        datasets.SourceFolderDataset(tmp_path, interferer_dirs=["drums"], seq_duration=SEQ)
     with pytest.raises(UnmixError, match="no .flac files"):
-        data.SourceFolderDataset(tmp_path, interferer_dirs=["bass"], ext="flac", seq_duration=SEQ)
+        datasets.SourceFolderDataset(tmp_path, interferer_dirs=["bass"], ext="flac", seq_duration=SEQ)
 
 
 # ---------------------------------------------------------------- fixed sources track folders
@@ -533,7 +392,7 @@ def test_trackfolder_fix_mixes_target_and_interferers(tmp_path):
     files = ["vocals.wav", "bass.wav", "drums.wav"]
     root = make_trackfolder(tmp_path, "train", 3, files)
     make_trackfolder(root, "valid", 2, files)
-    train, valid = data.load_datasets("trackfolder_fix", root, seq_duration=SEQ, samples_per_track=2)
+    train, valid = datasets.load_datasets("trackfolder_fix", root, seq_duration=SEQ, samples_per_track=2)
     assert len(train) == 6 and train.target == "vocals"
     for index in range(len(train)):
         x, y = train[index]
@@ -546,7 +405,7 @@ def test_trackfolder_fix_mixes_target_and_interferers(tmp_path):
 
 def test_trackfolder_fix_random_track_mix(tmp_path):
     root = make_trackfolder(tmp_path, "train", 4, ["vocals.wav", "bass.wav"])
-    ds = data.FixedSourcesTrackFolderDataset(root, interferer_files=["bass.wav"], seq_duration=SEQ,
+    ds = datasets.FixedSourcesTrackFolderDataset(root, interferer_files=["bass.wav"], seq_duration=SEQ,
                                              random_chunks=True, random_track_mix=True, valid_tracks=[])
     interferer_tracks = set()
     for epoch in range(8):
@@ -562,13 +421,13 @@ def test_trackfolder_fix_random_track_mix(tmp_path):
 def test_trackfolder_fix_errors(tmp_path):
     root = make_trackfolder(tmp_path, "train", 2, ["vocals.wav", "bass.wav"])
     with pytest.raises(UnmixError, match="has no drums.wav"):
-        data.FixedSourcesTrackFolderDataset(root, interferer_files=["bass.wav", "drums.wav"], valid_tracks=[])
+        datasets.FixedSourcesTrackFolderDataset(root, interferer_files=["bass.wav", "drums.wav"], valid_tracks=[])
     with pytest.raises(UnmixError, match="random_track_mix needs a seq_duration"):
-        data.FixedSourcesTrackFolderDataset(root, random_track_mix=True)
+        datasets.FixedSourcesTrackFolderDataset(root, random_track_mix=True)
     with pytest.raises(UnmixError, match="at least 5 s long"):
-        data.FixedSourcesTrackFolderDataset(root, interferer_files=["bass.wav"], seq_duration=5, valid_tracks=[])
+        datasets.FixedSourcesTrackFolderDataset(root, interferer_files=["bass.wav"], seq_duration=5, valid_tracks=[])
     with pytest.raises(UnmixError, match="unknown dataset 'tracks'"):
-        data.load_datasets("tracks", root)
+        datasets.load_datasets("tracks", root)
 
 
 # ---------------------------------------------------------------- variable sources track folders
@@ -582,7 +441,7 @@ def test_trackfolder_var_sums_every_source(tmp_path):
         for j, f in enumerate(files):
             write(root / "train" / track / f, ramp(int(track), j))
     write(root / "train" / "01" / "mixture.wav", np.ones((FRAMES, 2), np.float32))  # never a source
-    ds = data.VariableSourcesTrackFolderDataset(root, seq_duration=SEQ, random_chunks=True,
+    ds = datasets.VariableSourcesTrackFolderDataset(root, seq_duration=SEQ, random_chunks=True,
                                                 samples_per_track=2, valid_tracks=[])
     assert [t[0] for t in ds.tracks] == ["00", "01"] and ds.skipped == ["02"]
     x, y = ds[3]
@@ -590,7 +449,7 @@ def test_trackfolder_var_sums_every_source(tmp_path):
     assert (track, source) == (1, 0)
     np.testing.assert_array_equal(x, sum(ramp_slice(1, j, start) for j in range(4)))
 
-    silent = data.VariableSourcesTrackFolderDataset(root, silence_missing_targets=True, valid_tracks=[])
+    silent = datasets.VariableSourcesTrackFolderDataset(root, silence_missing_targets=True, valid_tracks=[])
     x, y = silent[2]
     assert np.all(y == 0)
     np.testing.assert_array_equal(x, (ramp(2, 0) + ramp(2, 1)).T)
@@ -600,22 +459,22 @@ def test_trackfolder_var_random_interferer_mix_and_errors(tmp_path):
     for k in range(3):
         write(tmp_path / "train" / f"{k}" / "vocals.wav", ramp(k, 0))
         write(tmp_path / "train" / f"{k}" / "other.wav", ramp(k, 1))
-    train, valid = data.load_datasets("trackfolder_var", tmp_path, seq_duration=SEQ, random_interferer_mix=True,
+    train, valid = datasets.load_datasets("trackfolder_var", tmp_path, seq_duration=SEQ, random_interferer_mix=True,
                                       samples_per_track=1, valid_tracks=["2"])
     assert len(train) == 2 and len(valid) == 1
     tracks = {decode(train.get(0, e)[0] - train.get(0, e)[1])[0] for e in range(8)}
     assert tracks == {0, 1}
     with pytest.raises(UnmixError, match="no track in .* has piano.wav"):
-        data.VariableSourcesTrackFolderDataset(tmp_path, target_file="piano.wav", valid_tracks=[])
+        datasets.VariableSourcesTrackFolderDataset(tmp_path, target_file="piano.wav", valid_tracks=[])
     with pytest.raises(UnmixError, match="random_interferer_mix needs a seq_duration"):
-        data.VariableSourcesTrackFolderDataset(tmp_path, random_interferer_mix=True)
+        datasets.VariableSourcesTrackFolderDataset(tmp_path, random_interferer_mix=True)
 
 
 def test_trackfolder_var_force_stereo_on_mono_files(tmp_path):
     for k in range(2):
         write(tmp_path / "train" / f"{k}" / "vocals.wav", ramp(k, 0, channels=1))
         write(tmp_path / "train" / f"{k}" / "other.wav", ramp(k, 1, channels=1))
-    ds = data.VariableSourcesTrackFolderDataset(tmp_path, seq_duration=SEQ, samples_per_track=1, valid_tracks=[],
+    ds = datasets.VariableSourcesTrackFolderDataset(tmp_path, seq_duration=SEQ, samples_per_track=1, valid_tracks=[],
                                                 source_augmentations=["force_stereo"])
     x, y = ds[1]
     assert x.shape == y.shape == (2, SEQ_LEN)
@@ -627,10 +486,10 @@ def test_trackfolder_var_force_stereo_on_mono_files(tmp_path):
 
 def test_samples_per_track_defaults_as_the_reference(tmp_path):
     make_trackfolder(tmp_path, "train", 3, ["mixture.wav", "vocals.wav"])
-    train, _ = data.load_datasets("aligned", tmp_path, seq_duration=SEQ, valid_tracks=["02"])
+    train, _ = datasets.load_datasets("aligned", tmp_path, seq_duration=SEQ, valid_tracks=["02"])
     assert len(train) == 2  # one sample per track and epoch outside musdb
     musdb = make_musdb(tmp_path / "musdb", ["A", "B", "C"])
-    train, _ = data.load_datasets("musdb", musdb, seq_duration=SEQ, valid_tracks=["C"], is_wav=True)
+    train, _ = datasets.load_datasets("musdb", musdb, seq_duration=SEQ, valid_tracks=["C"], is_wav=True)
     assert len(train) == 2 * 64
 
 
@@ -639,58 +498,4 @@ def test_validation_files_at_another_rate_are_an_error(tmp_path):
     for f in ("mixture.wav", "vocals.wav"):
         write(tmp_path / "valid" / "00" / f, ramp(0, 0), rate=RATE // 2)
     with pytest.raises(UnmixError, match="validation files are at 4000 Hz and the training files at 8000 Hz"):
-        data.load_datasets("aligned", tmp_path, seq_duration=SEQ)
-
-
-class ZerosDataset(data.UnmixDataset):
-    """Eight samples of zeros, slow enough that batches queue up behind the first."""
-
-    def __len__(self):
-        return 8
-
-    def _get(self, index, rng):
-        return np.zeros((2, 50000), np.float32), np.zeros((2, 50000), np.float32)
-
-
-ORPHAN_PARENT = """
-import multiprocessing, os, signal, sys
-sys.path.insert(0, {tests!r})
-from test_data import ZerosDataset
-from unmix import data
-loader = data.DataLoader(ZerosDataset(), 1, shuffle=False, nb_workers=1, prefetch=3, start_method="fork")
-batches = iter(loader)  # held: a dropped iterator stops its workers
-next(batches)
-print(os.getpid(), *[p.pid for p in multiprocessing.active_children()], flush=True)
-os.kill(os.getpid(), signal.SIGKILL)  # like the out-of-memory killer: no cleanup runs here
-"""
-
-
-def test_workers_of_a_killed_parent_exit_and_remove_their_blocks():
-    import subprocess
-    import sys
-    import time
-
-    child = subprocess.run([sys.executable, "-c", ORPHAN_PARENT.format(tests=str(Path(__file__).parent))],
-                           capture_output=True, text=True, timeout=60)
-    assert child.returncode == -9, child.stderr
-    parent, *workers = [int(p) for p in child.stdout.split()]
-    assert len(workers) == 1
-    deadline = time.time() + 10
-    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in workers):
-        time.sleep(0.2)
-    assert not any(Path(f"/proc/{p}").exists() for p in workers)  # the orphan exited by itself
-    # and removed the batches it had loaded ahead for the dead parent
-    assert list(Path("/dev/shm").glob(f"unmix_{parent}_*")) == []
-
-
-def test_a_full_dev_shm_is_a_clear_error(monkeypatch):
-    import errno
-
-    def no_room(fd, offset, size):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(data.os, "posix_fallocate", no_room)
-    name = f"unmix_test_{os.getpid()}_full"
-    with pytest.raises(UnmixError, match=r"/dev/shm has no room for a batch of 2 MB .*--shm-size"):
-        data._to_shared((np.zeros(2**18, np.float32), np.zeros(2**18, np.float32)), name)
-    assert not Path("/dev/shm", name).exists()  # the block made for it is removed again
+        datasets.load_datasets("aligned", tmp_path, seq_duration=SEQ)

@@ -1,0 +1,228 @@
+"""One target's training files in a model folder, and the progress saved with them.
+
+    separator.json          targets, sample_rate, n_fft, n_hop, architectures (merged with other targets)
+    <target>.h5             best weights (lowest validation loss)
+    <target>.json           `Checkpoint.to_json` (epoch counter, curves, scheduler and early-stopping
+                            state) and the run's summary (options, model config, signal parameters)
+    <target>.chkpnt.h5      weights after the last finished epoch (batch-norm running statistics included)
+    <target>.solver.h5      Adam state of the same moment (nnabla ``Solver.save_states``)
+    <target>_loss.png       training / validation curves
+
+`save_checkpoint` writes them and `load_history` / `Checkpoint.load_json` read them back, so a
+resumed run continues where the files say. SIGINT and SIGTERM are held back while they are written
+(`signals_held`), so the files of a checkpoint always belong to one epoch.
+"""
+import contextlib
+import json
+import shutil
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from unmix.errors import UnmixError, atomic_path
+from unmix.schedules import EarlyStopping, ReduceLROnPlateau
+
+# The per-epoch curves of ``<target>.json``, in the order an epoch records them.
+CURVES = ("train_loss_history", "valid_loss_history", "lr_history", "train_time_history", "valid_time_history")
+
+
+@dataclass
+class Checkpoint:
+    """The progress of one target's training: what a resumed run restores besides weights and solver.
+
+    Attributes:
+        scheduler, stopper: the learning-rate schedule and the early stopping, stepped once an epoch.
+        epoch: epochs finished (0: none yet).
+        best_epoch: the epoch of the lowest validation loss (0: none yet).
+        curves: `CURVES` name -> one float per finished epoch.
+    """
+
+    scheduler: ReduceLROnPlateau
+    stopper: EarlyStopping
+    epoch: int = 0
+    best_epoch: int = 0
+    curves: Dict[str, List[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
+
+    def record(self, epoch, is_best, train_loss, valid_loss, lr, train_time, valid_time):
+        """Count one finished epoch (its schedules already stepped)."""
+        if is_best:
+            self.best_epoch = epoch
+        for key, value in zip(CURVES, (train_loss, valid_loss, lr, train_time, valid_time)):
+            self.curves[key].append(float(value))
+        self.epoch = epoch
+
+    def to_json(self):
+        """The progress keys of ``<target>.json`` (plain JSON values)."""
+        return {
+            "epochs_trained": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_loss": self.stopper.best,
+            "num_bad_epochs": self.stopper.num_bad_epochs,
+            **self.curves,
+            "total_time": float(sum(self.curves["train_time_history"]) + sum(self.curves["valid_time_history"])),
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+        }
+
+    def load_json(self, history):
+        """Restore the progress from a ``<target>.json`` (see `load_history`)."""
+        self.scheduler.load_state_dict(history["scheduler"])
+        self.stopper.load_state_dict(history["early_stopping"])
+        self.epoch, self.best_epoch = int(history["epochs_trained"]), int(history["best_epoch"])
+        for key in self.curves:
+            self.curves[key] = list(history.get(key, []))
+
+
+# -- reading --------------------------------------------------------------------------------------
+def load_history(folder, target):
+    """The parsed ``<folder>/<target>.json`` of a training, checked to hold a config and an epoch count."""
+    path = Path(folder) / f"{target}.json"
+    if not path.is_file():
+        raise UnmixError(f"no checkpoint of '{target}' in {folder} (no {path.name})")
+    try:
+        history = json.loads(path.read_text())
+        history["config"], history["epochs_trained"]
+    except (ValueError, KeyError) as exc:
+        raise UnmixError(f"{path} is not a training history written by unmix train: {exc}") from None
+    return history
+
+
+def checkpoint_file(folder, target, kind):
+    """``<folder>/<target>.<kind>.h5`` (kind: chkpnt or solver), which must exist."""
+    path = Path(folder) / f"{target}.{kind}.h5"
+    if not path.is_file():
+        raise UnmixError(f"checkpoint folder {folder} lacks {path.name}")
+    return path
+
+
+def holds_training(folder, target):
+    """True when `folder` holds files of a training or a model of `target`."""
+    return any((Path(folder) / f"{target}{end}").exists() for end in (".chkpnt.h5", ".h5", ".json"))
+
+
+# -- writing --------------------------------------------------------------------------------------
+def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
+    """Write the checkpoint of `state.epoch`: weights, solver state and ``<target>.json`` (`state`
+    and the run's constant `summary`); when `is_best`, also the model weights and separator.json;
+    then the loss plot."""
+    import nnabla as nn
+
+    from unmix.model import save_target, write_json
+
+    folder = Path(folder)
+    with signals_held():
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / f"{target}.chkpnt.h5") as tmp:
+            nn.save_parameters(str(tmp), params=model.parameters, extension=".h5")
+        trainer.save_solver(folder / f"{target}.solver.h5")
+        if is_best:
+            save_target(folder, target, model)
+            add_to_separator_json(folder, target, model.config, summary["sample_rate"], summary["n_fft"],
+                                  summary["n_hop"])
+        write_json(folder / f"{target}.json", {"target": target, **state.to_json(), **summary})
+    if state.epoch:
+        plot_losses(folder / f"{target}_loss.png", state.curves["train_loss_history"],
+                    state.curves["valid_loss_history"], state.best_epoch, title=target)
+
+
+def copy_best(source, folder, target, config, sample_rate, n_fft, n_hop):
+    """Bring the best weights of `target` from the `source` folder along (a resume into another folder)."""
+    src = Path(source) / f"{target}.h5"
+    if src.is_file():
+        with signals_held(), atomic_path(Path(folder) / src.name) as tmp:
+            shutil.copyfile(src, tmp)
+        add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop)
+
+
+def add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop):
+    """separator.json with `target` added to the targets already in the folder."""
+    from unmix.model import write_separator_json
+
+    _, configs, extra = _folder_models(folder)
+    configs[target] = config
+    write_separator_json(folder, configs, sample_rate, n_fft, n_hop, **extra)
+
+
+def remove_target(folder, target):
+    """Remove every file of `target` from a model folder (a ``--force`` run starting over): first
+    its entry in separator.json (removed with the last target), so that `separate` never meets a
+    half-removed model, then its weights, checkpoint, solver state, history and plot."""
+    from unmix.model import write_separator_json
+
+    folder = Path(folder)
+    with signals_held():
+        meta, configs, extra = _folder_models(folder)
+        configs.pop(target, None)
+        if configs:
+            write_separator_json(folder, configs, meta["sample_rate"], meta.get("n_fft", 4096),
+                                 meta.get("n_hop", 1024), **extra)
+        elif meta is not None:
+            (folder / "separator.json").unlink()
+        for end in (".h5", "_loss.png", ".solver.h5", ".chkpnt.h5", ".json"):
+            (folder / f"{target}{end}").unlink(missing_ok=True)
+
+
+def _folder_models(folder):
+    """``(meta, configs, extra)`` of a folder's separator.json: its content, target -> ModelConfig for
+    the targets whose weights are there, and the keys other than the signal parameters
+    (``(None, {}, {})`` without the file)."""
+    from unmix.model import ModelConfig, read_separator_json
+
+    folder = Path(folder)
+    if not (folder / "separator.json").is_file():
+        return None, {}, {}
+    meta = read_separator_json(folder)
+    configs = {t: ModelConfig.from_dict(meta["models"][t]) for t in meta["targets"]
+               if (folder / f"{t}.h5").is_file()}
+    extra = {k: v for k, v in meta.items()
+             if k not in ("targets", "models", "sample_rate", "n_fft", "n_hop", "nb_channels")}
+    return meta, configs, extra
+
+
+def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None):
+    """Write the training and validation curves (log scale) as a PNG (matplotlib's Agg canvas,
+    without pyplot, so the caller's matplotlib backend is left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = np.arange(1, len(train_losses) + 1)
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(epochs, train_losses, marker=".", label="train")
+    ax.plot(epochs, valid_losses, marker=".", label="valid")
+    if best_epoch:
+        ax.axvline(best_epoch, color="gray", linestyle=":", label=f"best (epoch {best_epoch})")
+    if all(v > 0 for v in list(train_losses) + list(valid_losses)):
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("MSE on magnitudes")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold back Ctrl-C (and SIGTERM) while a checkpoint's files are written; raise it right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = {s: signal.signal(s, lambda *_: caught.append(True)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    if caught:
+        raise KeyboardInterrupt
