@@ -140,6 +140,113 @@ def _lstm_backward(dy, d, w_hh_t, reverse, acts, cells, tanh_cells, dgates):
         dh_next = _by_rows(w_hh_t, np.ascontiguousarray(dgates[t, :, d]))  # (B, H)
 
 
+# -- numba kernels of the elementwise functions ------------------------------------------------------
+# Each works on one sample n (spectrogram layouts) or one block of columns (batch norm), so that
+# `jit.run` spreads them over the cores and the sums, made per item and added in item order, do
+# not depend on the number of threads. Rows of the frame-major layouts are r = t * N + n.
+_TILE = 16  # frames (one cache line of a spectrogram row) and bins per tile of the transposes
+
+
+@jit.kernel
+def _frames_of(mix, mean, n, out):
+    """``out[t * N + n, c * m + b] = mix[n, c, b, t] + mean[b]`` for one sample n (b < m), in
+    tiles of 16 x 16 so that both the frame-contiguous reads and the bin-contiguous writes stay
+    in cache (a plain loop misses the cache on every read)."""
+    nb_samples, nb_channels, _, nb_frames = mix.shape
+    m = mean.shape[0]
+    for c in range(nb_channels):
+        for t0 in range(0, nb_frames, _TILE):
+            for b0 in range(0, m, _TILE):
+                for t in range(t0, min(t0 + _TILE, nb_frames)):
+                    row = t * nb_samples + n
+                    for b in range(b0, min(b0 + _TILE, m)):
+                        out[row, c * m + b] = mix[n, c, b, t] + mean[b]
+
+
+@jit.kernel(error_model="numpy")
+def _mask_mse_sample(z, scale, mean, mix, y, n, q, dz, d_scale, d_mean):
+    """Sample n of `MaskMSE` (in 16 x 16 tiles, as `_frames_of`): returns its sum of squared
+    errors; with ``q != 0`` also writes its rows of ``dz = du * scale`` and adds its share of
+    ``sum du * z`` and ``sum du`` (float64) into ``d_scale[n]`` and ``d_mean[n]``, where
+    ``du = q * (est - y) * mix`` wherever the pre-activation is positive."""
+    nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
+    total = 0.0
+    for c in range(nb_channels):
+        for t0 in range(0, nb_frames, _TILE):
+            for k0 in range(0, nb_bins, _TILE):
+                for t in range(t0, min(t0 + _TILE, nb_frames)):
+                    row = t * nb_samples + n
+                    for k in range(k0, min(k0 + _TILE, nb_bins)):
+                        col = c * nb_bins + k
+                        pre = z[row, col] * scale[k] + mean[k]
+                        x = mix[n, c, k, t]
+                        est = pre * x if pre > 0 else np.float32(0.0)
+                        err = est - y[n, c, k, t]
+                        total += err * err
+                        if q != 0:
+                            du = q * err * x if pre > 0 else np.float32(0.0)
+                            dz[row, col] = du * scale[k]
+                            d_scale[n, k] += du * z[row, col]
+                            d_mean[n, k] += du
+    return total
+
+
+@jit.kernel
+def _bn_moments(x, start, stop, mean, var):
+    """Float64 mean and biased variance (two passes) of columns ``start:stop`` of ``(r, f)``."""
+    rows = x.shape[0]
+    for r in range(rows):
+        for j in range(start, stop):
+            mean[j] += x[r, j]
+    for j in range(start, stop):
+        mean[j] /= rows
+    for r in range(rows):
+        for j in range(start, stop):
+            dev = x[r, j] - mean[j]
+            var[j] += dev * dev
+    for j in range(start, stop):
+        var[j] /= rows
+
+
+@jit.kernel
+def _bn_forward(x, start, stop, mean, scale, beta, out):
+    """``out = (x - mean) * scale + beta`` on columns ``start:stop``, scale = gamma / sqrt(var + eps)."""
+    for r in range(x.shape[0]):
+        for j in range(start, stop):
+            out[r, j] = np.float32((x[r, j] - mean[j]) * scale[j] + beta[j])
+
+
+@jit.kernel(error_model="numpy")
+def _bn_backward(x, g, start, stop, mean, inv, gamma, d_beta, d_gamma, dx):
+    """Batch-norm gradients on columns ``start:stop`` (float64 sums; see `BatchNorm`); ``dx`` is
+    written unless it has no rows."""
+    rows = x.shape[0]
+    for r in range(rows):
+        for j in range(start, stop):
+            d_beta[j] += g[r, j]
+            d_gamma[j] += g[r, j] * ((x[r, j] - mean[j]) * inv[j])
+    if dx.shape[0] == 0:
+        return
+    width = stop - start
+    shift, xh_scale, xh_shift = np.empty(width, np.float32), np.empty(width, np.float32), np.empty(width, np.float32)
+    out_scale = np.empty(width, np.float32)
+    for j in range(start, stop):  # dx = a (g - d_beta / r) - a (x - mean) inv d_gamma / r, a = gamma inv
+        out_scale[j - start] = gamma[j] * inv[j]
+        shift[j - start] = d_beta[j] / rows
+        xh_scale[j - start] = inv[j] * d_gamma[j] / rows
+        xh_shift[j - start] = mean[j] * inv[j] * d_gamma[j] / rows
+    for r in range(rows):
+        gr, xr, dr = g[r, start:stop], x[r, start:stop], dx[r, start:stop]
+        for j in range(width):
+            dr[j] = out_scale[j] * (gr[j] - shift[j] - (xr[j] * xh_scale[j] - xh_shift[j]))
+
+
+def _column_blocks(nb_columns, workers=2):
+    """``(start, stop)`` blocks of columns, one per worker (the batch-norm kernels' items)."""
+    edges = np.linspace(0, nb_columns, workers + 1).astype(int)
+    return list(zip(edges[:-1], edges[1:]))
+
+
 _BLAS_LOCK = threading.Lock()
 _BLAS = {}
 
@@ -189,44 +296,44 @@ class ScaledAffine(_Op):
     """Crop, standardise and project the mixture: ``x_s = (mix[:, :, :m] + mean) * scale``,
     rows ``(t, n)`` frame-major, columns ``(c, b)``; output ``x_s @ W`` ``(T * N, s)``.
 
-    Backward, with ``u = mix[:, :, :m] + mean`` as rows and ``g`` the output gradient:
-    ``dW = diag(scale) u^T g`` (one GEMM on u), and instead of the ``(T*N, C*m)`` input gradient
-    ``g W^T`` (a GEMM as large as the forward one), the parameter gradients are contracted from it:
-    ``d scale[b] = sum_{c,k} W[cb, k] (u^T g)[cb, k]`` and
+    With ``u = mix[:, :, :m] + mean`` as rows, the forward pass computes ``u @ (diag(scale) W)``
+    (scaling W's rows instead of the 8x larger input) and keeps u for the backward pass, where,
+    with ``g`` the output gradient: ``dW = diag(scale) u^T g`` (one GEMM), and instead of the
+    ``(T*N, C*m)`` input gradient ``g W^T`` (a GEMM as large as the forward one), the parameter
+    gradients are contracted from it: ``d scale[b] = sum_{c,k} W[cb, k] (u^T g)[cb, k]`` and
     ``d mean[b] = scale[b] sum_{c,k} W[cb, k] sum_r g[r, k]``. The mixture gets no gradient.
     """
 
     def __init__(self, max_bin, ctx=None):
         super().__init__(ctx)
         self.max_bin = max_bin
+        self._u = None
 
     def setup_impl(self, inputs, outputs):
         nb_samples, _, _, nb_frames = inputs[0].shape
         outputs[0].reset_shape((nb_frames * nb_samples, inputs[3].shape[1]), True)
 
-    def _rows(self, inputs):
-        """u = mix + mean as ``(T * N, C * m)`` float32."""
-        mix, mean = inputs[0].data.data, inputs[1].data.data
-        nb_samples, nb_channels, _, nb_frames = mix.shape
-        u = np.ascontiguousarray(mix[:, :, :self.max_bin].transpose(3, 0, 1, 2)) + mean
-        return u.reshape(nb_frames * nb_samples, nb_channels * self.max_bin)
-
     def forward_impl(self, inputs, outputs):
-        u = self._rows(inputs)
+        mix, mean = inputs[0].data.data, inputs[1].data.data
         scale, w = inputs[2].data.data, inputs[3].data.data
-        nb_channels = u.shape[1] // self.max_bin
-        u *= np.tile(scale, nb_channels)
-        np.matmul(u, w, out=_arr(outputs[0].data))
+        nb_samples, nb_channels, _, nb_frames = mix.shape
+        u = np.empty((nb_frames * nb_samples, nb_channels * self.max_bin), np.float32)
+        jit.run(lambda n: _frames_of(mix, mean, n, u), range(nb_samples), workers=2)
+        np.matmul(u, w * np.tile(scale, nb_channels)[:, None], out=_arr(outputs[0].data))
+        self._u = u
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
+        u, self._u = self._u, None
         g = outputs[0].grad.data
         mean_down, scale_down, w_down = propagate_down[1:4]
+        if propagate_down[0]:
+            raise NotImplementedError("ScaledAffine gives no gradient to the mixture")
         if not (mean_down or scale_down or w_down):
             return
         scale, w = inputs[2].data.data, inputs[3].data.data
         m = self.max_bin
         nb_channels = w.shape[0] // m
-        ug = self._rows(inputs).T @ g  # (C*m, s)
+        ug = u.T @ g  # (C*m, s)
         if w_down:
             _set_or_add(inputs[3].grad, ug * np.tile(scale, nb_channels)[:, None], accum[3])
         if scale_down:
@@ -235,14 +342,12 @@ class ScaledAffine(_Op):
         if mean_down:
             wg = (w.astype(np.float64) @ g.sum(0, dtype=np.float64)).reshape(nb_channels, m).sum(0)
             _set_or_add(inputs[1].grad, scale * wg, accum[1])
-        if propagate_down[0]:
-            raise NotImplementedError("ScaledAffine gives no gradient to the mixture")
 
     def grad_depends_output_data(self, i, o):
         return False
 
     def grad_depends_input_data(self, i, j):
-        return True  # u needs mix and mean, the contractions scale and W
+        return j in (2, 3)  # the contractions read scale and W; u is kept from the forward pass
 
 
 class Affine(_Op):
@@ -286,42 +391,36 @@ class BatchNorm(_Op):
     def setup_impl(self, inputs, outputs):
         outputs[0].reset_shape(inputs[0].shape, True)
 
-    def _stats(self, x):
-        mean = x.mean(axis=0, dtype=np.float64)
-        var = np.square(x - mean.astype(np.float32)).mean(axis=0, dtype=np.float64)
-        return mean, var
-
     def forward_impl(self, inputs, outputs):
         x = inputs[0].data.data
-        beta, gamma = inputs[1].data.data[0], inputs[2].data.data[0]
-        mean, var = self._stats(x)
+        beta, gamma = inputs[1].data.data[0].astype(np.float64), inputs[2].data.data[0].astype(np.float64)
+        rows, features = x.shape
+        mean, var = np.zeros(features), np.zeros(features)
+        blocks = _column_blocks(features)
+        jit.run(lambda blk: _bn_moments(x, *blk, mean, var), blocks, workers=len(blocks))
         inv = 1.0 / np.sqrt(var + self.eps)
         y = _arr(outputs[0].data)
-        np.multiply(x - mean.astype(np.float32), (gamma * inv).astype(np.float32), out=y)
-        y += beta
+        jit.run(lambda blk: _bn_forward(x, *blk, mean, gamma * inv, beta, y), blocks, workers=len(blocks))
         self._mean, self._inv = mean, inv
-        rows = x.shape[0]
         running_mean, running_var = _arr(inputs[3].data), _arr(inputs[4].data)
         running_mean[...] = self.decay_rate * running_mean + (1 - self.decay_rate) * mean
         running_var[...] = self.decay_rate * running_var + (1 - self.decay_rate) * var * rows / max(rows - 1, 1)
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
-        x, gamma = inputs[0].data.data, inputs[2].data.data[0]
-        g = outputs[0].grad.data
-        rows = x.shape[0]
-        xh = (x - self._mean.astype(np.float32)) * self._inv.astype(np.float32)
-        d_beta = g.sum(axis=0, dtype=np.float64)
-        d_gamma = np.einsum("rf,rf->f", g, xh, dtype=np.float64)
+        x, g = inputs[0].data.data, outputs[0].grad.data
+        gamma = inputs[2].data.data[0].astype(np.float64)
+        rows, features = x.shape
+        d_beta, d_gamma = np.zeros(features), np.zeros(features)
+        dx = np.empty(x.shape if propagate_down[0] else (0, features), np.float32)
+        blocks = _column_blocks(features)
+        jit.run(lambda blk: _bn_backward(x, g, *blk, self._mean, self._inv, gamma, d_beta, d_gamma, dx),
+                blocks, workers=len(blocks))
+        if propagate_down[0]:
+            _set_or_add(inputs[0].grad, dx, accum[0])
         if propagate_down[1]:
             _set_or_add(inputs[1].grad, d_beta[None], accum[1])
         if propagate_down[2]:
             _set_or_add(inputs[2].grad, d_gamma[None], accum[2])
-        if propagate_down[0]:
-            xh *= (d_gamma / rows).astype(np.float32)
-            dx = g - (d_beta / rows).astype(np.float32)
-            dx -= xh
-            dx *= (gamma * self._inv).astype(np.float32)
-            _set_or_add(inputs[0].grad, dx, accum[0])
 
     def grad_depends_output_data(self, i, o):
         return False
@@ -432,41 +531,34 @@ class MaskMSE(_Op):
     def setup_impl(self, inputs, outputs):
         outputs[0].reset_shape((), True)
 
-    def _pre(self, inputs):
-        """``(N, C, n, T)`` float32 pre-activation ``z * scale + mean`` and ``z`` in that layout."""
-        z, mix = inputs[0].data.data, inputs[3].data.data
-        nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
-        z = z.reshape(nb_frames, nb_samples, nb_channels, nb_bins).transpose(1, 2, 3, 0)
-        scale, mean = inputs[1].data.data, inputs[2].data.data
-        return z * scale[:, None] + mean[:, None], z
+    def _run(self, inputs, q, dz=None):
+        """Sum of squared errors (float64) and, when q != 0, the parameter gradients."""
+        z, scale, mean, mix, y = (inputs[k].data.data for k in range(5))
+        nb_samples, _, nb_bins, _ = mix.shape
+        d_scale, d_mean = np.zeros((nb_samples, nb_bins)), np.zeros((nb_samples, nb_bins))
+        dz = np.empty((0, 0), np.float32) if dz is None else dz
+        totals = np.zeros(nb_samples)
+
+        def sample(n):
+            totals[n] = _mask_mse_sample(z, scale, mean, mix, y, n, np.float32(q), dz, d_scale, d_mean)
+
+        jit.run(sample, range(nb_samples), workers=2)
+        return totals.sum(), d_scale.sum(axis=0), d_mean.sum(axis=0)
 
     def forward_impl(self, inputs, outputs):
-        pre, _ = self._pre(inputs)
-        err = np.maximum(pre, 0, out=pre)
-        err *= inputs[3].data.data
-        err -= inputs[4].data.data
-        flat = err.reshape(-1)
-        _arr(outputs[0].data)[...] = np.einsum("i,i->", flat, flat, dtype=np.float64) / flat.size
+        total, _, _ = self._run(inputs, 0.0)
+        _arr(outputs[0].data)[...] = total / inputs[3].size
 
     def backward_impl(self, inputs, outputs, propagate_down, accum):
-        if not any(propagate_down[:3]):
-            return
-        pre, z = self._pre(inputs)
-        mix = inputs[3].data.data
-        du = np.maximum(pre, 0) * mix
-        du -= inputs[4].data.data
-        du *= mix
-        du[pre <= 0] = 0
-        du *= np.float32(2.0 * float(outputs[0].grad.data) / du.size)
-        if propagate_down[1]:
-            _set_or_add(inputs[1].grad, np.einsum("nckt,nckt->k", du, z, dtype=np.float64), accum[1])
-        if propagate_down[2]:
-            _set_or_add(inputs[2].grad, du.sum(axis=(0, 1, 3), dtype=np.float64), accum[2])
-        if propagate_down[0]:
-            dz = du * inputs[1].data.data[:, None]
-            _set_or_add(inputs[0].grad, dz.transpose(3, 0, 1, 2).reshape(inputs[0].shape), accum[0])
         if propagate_down[3] or propagate_down[4]:
             raise NotImplementedError("MaskMSE gives no gradient to the mixture or the target")
+        if not any(propagate_down[:3]):
+            return
+        dz = np.empty(inputs[0].shape, np.float32)
+        _, d_scale, d_mean = self._run(inputs, 2.0 * float(outputs[0].grad.data) / inputs[3].size, dz)
+        for k, value in ((0, dz), (1, d_scale), (2, d_mean)):
+            if propagate_down[k]:
+                _set_or_add(inputs[k].grad, value, accum[k])
 
     def grad_depends_output_data(self, i, o):
         return False
