@@ -46,7 +46,8 @@ demo.plot_spectrograms(audio, {"vocals": audio / 2}, 8000, out / "spec.png")
 index = pd.MultiIndex.from_product([["a", "b"], ["vocals", "drums"]], names=["track", "target"])
 evaluate.plot_sdr(pd.DataFrame({"SDR": [1.0, 2.0, 3.0, 4.0]}, index=index), out / "sdr.png")
 report["backend_after_plots"] = matplotlib.get_backend()
-report["pyplot_figures"] = len(sys.modules["matplotlib.pyplot"].get_fignums()) if "matplotlib.pyplot" in sys.modules else 0
+pyplot = sys.modules.get("matplotlib.pyplot")
+report["pyplot_figures"] = len(pyplot.get_fignums()) if pyplot else 0
 
 sep = unmix.load_separator(sys.argv[1], niter=0)
 report["mallopt_after_load"] = len(mallopt)

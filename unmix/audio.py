@@ -14,9 +14,12 @@ Reading has two back ends:
   A file with a libsndfile extension that libsndfile cannot open (say a wav
   holding mp3 data) is handed to ffmpeg too.
 
-Every problem a user can cause (missing file, not audio, empty, NaN samples,
-ffmpeg missing, start past the end, unwritable output) raises `UnmixError`
-with one line that names the file.
+Writing: wav and flac through libsndfile (`save`, `StreamWriter`), mp3 through an ffmpeg
+pipe (`Mp3Writer`); `open_writer` picks one from the extension and `--bits`.
+
+Every problem a user can cause (missing file, not audio, a body that does not
+decode, empty, NaN samples, ffmpeg missing, start past the end, unwritable
+output) raises `UnmixError` with one line that names the file.
 """
 from __future__ import annotations
 

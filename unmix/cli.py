@@ -122,7 +122,7 @@ def _add_separate(sub):
     p.add_argument("--mp3-bitrate", type=_integer(8, 320), default=320, metavar="KBPS",
                    help="mp3 bitrate in kbit/s (default: 320)")
     p.add_argument("--clip-mode", default="rescale", choices=["rescale", "clamp", "none"],
-                   help="rescale: divide a stem whose peak reaches full scale by 1.01 x its peak (default, as "
+                   help="rescale: divide each stem by max(1.01 x its peak, 1) (default, as "
                         "demucs); clamp: clip at +-0.99; none: leave samples as they are (integer formats and mp3 "
                         "clip at full scale). Each stem rescaled or clipped is named with its peak")
     p.add_argument("--jobs", type=_integer(1), default=1, help="files separated in parallel processes")
