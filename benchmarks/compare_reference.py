@@ -153,13 +153,10 @@ def unmix_child(model, audio, niter, threads, outdir):
         for method in ("encode", "recur", "decode"):
             _wrap(net, method, f"networks.{method}", timers)
     t3 = time.perf_counter()
-    stems.separate_file(audio, sep, outdir, ext=".wav", force=True)
+    # float wav as the reference writes, unscaled (--clip-mode none), straight to <outdir>/<target>.wav
+    stems.separate_file(audio, sep, outdir, filename="{target}.{ext}", fmt=stems.StemFormat(clip_mode="none"),
+                        force=True)
     t4 = time.perf_counter()
-    # stems go to <outdir>/<track>/<target>.wav: flatten to <outdir>/<target>.wav for the comparison
-    track = stems.track_folder(audio, outdir)
-    for path in track.iterdir():
-        path.rename(Path(outdir) / path.name)
-    track.rmdir()
     seconds = {stage: _covered(spans) for stage, spans in timers.items()}
     seconds["networks"] = _covered([s for k, spans in timers.items() if k.startswith("networks.") for s in spans])
     separation = t4 - t3

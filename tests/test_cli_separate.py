@@ -217,3 +217,60 @@ def test_stems_are_written_behind_in_order_and_a_failed_write_stops_the_work():
     with pytest.raises(OSError, match="No space"):
         _write_behind(chunks(), write)
     assert computed == [0, 1, 2, 3]  # at most one chunk is computed past the one that failed
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--niter", "-1"], "--niter: must be >= 0"),
+    (["--niter", "one"], "--niter: 'one' is not an integer"),
+    (["--wiener-win-len", "-5"], "--wiener-win-len: must be >= 0"),
+    (["--jobs", "0"], "--jobs: must be >= 1"),
+    (["--jobs", "-3"], "--jobs: must be >= 1"),
+    (["--start", "-1"], "--start: must be finite and >= 0"),
+    (["--start", "nan"], "--start: must be finite and >= 0"),
+    (["--duration", "0"], "--duration: must be finite and > 0"),
+    (["--duration", "-2"], "--duration: must be finite and > 0"),
+    (["--duration", "inf"], "--duration: must be finite and > 0"),
+    (["--mp3-bitrate", "0"], "--mp3-bitrate: must be from 8 to 320"),
+    (["--ext", ".ogg"], "--ext: invalid choice"),
+    (["--bits", "8"], "--bits: invalid choice"),
+    (["--ext", ".flac", "--bits", "32"], "FLAC stores integers only"),
+    (["--ext", ".mp3", "--bits", "16"], "--bits applies to wav and flac"),
+    (["--clip-mode", "tanh"], "--clip-mode: invalid choice"),
+    (["--filename", "{track}.{ext}"], "has no {target}"),
+    (["--filename", "{song}/{target}.{ext}"], "unknown field 'song'"),
+    (["--filename", "../{target}.{ext}"], "must name a file inside --outdir"),
+])
+def test_bad_options_are_usage_errors_before_any_work(song, tmp_path, capsys, options, message):
+    # the model folder does not exist: any work would end in "not a model folder" (exit 1) instead
+    with pytest.raises(SystemExit) as exc:
+        run(song, "--model", tmp_path / "no-model", "--outdir", tmp_path / "out", *options)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1].startswith("unmix") and "error: " in err[-1] and message in err[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--niter", "-1"], "--niter: must be >= 0"),
+    (["--wiener-win-len", "-1"], "--wiener-win-len: must be >= 0"),
+    (["--cores", "0"], "--cores: must be >= 1"),
+])
+def test_bad_evaluate_options_are_usage_errors(tmp_path, capsys, options, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--root", str(tmp_path / "no-musdb"), *options])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_decoder_errors_are_one_line_and_the_batch_goes_on(tiny_model, song, tmp_path, capsys):
+    flac = tmp_path / "full.flac"
+    sf.write(flac, tone(2.0).T, RATE)
+    data = flac.read_bytes()
+    truncated = tmp_path / "truncated.flac"
+    truncated.write_bytes(data[: len(data) // 2])  # the header opens; decoding loses sync halfway
+    junk_mp3 = tmp_path / "junk.mp3"
+    junk_mp3.write_bytes(b"ID3" + bytes(range(256)) * 40)
+    code = run(truncated, junk_mp3, song, "--model", tiny_model, "--outdir", tmp_path / "out", "--niter", "0")
+    assert code == 1
+    errors = [ln for ln in capsys.readouterr().err.replace("\r", "\n").splitlines() if ln.startswith("error:")]
+    assert len(errors) == 2 and "truncated.flac could not be decoded" in errors[0] and "junk.mp3" in errors[1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song"]
+    assert stems_of(tmp_path / "out" / "song") == sorted(f"{t}.wav" for t in TARGETS)

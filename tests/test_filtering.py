@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from unmix.errors import UnmixError
-from unmix.filtering import expectation_maximization, get_local_gaussian_model, wiener, wiener_windowed
+from unmix.filtering import expectation_maximization, get_local_gaussian_model, wiener, wiener_planar, wiener_windowed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wiener_reference.npz"
 MIN_SNR_DB = 60.0
@@ -270,8 +270,6 @@ def test_local_gaussian_model_and_em_outputs():
 @pytest.mark.parametrize("nb_channels", [1, 2])
 @pytest.mark.parametrize("niter,softmask,residual", [(0, False, True), (1, False, False), (2, True, True)])
 def test_planar_filter_is_the_same_on_any_number_of_threads(nb_channels, niter, softmask, residual):
-    from unmix.filtering import wiener_planar
-
     rng = np.random.default_rng(21)
     targets, mix = random_input(rng, nb_frames=150, nb_bins=33, nb_channels=nb_channels, nb_sources=3)
     planar_targets = np.ascontiguousarray(targets.transpose(3, 2, 0, 1))
@@ -285,3 +283,14 @@ def test_planar_filter_is_the_same_on_any_number_of_threads(nb_channels, niter, 
     out = np.empty_like(one)
     assert wiener_planar(planar_targets, planar_mix, niter, softmask, residual, out=out) is out
     np.testing.assert_array_equal(out, one)
+
+
+def test_planar_filter_refuses_a_negative_iteration_count():
+    """No EM loop runs for niter < 0: the planar filter used to return its unfilled buffer."""
+    rng = np.random.default_rng(3)
+    targets, mix = random_input(rng, nb_channels=2)
+    planar_targets = np.ascontiguousarray(targets.transpose(3, 2, 0, 1))  # (J, C, T, F)
+    planar_mix = np.ascontiguousarray(mix.transpose(2, 0, 1))  # (C, T, F)
+    for niter in (-1, -5):
+        with pytest.raises(ValueError, match="iterations must be >= 0"):
+            wiener_planar(planar_targets, planar_mix, niter)

@@ -156,3 +156,52 @@ def test_a_fork_waits_for_the_warm_up_thread(monkeypatch):
         os._exit(0)
     os.waitpid(pid, 0)
     assert finished == [True]  # the fork happened after the warm-up ended
+
+
+def test_api_layouts_mono_and_the_transposed_hint():
+    sep = make(niter=1)
+    audio = FIXTURES["audio"][0]  # (nb_channels, nb_timesteps)
+    mono = sep.separate(audio[0], RATE)  # 1-D: mono, estimates 1-D
+    assert mono["vocals"].shape == audio[0].shape
+    np.testing.assert_array_equal(mono["vocals"], sep.separate(audio[:1], RATE)["vocals"][0])
+    for wrong, fix in ((audio.T, "audio.T"), (audio[:1].T, "audio.T"), (np.stack([audio.T] * 2), "transpose")):
+        with pytest.raises(UnmixError, match=r"probably \(nb_timesteps, nb_channels\).*" + fix):
+            sep.separate(wrong, RATE)
+    with pytest.raises(UnmixError, match="must be"):
+        sep.separate(np.zeros((1, 1, 2, 6000), np.float32), RATE)
+
+
+def test_api_dtypes_float_kept_integers_scaled():
+    sep = make(niter=1)
+    audio = np.clip(FIXTURES["audio"][0], -1, 1)
+    ref = sep.separate(audio.astype(np.float32), RATE)["drums"]
+    est64 = sep.separate(audio.astype(np.float64), RATE)["drums"]
+    assert est64.dtype == np.float64
+    np.testing.assert_array_equal(est64, ref)  # computed in float32, returned as float64
+    assert sep.separate(audio.astype(np.float16), RATE)["drums"].dtype == np.float16
+    pcm16 = np.round(audio * 32767).astype(np.int16)
+    est16 = sep.separate(pcm16, RATE)["drums"]
+    assert est16.dtype == np.float32
+    np.testing.assert_array_equal(est16, sep.separate(pcm16.astype(np.float32) / 32768, RATE)["drums"])
+    pcm8 = np.round(audio * 127 + 128).astype(np.uint8)  # 8-bit wav is unsigned, offset by 128
+    np.testing.assert_array_equal(sep.separate(pcm8, RATE)["drums"],
+                                  sep.separate((pcm8.astype(np.float32) - 128) / 128, RATE)["drums"])
+    assert snr_db(ref, est16) > 30  # the same estimate as the float input, up to 16-bit quantisation
+    with pytest.raises(UnmixError, match="not audio samples"):
+        sep.separate(audio > 0, RATE)
+
+
+def test_negative_niter_or_window_refused():
+    with pytest.raises(UnmixError, match=">= 0"):
+        make(niter=-1)
+    with pytest.raises(UnmixError, match=">= 0"):
+        make(win=-5)
+
+
+def test_load_separator_adds_a_residual_to_a_single_target(tiny_model):
+    from unmix.separator import default_residual, load_separator
+
+    assert load_separator(tiny_model, targets=["bass"]).targets == ["bass", "accompaniment"]
+    assert load_separator(tiny_model, targets=["bass"], residual="rest").targets == ["bass", "rest"]
+    assert load_separator(tiny_model, targets=["bass"], niter=0).targets == ["bass"]
+    assert default_residual(["vocals", "drums"], 1) is None

@@ -5,12 +5,7 @@
     sep = unmix.load_separator("umxhq", niter=1)     # reuse loaded models across songs
     estimates = sep.separate(audio, rate)
 """
-import logging
-
 __version__ = "0.1.0"
-
-# NNabla logs "Initializing CPU extension..." at INFO on import; users only need its warnings.
-logging.getLogger("nnabla").setLevel(logging.WARNING)
 
 __all__ = ["Separator", "load_separator", "separate", "__version__"]
 

@@ -14,16 +14,21 @@ Reading has two back ends:
   A file with a libsndfile extension that libsndfile cannot open (say a wav
   holding mp3 data) is handed to ffmpeg too.
 
-Every problem a user can cause (missing file, not audio, empty, NaN samples,
-ffmpeg missing, start past the end, unwritable output) raises `UnmixError`
-with one line that names the file.
+Writing: wav and flac through libsndfile (`save`, `StreamWriter`), mp3 through an ffmpeg
+pipe (`Mp3Writer`); `open_writer` picks one from the extension and `--bits`.
+
+Every problem a user can cause (missing file, not audio, a body that does not
+decode, empty, NaN samples, ffmpeg missing, start past the end, unwritable
+output) raises `UnmixError` with one line that names the file.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +54,10 @@ SNDFILE_EXTENSIONS = frozenset(
 #   float wav). flac: PCM_24, since FLAC stores integers only; 24 bits put the
 #   quantisation noise at about -144 dBFS, far below any separation artefact.
 WRITE_SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24"}
+
+# Bits per sample -> libsndfile subtype, for the streamed stems of `unmix separate --bits`.
+# 32 is float (wav only): FLAC stores integers of at most 24 bits.
+BITS_SUBTYPES = {".wav": {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}, ".flac": {16: "PCM_16", 24: "PCM_24"}}
 
 # Seconds decoded before a requested start and thrown away (see _load_ffmpeg).
 _PREROLL_SECONDS = 0.1
@@ -170,22 +179,25 @@ def _span_frames(rate, start, duration):
 
 
 def _load_sndfile(path, start, duration):
-    with sf.SoundFile(str(path)) as f:
-        rate, total = f.samplerate, f.frames
-        first, count = _span_frames(rate, start, duration)
-        if total == 0:
-            raise UnmixError(f"{path} contains no audio samples")
-        if first >= total:
-            raise UnmixError(f"{path}: start {start:g} s is beyond the end ({total / rate:g} s)")
-        f.seek(first)
-        data = f.read(count, dtype="float32", always_2d=True)  # (nb_timesteps, nb_channels)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate, total = f.samplerate, f.frames
+            first, count = _span_frames(rate, start, duration)
+            if total == 0:
+                raise UnmixError(f"{path} contains no audio samples")
+            if first >= total:
+                raise UnmixError(f"{path}: start {start:g} s is beyond the end ({total / rate:g} s)")
+            f.seek(first)
+            data = f.read(count, dtype="float32", always_2d=True)  # (nb_timesteps, nb_channels)
+    except _SF_ERROR as exc:  # a header that opens but a body that does not decode (a truncated FLAC)
+        raise UnmixError(f"{path} could not be decoded ({_one_line(exc)})") from None
     return transposed(data), int(rate)
 
 
-def _ffmpeg_tool(name, path):
+def _ffmpeg_tool(name, path, doing="reading"):
     exe = shutil.which(name)
     if exe is None:
-        raise UnmixError(f"reading {path} needs ffmpeg ({name} is not on PATH): {_FFMPEG_HINT}")
+        raise UnmixError(f"{doing} {path} needs ffmpeg ({name} is not on PATH): {_FFMPEG_HINT}")
     return exe
 
 
@@ -429,3 +441,80 @@ class StreamWriter:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class Mp3Writer:
+    """Writes ``(nb_channels, n)`` float32 chunks, in order, to an mp3 file through ffmpeg
+    (libmp3lame at a constant `bitrate` in kbit/s), with the interface of `StreamWriter`.
+
+    The samples go to ffmpeg's stdin as raw float32; its messages go to a temporary file
+    rather than a pipe, so that a chatty ffmpeg can never block on a full pipe.
+    """
+
+    def __init__(self, path, rate, nb_channels, bitrate=320):
+        self.path = Path(path)
+        cmd = [_ffmpeg_tool("ffmpeg", path, doing="writing"), "-nostdin", "-hide_banner", "-v", "error", "-y",
+               "-f", "f32le", "-ar", str(int(rate)), "-ac", str(int(nb_channels)), "-i", "pipe:0",
+               "-c:a", "libmp3lame", "-b:a", f"{int(bitrate)}k", "-f", "mp3", str(self.path)]
+        self.messages = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.messages)
+
+    def write(self, chunk):
+        try:
+            self.proc.stdin.write(transposed(np.asarray(chunk, dtype=np.float32)).tobytes())
+        except OSError:  # ffmpeg stopped (a broken pipe): its message says why
+            self.close()
+            raise UnmixError(f"could not write {self.path}: ffmpeg stopped") from None
+
+    def close(self):
+        """Wait for ffmpeg to finish the file; its last message on failure. Idempotent."""
+        if self.messages.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        code = self.proc.wait()
+        self.messages.seek(0)
+        message = _last_line(self.messages.read())
+        self.messages.close()
+        if code != 0:
+            raise UnmixError(f"could not write {self.path}: ffmpeg: {message}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:  # an error elsewhere: stop ffmpeg and keep that error
+            self.proc.kill()
+            with contextlib.suppress(UnmixError):
+                self.close()
+        return False
+
+
+def output_subtype(ext, bits=None):
+    """The libsndfile subtype of a stem file: `ext` '.wav' at `bits` 16, 24 or 32 (float, the
+    default) or '.flac' at 16 or 24 (the default); None for '.mp3', which takes no `bits`.
+    Raises `UnmixError` for any other combination."""
+    if ext == ".mp3":
+        if bits is not None:
+            raise UnmixError("--bits applies to wav and flac; mp3 takes --mp3-bitrate")
+        return None
+    subtypes = BITS_SUBTYPES.get(ext)
+    if subtypes is None:
+        raise UnmixError(f"cannot write '{ext}' files: use .wav, .flac or .mp3")
+    bits = bits or max(subtypes)
+    if bits not in subtypes:
+        why = " (FLAC stores integers only)" if ext == ".flac" else ""
+        raise UnmixError(f"{ext[1:]} cannot store {bits}-bit samples: use --bits "
+                         + " or ".join(map(str, subtypes)) + why)
+    return subtypes[bits]
+
+
+def open_writer(path, rate, nb_channels, bits=None, mp3_bitrate=320):
+    """A streaming writer for `path`, its format from the extension (see `output_subtype`):
+    `StreamWriter` for .wav and .flac, `Mp3Writer` (`mp3_bitrate` kbit/s) for .mp3."""
+    subtype = output_subtype(Path(path).suffix.lower(), bits)
+    if subtype is None:
+        return Mp3Writer(path, rate, nb_channels, bitrate=mp3_bitrate)
+    return StreamWriter(path, rate, nb_channels, subtype=subtype)

@@ -5,10 +5,51 @@ arguments, `_run_<name>(args)` calls the API with explicit parameters and
 returns an exit code. `main(argv)` catches `UnmixError` and prints one line.
 """
 import argparse
+import logging
+import math
 import sys
 
 from unmix import __version__
 from unmix.errors import UnmixError
+
+
+def _integer(minimum, maximum=None):
+    """An argparse `type`: an integer in [minimum, maximum], else a usage error (exit 2)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _seconds(zero_ok):
+    """An argparse `type`: finite seconds, >= 0 (`zero_ok`) or > 0."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"must be finite and {'>= 0' if zero_ok else '> 0'} seconds, got {text}")
+        return value
+    parse.__name__ = "seconds"
+    return parse
+
+
+def _filename_template(text):
+    """An argparse `type`: an output name template (see `unmix.stems.check_filename`)."""
+    from unmix.stems import check_filename
+
+    try:
+        return check_filename(text)
+    except UnmixError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_convert(sub):
@@ -52,7 +93,7 @@ def _run_export(args):
 
 def _add_separate(sub):
     p = sub.add_parser("separate", help="separate audio files into stems",
-                       description="Separate songs into <outdir>/<track>/<target><ext>.")
+                       description="Separate songs into <outdir>/<track>/<target>.<ext> (see --filename).")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="audio files: wav, flac, ogg (soundfile); mp3, m4a, aac, .stem.mp4 (ffmpeg)")
     p.add_argument("--model", default=None,
@@ -60,15 +101,31 @@ def _add_separate(sub):
                         "is cached; see `unmix models`)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to separate (default: all of the model)")
     p.add_argument("--outdir", default="separated", help="output folder (default: separated)")
-    p.add_argument("--niter", type=int, default=1, help="Wiener EM iterations; 0 keeps the mixture phase")
+    p.add_argument("--niter", type=_integer(0), default=1, help="Wiener EM iterations; 0 keeps the mixture phase")
     p.add_argument("--softmask", action="store_true", help="initial estimates by ratio masks")
     p.add_argument("--residual", default=None, metavar="NAME",
-                   help="add a target NAME = mixture minus the other targets")
-    p.add_argument("--wiener-win-len", type=int, default=300, help="frames per Wiener window (0: whole track)")
-    p.add_argument("--start", type=float, default=0.0, help="start offset in seconds")
-    p.add_argument("--duration", type=float, default=None, help="seconds to separate (default: to the end)")
-    p.add_argument("--ext", default=".wav", choices=[".wav", ".flac"], help="output format")
-    p.add_argument("--jobs", type=int, default=1, help="files separated in parallel processes")
+                   help="add a target NAME = mixture minus the other targets (a single target with --niter > 0 "
+                        "gets one named accompaniment)")
+    p.add_argument("--wiener-win-len", type=_integer(0), default=300,
+                   help="frames per Wiener window (0: whole track)")
+    p.add_argument("--start", type=_seconds(True), default=0.0, help="start offset in seconds")
+    p.add_argument("--duration", type=_seconds(False), default=None,
+                   help="seconds to separate (default: to the end)")
+    p.add_argument("--filename", type=_filename_template, default="{track}/{target}.{ext}",
+                   help="output names inside --outdir, from {track} (the input's name; the folder's name for "
+                        "MUSDB's <song>/mixture.wav), {trackext}, {target} (or {stem}) and {ext} "
+                        "(default: {track}/{target}.{ext})")
+    p.add_argument("--ext", default=".wav", type=lambda text: "." + text.lower().lstrip("."),
+                   choices=[".wav", ".flac", ".mp3"], help="output format (mp3 through ffmpeg)")
+    p.add_argument("--bits", type=int, default=None, choices=[16, 24, 32],
+                   help="bits per sample: wav 16, 24 or 32 (float, the default); flac 16 or 24 (the default)")
+    p.add_argument("--mp3-bitrate", type=_integer(8, 320), default=320, metavar="KBPS",
+                   help="mp3 bitrate in kbit/s (default: 320)")
+    p.add_argument("--clip-mode", default="rescale", choices=["rescale", "clamp", "none"],
+                   help="rescale: divide each stem by max(1.01 x its peak, 1) (default, as "
+                        "demucs); clamp: clip at +-0.99; none: leave samples as they are (integer formats and mp3 "
+                        "clip at full scale). Each stem rescaled or clipped is named with its peak")
+    p.add_argument("--jobs", type=_integer(1), default=1, help="files separated in parallel processes")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
                    help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
@@ -81,11 +138,15 @@ def _add_separate(sub):
 def _run_separate(args):
     from unmix import stems
 
+    try:
+        fmt = stems.StemFormat(ext=args.ext, bits=args.bits, clip_mode=args.clip_mode, mp3_bitrate=args.mp3_bitrate)
+    except UnmixError as exc:  # flac at 32 bits, mp3 with --bits: a usage error
+        args._parser.error(str(exc))
     options = dict(model=args.model, targets=args.targets, niter=args.niter, softmask=args.softmask,
                    residual=args.residual, wiener_win_len=args.wiener_win_len or None, backend=args.backend,
                    device=args.device)
-    file_options = dict(outdir=args.outdir, ext=args.ext, start=args.start, duration=args.duration,
-                        force=args.force, downmix=args.downmix)
+    file_options = dict(outdir=args.outdir, filename=args.filename, fmt=fmt, start=args.start,
+                        duration=args.duration, force=args.force, downmix=args.downmix)
     failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs)
     return 1 if failures else 0
 
@@ -228,9 +289,9 @@ def _add_evaluate(sub):
                            "or the mixture as every estimate (MIX)")
     p.add_argument("--targets", nargs="+", default=None,
                    help="targets to estimate (default: all of the model; an oracle's: vocals drums bass other)")
-    p.add_argument("--niter", type=int, default=1, help="Wiener EM iterations (default: 1)")
+    p.add_argument("--niter", type=_integer(0), default=1, help="Wiener EM iterations (default: 1)")
     p.add_argument("--residual", default=None, metavar="NAME", help="add a target NAME = mixture minus the others")
-    p.add_argument("--wiener-win-len", type=int, default=300,
+    p.add_argument("--wiener-win-len", type=_integer(0), default=300,
                    help="frames per Wiener window (default: 300, bounded memory); 0: whole tracks, as the "
                         "reference's evaluate.py filters for the published umx/umxhq scores (it never passes "
                         "its --wiener-win-len on), which needs several GB for a 7-minute track")
@@ -239,7 +300,7 @@ def _add_evaluate(sub):
     p.add_argument("--evaldir", default=None,
                    help="scores folder, one per model and settings (kept in its settings.json): tracks scored "
                         "there are skipped, other settings are refused (default: eval/<model or oracle name>)")
-    p.add_argument("--cores", type=int, default=1, help="tracks evaluated in parallel processes")
+    p.add_argument("--cores", type=_integer(1), default=1, help="tracks evaluated in parallel processes")
     p.add_argument("--tracks", nargs="+", default=None, metavar="NAME", help="evaluate only these tracks")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a per-track SDR box plot")
     return p
@@ -292,12 +353,15 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"unmix {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, add, run in COMMANDS:
-        add(sub).set_defaults(_run=run)
+        p = add(sub)
+        p.set_defaults(_run=run, _parser=p)
     return parser
 
 
 def main(argv=None):
     """Run the CLI; returns the exit code (0 ok, 1 user error, 2 usage)."""
+    # NNabla logs "Initializing CPU extension..." at INFO when imported; users need its warnings only
+    logging.getLogger("nnabla").setLevel(logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

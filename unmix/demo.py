@@ -62,18 +62,19 @@ def log_spectrogram(audio, n_fft=2048, n_hop=512):
 
 def plot_spectrograms(mixture, estimates, rate, path):
     """One PNG: the mixture and each estimate as log spectrograms, stacked, on the mixture's
-    colour scale (so a quiet stem looks quiet). Returns `path`."""
-    import matplotlib
+    colour scale (so a quiet stem looks quiet). Returns `path`.
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    Drawn on matplotlib's Agg canvas without pyplot: the caller's backend is left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     panels = {"mixture": mixture, **estimates}
     specs = {name: log_spectrogram(a) for name, a in panels.items()}
     top = specs["mixture"].max()
     extent = (0.0, mixture.shape[-1] / rate, 0.0, rate / 2000.0)
-    fig, axes = plt.subplots(len(specs), 1, figsize=(9, 1.8 * len(specs)), sharex=True,
-                             squeeze=False, constrained_layout=True)
+    fig = Figure(figsize=(9, 1.8 * len(specs)), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(specs), 1, sharex=True, squeeze=False)
     for ax, (name, spec) in zip(axes[:, 0], specs.items()):
         image = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, cmap="magma",
                           vmin=top + FLOOR_DB, vmax=top)
@@ -83,5 +84,4 @@ def plot_spectrograms(mixture, estimates, rate, path):
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB", shrink=0.5)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     return Path(path)

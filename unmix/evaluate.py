@@ -450,15 +450,16 @@ def format_table(scores, published=False):
 
 
 def plot_sdr(per_track, path, title=""):
-    """Per-track SDRs (median over frames) as a box plot per target with the tracks as dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Per-track SDRs (median over frames) as a box plot per target with the tracks as dots
+    (on matplotlib's Agg canvas without pyplot: the caller's backend is left alone)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     targets = [t for t in MUSDB_TARGETS if t in per_track.index.get_level_values("target")]
     data = [per_track.xs(t, level="target")["SDR"].dropna().to_numpy() for t in targets]
-    fig, ax = plt.subplots(figsize=(1.6 * len(targets) + 2, 4))
+    fig = Figure(figsize=(1.6 * len(targets) + 2, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.boxplot(data, showfliers=False)
     ax.set_xticks(range(1, len(targets) + 1), targets)
     rng = np.random.default_rng(0)  # fixed jitter: the same scores draw the same picture
@@ -468,11 +469,8 @@ def plot_sdr(per_track, path, title=""):
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    try:
-        with _writing(path), atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    with _writing(path), atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     return Path(path)
 
 

@@ -87,6 +87,8 @@ def wiener_planar(targets, x, iterations=1, softmask=False, residual=False, scal
     Returns:
         (nb_sources[+1 if residual], nb_channels, nb_frames, nb_bins) complex64.
     """
+    if iterations < 0:  # no EM loop would run and `y` would come back unfilled
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
     targets = np.ascontiguousarray(targets, np.float32)
     x = np.ascontiguousarray(x, np.complex64)
     if iterations > 0 and x.shape[0] not in (1, 2):

@@ -57,7 +57,15 @@ def _fixed_mmap_threshold(threshold=64 * 2**20, arenas=2, trim=512 * 2**20):
         pass
 
 
-_fixed_mmap_threshold()
+_MALLOC_TUNED = []
+
+
+def _tune_malloc_once():
+    """`_fixed_mmap_threshold`, once per process, when the first separator is made or used:
+    process-wide state is changed by a separation, never by an import."""
+    if not _MALLOC_TUNED:
+        _MALLOC_TUNED.append(True)
+        _fixed_mmap_threshold()
 
 # ONNX Runtime's LSTM over a whole track holds about 8 floats per hidden unit and frame while
 # it runs (input projections of both directions, layer outputs: measured 16 kB per frame for
@@ -92,6 +100,8 @@ class Separator:
             raise UnmixError("all target models must have the same number of channels")
         if residual and residual in models:
             raise UnmixError(f"the residual name '{residual}' is already a target")
+        if int(niter) < 0 or int(wiener_win_len or 0) < 0:
+            raise UnmixError(f"niter and wiener_win_len must be >= 0, got {niter} and {wiener_win_len}")
         if niter > 0 and len(models) + bool(residual) < 2:
             raise UnmixError("Wiener EM (niter > 0) needs two sources or more: "
                              "select more targets, add a residual, or use niter 0")
@@ -113,18 +123,20 @@ class Separator:
         """Separate audio at any sample rate and channel count the model can take.
 
         Args:
-            audio: ``(nb_channels, nb_timesteps)`` or ``(nb_samples, nb_channels, nb_timesteps)``.
+            audio: mono ``(nb_timesteps,)``, ``(nb_channels, nb_timesteps)`` or
+                ``(nb_samples, nb_channels, nb_timesteps)``; soundfile's ``(nb_timesteps,
+                nb_channels)`` must be transposed (``audio.T``). Floats of any precision, or
+                integers, read as PCM and scaled from their full range (int16 / 32768, uint8
+                (x - 128) / 128, ...).
             rate: its sample rate; it is resampled to the model's and the estimates back.
             downmix: average more than two channels down instead of refusing them.
 
         Returns:
-            target -> estimate with the input's layout and exactly its length, float32.
+            target -> estimate with the input's layout and exactly its length, in the input's
+            float dtype (float32 for integer input; the computation is float32).
         """
-        audio = np.asarray(audio)
-        if audio.ndim not in (2, 3):
-            raise UnmixError(f"audio must be (nb_channels, nb_timesteps) or (nb_samples, nb_channels, "
-                             f"nb_timesteps), got shape {audio.shape}")
-        batch = audio if audio.ndim == 3 else audio[None]
+        audio, dtype = _float_audio(audio)
+        batch = audio.reshape((-1,) + audio.shape[-2:]) if audio.ndim > 1 else audio[None, None]
         out = None
         for i, sample in enumerate(batch):
             pos = 0
@@ -135,7 +147,8 @@ class Separator:
                 for target, value in chunk.items():
                     out[target][i, :, pos:pos + value.shape[-1]] = value
                 pos += value.shape[-1]
-        return out if audio.ndim == 3 else {t: v[0] for t, v in out.items()}
+        layout = {3: lambda v: v, 2: lambda v: v[0], 1: lambda v: v[0, 0]}[audio.ndim]  # back to the input's
+        return {t: layout(v).astype(dtype, copy=False) for t, v in out.items()}
 
     def __call__(self, audio, progress=False):
         """Separate ``(nb_samples, nb_channels, nb_timesteps)`` float32 at the model's rate.
@@ -154,6 +167,7 @@ class Separator:
             (mono in, mono out); the chunks add up to exactly nb_timesteps samples. What a
             caller does not keep is not held: this is how long tracks stay in bounded memory.
         """
+        _tune_malloc_once()
         audio = np.asarray(audio)
         nb_channels_in, length = audio.shape
         mix = self._prepare(audio, rate, downmix)
@@ -279,6 +293,35 @@ class Separator:
             raise UnmixError("audio contains NaN or infinite samples")
 
 
+def _float_audio(audio):
+    """The API's input as float32 in one of its three layouts, and the dtype to return.
+
+    Args:
+        audio: ``(nb_timesteps,)``, ``(nb_channels, nb_timesteps)`` or ``(nb_samples, nb_channels,
+            nb_timesteps)``; float, or integer PCM (scaled from its full range, float32 out).
+
+    Returns:
+        ``(float32 array of the same shape, dtype of the estimates)``.
+    """
+    audio = np.asarray(audio)
+    if audio.ndim not in (1, 2, 3):
+        raise UnmixError(f"audio must be (nb_timesteps,), (nb_channels, nb_timesteps) or (nb_samples, "
+                         f"nb_channels, nb_timesteps), got shape {audio.shape}")
+    if audio.ndim > 1 and audio.shape[-1] in (1, 2) and audio.shape[-2] > audio.shape[-1]:
+        fix = "audio.T" if audio.ndim == 2 else "audio.transpose(0, 2, 1)"
+        raise UnmixError(f"audio of shape {audio.shape} is probably (nb_timesteps, nb_channels), the layout "
+                         f"soundfile reads: pass {fix}, since unmix takes (nb_channels, nb_timesteps)")
+    if audio.dtype.kind == "f":
+        return audio.astype(np.float32, copy=False), audio.dtype
+    if audio.dtype.kind in "iu":  # PCM: full scale is 2 ** (bits - 1); unsigned PCM is offset by it
+        info = np.iinfo(audio.dtype)
+        half = (int(info.max) - int(info.min) + 1) // 2
+        offset = np.float32(half if audio.dtype.kind == "u" else 0)
+        return (audio.astype(np.float32) - offset) * np.float32(1.0 / half), np.dtype(np.float32)
+    raise UnmixError(f"audio of dtype {audio.dtype} is not audio samples: give floats (full scale 1.0) "
+                     "or integer PCM")
+
+
 class _Buffers:
     """Arrays by name, allocated again only when the shape changes (the last window).
 
@@ -339,6 +382,8 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     Args:
         model: registry name (see `unmix.pretrained`) or model folder; None: the default model.
         targets: subset of the folder's targets (None: all).
+        residual: name of a "mixture minus the targets" estimate; a single target with niter > 0
+            gets one named 'accompaniment' when None (see `default_residual`).
         backend: 'onnx' (ONNX Runtime, fast on CPU), 'nnabla', or 'auto' (onnx when installed).
         nb_threads: CPU threads for the onnx backend, the FFTs and the Wiener filter (None: all cores).
         device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
@@ -346,6 +391,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     from unmix import pretrained
     from unmix.model import load_target, read_separator_json
 
+    _tune_malloc_once()  # before the warm-up thread and ONNX Runtime's threads make their malloc arenas
     folder = pretrained.resolve_model(model)
     meta = read_separator_json(folder)
     # numba loads its compiled kernels on first use (~0.2 s, once per process): done on a second
@@ -358,6 +404,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     unknown = [t for t in targets if t not in meta["targets"]]
     if unknown:
         raise UnmixError(f"model {folder} has no target {', '.join(unknown)} (it has {', '.join(meta['targets'])})")
+    residual = default_residual(targets, niter, residual)
     backend = _pick_backend(backend, device)
     nb_threads = int(nb_threads or os.cpu_count() or 1)
     # the Separator runs ONNX Runtime sessions side by side, one target per thread: a session
@@ -377,6 +424,18 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         models[target] = net
     return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
+
+
+AUTO_RESIDUAL = "accompaniment"
+
+
+def default_residual(targets, niter, residual=None):
+    """The residual a separator gets: `residual`, or 'accompaniment' (the mixture minus the
+    target) when a single target would leave the Wiener EM (niter > 0) one source to share
+    the mixture with nothing (a model trained with `unmix train --target vocals`)."""
+    if residual or niter <= 0 or len(targets) != 1:
+        return residual or None
+    return AUTO_RESIDUAL
 
 
 def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):
@@ -434,7 +493,8 @@ def separate(audio, rate, model=None, targets=None, niter=1, softmask=False, res
     """Separate a mixture into its targets.
 
     Args:
-        audio: ``(nb_channels, nb_timesteps)`` or ``(nb_samples, nb_channels, nb_timesteps)`` float.
+        audio: ``(nb_timesteps,)`` mono, ``(nb_channels, nb_timesteps)`` or ``(nb_samples, nb_channels,
+            nb_timesteps)``; float (its dtype is kept) or integer PCM (see `Separator.separate`).
         rate: its sample rate (resampled to the model's and back).
         model: registry name or model folder (None: the default model); ignored if `separator` is given.
         separator: a `Separator` to reuse (models loaded once).
