@@ -18,6 +18,8 @@ from unmix.data import load_datasets
 from unmix.errors import UnmixError
 from unmix.model import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
 
+pytestmark = pytest.mark.nnabla
+
 RATE = 8000
 LENGTH = int(1.5 * RATE)
 TINY = dict(hidden_size=8, nb_layers=1, nfft=512, nhop=128, seq_dur=0.5, batch_size=2, samples_per_track=2,

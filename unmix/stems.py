@@ -86,8 +86,11 @@ def separate_files(paths, separator_options, file_options, jobs=1):
     Returns:
         the number of files that failed (each reported on stderr in one line).
     """
+    from unmix.pretrained import resolve_model
     from unmix.separator import load_separator
 
+    # the default model is resolved (downloaded, or the offline fallback) once, not in every worker
+    separator_options = dict(separator_options, model=resolve_model(separator_options.get("model")))
     separator = load_separator(**separator_options)  # a bad model fails here, once, before any file
     if jobs <= 1 or len(paths) == 1:
         failures = 0
