@@ -27,25 +27,25 @@ demo: $(STAMP)
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml | apt
-	@if [ ! -x $(PY) ]; then \
-	  py=$$(scripts/find-python 3.10); \
-	  echo "creating $(VENV) with $$py"; \
-	  $$py -m venv $(VENV); \
+# $(call new_venv,DIR,PYTHON_VERSION): create DIR with that Python unless it exists; upgrade its pip
+define new_venv
+	@if [ ! -x $(1)/bin/python ]; then \
+	  py=$$(scripts/find-python $(2)); \
+	  echo "creating $(1) with $$py"; \
+	  $$py -m venv $(1); \
 	fi
-	$(PY) -m pip install -q --upgrade pip
+	$(1)/bin/python -m pip install -q --upgrade pip
+endef
+
+$(STAMP): pyproject.toml | apt
+	$(call new_venv,$(VENV),3.10)
 	$(PY) -m pip install -q -e '.[test,train]'
 	@echo "compiling the numba kernels (once)"
 	$(PY) -c "import unmix.separator; unmix.separator.warm_up_kernels()"
 	@touch $(STAMP)
 
 $(STAMP312): pyproject.toml | apt
-	@if [ ! -x $(PY312) ]; then \
-	  py=$$(scripts/find-python 3.12); \
-	  echo "creating $(VENV312) with $$py"; \
-	  $$py -m venv $(VENV312); \
-	fi
-	$(PY312) -m pip install -q --upgrade pip
+	$(call new_venv,$(VENV312),3.12)
 	$(PY312) -m pip install -q '.[test]'
 	@touch $(STAMP312)
 

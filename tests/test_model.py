@@ -127,14 +127,6 @@ def test_folder_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*part*")), "no temporary files left"
 
 
-def test_not_a_model_folder(tmp_path):
-    with pytest.raises(UnmixError, match="not a model folder"):
-        read_separator_json(tmp_path)
-    (tmp_path / "separator.json").write_text("{broken")
-    with pytest.raises(UnmixError, match="not a valid separator.json"):
-        read_separator_json(tmp_path)
-
-
 @pytest.mark.parametrize("config", [TINY, ModelConfig(nb_bins=33, hidden_size=8, nb_layers=2, unidirectional=True)])
 def test_builtin_lstm_path_equals_step_by_step(config):
     """The GPU path runs NNabla's F.lstm (cuDNN) on the same parameters: checked here on the CPU."""
