@@ -197,3 +197,16 @@ def test_nnabla_backend_on_an_exported_folder_is_one_line(tiny_model, song, tmp_
                  "--backend", "nnabla"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lacks vocals.h5: it holds the ONNX graph" in err[0]
+
+
+def test_stages_cut_from_a_full_graph_are_checked_graphs_equal_to_the_built_stages():
+    from unmix.onnx_backend import stage_models
+
+    params = perturbed(STEREO)
+    cut = stage_models(build_onnx(STEREO, params), STEREO)
+    mix = random_mix(STEREO, 7)
+    built = OnnxModel((STEREO, params), nb_threads=1)
+    for stage, proto in cut.items():
+        onnx.checker.check_model(proto)
+        assert len(proto.graph.initializer) == len(build_onnx(STEREO, params, stage).graph.initializer), stage
+    np.testing.assert_array_equal(OnnxModel(build_onnx(STEREO, params), nb_threads=1)(mix), built(mix))

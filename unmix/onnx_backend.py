@@ -81,7 +81,7 @@ def build_onnx(config, params, stage="full", check=True):
             and ONNX Runtime validates the graph itself).
     """
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage}")
@@ -95,41 +95,64 @@ def build_onnx(config, params, stage="full", check=True):
         g.nodes.append(helper.make_node("Identity", [x], [_PART_OUTPUT[part]], name=_PART_OUTPUT[part]))
         x = _PART_OUTPUT[part]
 
-    mix_dims = ["nb_samples", c, n, "nb_frames"]
-    dims = {"mix": mix_dims, "target": mix_dims, "features": ["nb_frames", "nb_samples", s],
-            "lstm_out": ["nb_frames", "nb_samples", s]}
     inputs = [_PART_INPUT[parts[0]]] + (["mix"] if parts == ("decoder",) else [])
-    graph = helper.make_graph(
-        g.nodes, f"open_unmix_{stage}",
-        [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, dims[x])],
-        initializer=g.initializers,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
-    proto.ir_version = 8  # readable by onnxruntime >= 1.10
-    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(cfg.to_dict())})
+    proto = _model(cfg, stage, g.nodes, inputs, x, g.initializers)
     if check:
         onnx.checker.check_model(proto)
     return proto
 
 
-def stage_models(proto):
+def _model(config, stage, nodes, inputs, output, initializers):
+    """The ModelProto of a graph whose inputs and output are named tensors of `_PART_INPUT`/`_PART_OUTPUT`."""
+    from onnx import TensorProto, helper
+
+    mix_dims = ["nb_samples", config.nb_channels, config.nb_bins, "nb_frames"]
+    features = ["nb_frames", "nb_samples", config.hidden_size]
+    dims = {"mix": mix_dims, "target": mix_dims, "features": features, "lstm_out": features}
+    graph = helper.make_graph(
+        nodes, f"open_unmix_{stage}",
+        [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, dims[output])],
+        initializer=initializers,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
+    proto.ir_version = 8  # readable by onnxruntime >= 1.10
+    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(config.to_dict())})
+    return proto
+
+
+def stage_models(proto, config):
     """The encoder, lstm and decoder graphs cut out of a full graph (`build_onnx` "full").
 
-    Returns:
-        stage name -> ``onnx.ModelProto``, each holding only the weights it uses.
-    """
-    from onnx.utils import Extractor
+    Each stage keeps the nodes between its named input(s) and output, and the weights they use
+    (cut here rather than by onnx.utils.Extractor, whose use of shape inference differs between
+    onnx versions).
 
-    names = {v.name for v in proto.graph.input} | {n for node in proto.graph.node for n in node.output}
-    if not {"mix", "features", "lstm_out", "target"} <= names:
+    Returns:
+        stage name -> ``onnx.ModelProto``.
+    """
+    producers = {name: i for i, node in enumerate(proto.graph.node) for name in node.output}
+    weights = {t.name: t for t in proto.graph.initializer}
+    if not {"features", "lstm_out", "target"} <= set(producers):
         raise UnmixError("this ONNX graph lacks the named stages (mix, features, lstm_out, target) that "
                          "this version of unmix writes: export the model folder again")
-    extractor = Extractor(proto)
     stages = {}
     for stage in ("encoder", "lstm", "decoder"):
         inputs = [_PART_INPUT[stage]] + (["mix"] if stage == "decoder" else [])
-        stages[stage] = extractor.extract_model(inputs, [_PART_OUTPUT[stage]])
+        used, seen, todo = set(), set(inputs), [_PART_OUTPUT[stage]]
+        while todo:  # back from the output to the stage's inputs
+            name = todo.pop()
+            if name in seen or name in weights or not name:
+                continue
+            seen.add(name)
+            if name not in producers:
+                raise UnmixError(f"the ONNX graph's {stage} stage needs {name}, which no node computes")
+            used.add(producers[name])
+            todo.extend(proto.graph.node[producers[name]].input)
+        nodes = [proto.graph.node[i] for i in sorted(used)]
+        needed = {name for node in nodes for name in node.input}
+        stages[stage] = _model(config, stage, nodes, inputs, _PART_OUTPUT[stage],
+                               [t for name, t in weights.items() if name in needed])
     return stages
 
 
@@ -270,7 +293,8 @@ def _read_graph(source):
     if CONFIG_KEY not in meta:
         raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
     try:
-        return ModelConfig.from_dict(json.loads(meta[CONFIG_KEY])), stage_models(source)
+        config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+        return config, stage_models(source, config)
     except UnmixError as exc:
         raise UnmixError(f"ONNX model {label}: {exc}") from None
 
