@@ -1,34 +1,53 @@
 # unmix: `make demo` separates the bundled example, `make test` runs the test suite.
-# Both create .venv/ on first use with a Python 3.10 interpreter (NNabla 1.39 ships
-# wheels for Python 3.8-3.10 only), install the package with its test extras, and,
-# when run as root, the apt packages it needs (ffmpeg).
+# Both create .venv/ on first use with a Python 3.10 interpreter (NNabla 1.39, needed to
+# train, ships wheels for Python 3.8-3.10 only), install the package with its test and train
+# extras, and, when run as root, the apt packages it needs (ffmpeg).
+# `make test-py312` runs the NNabla-free tests (separate, convert, export, evaluate, ...) in
+# .venv312/ under Python 3.12, installed without NNabla as `pip install unmix` installs it.
 
 VENV     := .venv
 PY       := $(VENV)/bin/python
 STAMP    := $(VENV)/.installed
+VENV312  := .venv312
+PY312    := $(VENV312)/bin/python
+STAMP312 := $(VENV312)/.installed
 APT_PKGS := ffmpeg
 
-.PHONY: test demo venv apt clean
+.PHONY: test test-py312 demo venv apt clean
 
 test: $(STAMP)
 	$(PY) -m pytest tests
 
+# tests marked `nnabla` (see tests/conftest.py) need NNabla; everything else runs without it
+test-py312: $(STAMP312)
+	$(PY312) -m pytest tests -m "not nnabla"
+
 demo: $(STAMP)
-	$(PY) -m unmix demo --outdir separated/demo
+	$(PY) -m unmix demo --model bundled --outdir separated/demo
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml | apt
-	@if [ ! -x $(PY) ]; then \
-	  py=$$(scripts/find-python310); \
-	  echo "creating $(VENV) with $$py"; \
-	  $$py -m venv $(VENV); \
+# $(call new_venv,DIR,PYTHON_VERSION): create DIR with that Python unless it exists; upgrade its pip
+define new_venv
+	@if [ ! -x $(1)/bin/python ]; then \
+	  py=$$(scripts/find-python $(2)); \
+	  echo "creating $(1) with $$py"; \
+	  $$py -m venv $(1); \
 	fi
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(1)/bin/python -m pip install -q --upgrade pip
+endef
+
+$(STAMP): pyproject.toml | apt
+	$(call new_venv,$(VENV),3.10)
+	$(PY) -m pip install -q -e '.[test,train]'
 	@echo "compiling the numba kernels (once)"
 	$(PY) -c "import unmix.separator; unmix.separator.warm_up_kernels()"
 	@touch $(STAMP)
+
+$(STAMP312): pyproject.toml | apt
+	$(call new_venv,$(VENV312),3.12)
+	$(PY312) -m pip install -q '.[test]'
+	@touch $(STAMP312)
 
 apt:
 	@missing=""; for p in $(APT_PKGS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -44,4 +63,4 @@ apt:
 	fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VENV312) build *.egg-info

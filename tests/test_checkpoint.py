@@ -7,7 +7,7 @@ import pytest
 from conftest import make_model_folder
 
 from unmix.checkpoint import CURVES, Checkpoint, holds_training, remove_target, signals_held
-from unmix.model import load_target, read_h5_params, read_separator_json
+from unmix.modelfolder import read_h5_params, read_separator_json, target_config
 from unmix.schedules import EarlyStopping, ReduceLROnPlateau
 
 LOSSES = [1.0, 0.8, 0.9, 0.85, 0.7, 0.75]
@@ -61,7 +61,7 @@ def test_remove_target_leaves_the_other_targets(tmp_path):
     assert (folder / "drums.json").read_text() == "old run"
     after = read_h5_params(folder / "drums.h5")
     assert all((after[k] == v).all() for k, v in drums.items())
-    assert load_target(folder, "bass").config.hidden_size == 8
+    assert target_config(folder, "bass").hidden_size == 8
     remove_target(folder, "drums")
     remove_target(folder, "bass")  # the last target takes separator.json along
     assert sorted(p.name for p in folder.iterdir()) == []

@@ -168,8 +168,8 @@ def test_help_and_version(capsys):
     assert out.returncode == 0 and "--wiener-win-len" in out.stdout
 
 
+@pytest.mark.nnabla
 def test_gpu_without_cuda_is_one_line(tiny_model, song, tmp_path, capsys):
-    pytest.importorskip("nnabla")
     try:
         import nnabla_ext.cuda  # noqa: F401
         pytest.skip("a CUDA extension is installed here")
@@ -181,6 +181,7 @@ def test_gpu_without_cuda_is_one_line(tiny_model, song, tmp_path, capsys):
     assert run(song, "--model", tiny_model, "--outdir", tmp_path, "--device", "gpu", "--backend", "onnx") == 1
 
 
+@pytest.mark.nnabla
 def test_nnabla_backend_matches_onnx_backend(tiny_model, song, tmp_path):
     assert run(song, "--model", tiny_model, "--outdir", tmp_path / "onnx", "--backend", "onnx") == 0
     assert run(song, "--model", tiny_model, "--outdir", tmp_path / "nnabla", "--backend", "nnabla") == 0
@@ -190,10 +191,41 @@ def test_nnabla_backend_matches_onnx_backend(tiny_model, song, tmp_path):
         assert np.sum((a - b) ** 2) <= 1e-6 * np.sum(a**2)
 
 
-def test_models_lists_the_registry_with_licenses(capsys):
+def test_models_lists_the_registry_with_licenses_the_bundled_model_and_the_default(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "umxhq" in out and "umxl" in out and "NON-COMMERCIAL" in out.upper()
+    assert "\nbundled " in out and "Without --model: umxhq, downloaded once" in out
+
+
+def test_without_model_offline_the_bundled_model_separates_with_one_notice(tmp_path, capsys):
+    """conftest keeps tests offline: the default umxhq cannot be fetched, the bundled model steps in,
+    once for the whole batch (the worker processes get the resolved folder)."""
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"s{i}.wav")
+        sf.write(paths[-1], tone(0.5).T * (i + 1), RATE)
+    assert run(*paths, "--outdir", tmp_path / "out", "--jobs", "2") == 0
+    err = capsys.readouterr().err
+    assert err.count("notice: cannot download umxhq, the default model") == 1
+    assert all(stems_of(tmp_path / "out" / f"s{i}") == sorted(f"{t}.wav" for t in TARGETS) for i in range(2))
+
+
+@pytest.mark.parametrize("argv, feature", [
+    (["separate", "{song}", "--model", "{model}", "--outdir", "{out}", "--backend", "nnabla"], "--backend nnabla"),
+    (["separate", "{song}", "--model", "{model}", "--outdir", "{out}", "--device", "gpu"], "--device gpu"),
+    (["train", "--root", "{out}", "--output", "{out}/model"], "`unmix train`"),
+])
+def test_without_nnabla_its_features_say_how_to_get_it_in_one_line(tiny_model, song, tmp_path, capsys, monkeypatch,
+                                                                   argv, feature):
+    monkeypatch.setitem(sys.modules, "nnabla", None)  # `import nnabla` fails, as where it is not installed
+    monkeypatch.setattr(sys, "version_info", (3, 12, 1, "final", 0))
+    argv = [a.format(song=song, model=tiny_model, out=tmp_path / "out") for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {feature} needs NNabla")
+    assert "Python 3.8-3.10 only (this is Python 3.12)" in err[0] and "pip install 'unmix[train]'" in err[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_stems_are_written_behind_in_order_and_a_failed_write_stops_the_work():

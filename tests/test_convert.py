@@ -2,7 +2,8 @@
 
 The parity fixtures hold random-weight open-unmix-pytorch models, their inputs and
 the reference outputs (tools/make_parity_fixtures.py); converted models must give
-the same output within 1e-4 of its peak.
+the same output within 1e-4 of its peak: run by ONNX Runtime (no NNabla needed), and by the
+NNabla network in the test marked nnabla.
 """
 import json
 import shutil
@@ -12,7 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from unmix import convert, model
+from unmix import convert
+from unmix import modelfolder as model
 from unmix.cli import main
 from unmix.errors import UnmixError
 
@@ -26,6 +28,17 @@ def load_case(case):
     with np.load(FIXTURES / f"parity_{case}.npz") as z:
         sd = {k[len("sd/"):]: z[k] for k in z.files if k.startswith("sd/")}
         return sd, json.loads(str(z["config"])), z["input"], z["output"]
+
+
+def onnx_net(config, params):
+    from unmix.onnx_backend import OnnxModel
+
+    return OnnxModel((config, params), nb_threads=1)
+
+
+def load_target(folder, target):
+    """The converted target of a model folder, run by ONNX Runtime."""
+    return onnx_net(*model.load_params(folder, target))
 
 
 def assert_matches_reference(net, mag, ref):
@@ -43,7 +56,16 @@ def test_state_dict_parity(case):
                                        max_bin=kwargs.get("max_bin"),
                                        unidirectional=kwargs.get("unidirectional", False))
     assert all(v.dtype == np.float32 for v in params.values())
-    assert_matches_reference(model.OpenUnmix(config, params), mag, ref)
+    assert_matches_reference(onnx_net(config, params), mag, ref)
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("case", CASES)
+def test_state_dict_parity_in_nnabla(case):
+    from unmix.model import OpenUnmix
+
+    sd, _, mag, ref = load_case(case)
+    assert_matches_reference(OpenUnmix(*convert.state_dict_to_params(sd)), mag, ref)
 
 
 def test_layout_mapping():
@@ -65,10 +87,10 @@ def test_old_open_unmix_keys_are_ignored():
     old = {"stft.window": np.ones(512, np.float32), "transform.0.window": np.ones(512, np.float32),
            "sample_rate": np.array(44100), **sd}
     config, params = convert.state_dict_to_params(old)
-    assert_matches_reference(model.OpenUnmix(config, params), mag, ref)
+    assert_matches_reference(onnx_net(config, params), mag, ref)
     # saved from a DataParallel wrapper: every key starts with 'module.'
     config, params = convert.state_dict_to_params({f"module.{k}": v for k, v in sd.items()})
-    assert_matches_reference(model.OpenUnmix(config, params), mag, ref)
+    assert_matches_reference(onnx_net(config, params), mag, ref)
 
 
 def test_bad_state_dicts():
@@ -120,7 +142,7 @@ def test_cli_converts_training_folder(tmp_path, capsys):
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"], meta["nb_channels"]) == (22050, 4096, 512, 2)
     assert json.loads((out / "vocals.json").read_text()) == history
     _, _, mag, ref = load_case("stereo_bi")
-    assert_matches_reference(model.load_target(out, "vocals"), mag, ref)
+    assert_matches_reference(load_target(out, "vocals"), mag, ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["converted", "trained"]  # no temp folder left
 
 
@@ -133,7 +155,7 @@ def test_cli_published_names_and_defaults(tmp_path, capsys):
     assert meta["targets"] == ["vocals"] and not (out / "drums.h5").exists()
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"]) == (44100, 4096, 1024)
     _, _, mag, ref = load_case("stereo_bi")
-    assert_matches_reference(model.load_target(out, "vocals"), mag, ref)
+    assert_matches_reference(load_target(out, "vocals"), mag, ref)
     # a single published file works too, and all targets of a folder by default
     assert run_cli(capsys, src / "drums-7e4f4ff5.pth", tmp_path / "one")[0] == 0
     assert model.read_separator_json(tmp_path / "one")["targets"] == ["drums"]
@@ -149,7 +171,7 @@ def test_separator_state_dict(tmp_path):
     assert meta["targets"] == ["bass", "drums"]
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"]) == (16000, 512, 128)
     for target in ("bass", "drums"):
-        assert_matches_reference(model.load_target(out, target), mag, ref)
+        assert_matches_reference(load_target(out, target), mag, ref)
     out = convert.convert(FIXTURES / "parity_separator.pth", tmp_path / "drums", targets=["drums"])
     assert model.read_separator_json(out)["targets"] == ["drums"]
 
@@ -240,7 +262,7 @@ def test_sony_h5_with_target_scopes(tmp_path, capsys):
     with pytest.raises(UnmixError, match="different numbers of bins"):
         convert.convert(tmp_path / "umx.h5", out)
     assert convert.convert(tmp_path / "umx.h5", out, targets=["vocals"]) == out
-    assert_matches_reference(model.load_target(out, "vocals"), mag, ref)
+    assert_matches_reference(load_target(out, "vocals"), mag, ref)
     # a folder of per-target files without scopes
     folder = tmp_path / "sony"
     folder.mkdir()
@@ -248,7 +270,7 @@ def test_sony_h5_with_target_scopes(tmp_path, capsys):
     assert run_cli(capsys, folder, tmp_path / "out_bass")[0] == 0
     meta = model.read_separator_json(tmp_path / "out_bass")
     assert meta["targets"] == ["bass"] and meta["n_fft"] == 512 and meta["n_hop"] == 128
-    assert_matches_reference(model.load_target(tmp_path / "out_bass", "bass"), mag1, ref1)
+    assert_matches_reference(load_target(tmp_path / "out_bass", "bass"), mag1, ref1)
 
 
 def test_sony_h5_bad_parameters(tmp_path):

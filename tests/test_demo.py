@@ -1,4 +1,4 @@
-"""`unmix demo` with the shipped default model, and which model None stands for."""
+"""`unmix demo` with the bundled model, and which model None stands for offline."""
 import numpy as np
 import pytest
 import soundfile as sf
@@ -6,14 +6,14 @@ from conftest import make_model_folder
 
 from unmix import cli, demo, pretrained
 from unmix.errors import UnmixError
-from unmix.model import read_separator_json
+from unmix.modelfolder import read_separator_json
 
 TARGETS = ("vocals", "drums", "bass", "other")
 
 
 @pytest.fixture
 def empty_cache(tmp_path, monkeypatch):
-    """No published model cached: None must mean the bundled model."""
+    """No published model cached; tests are offline (conftest): None must mean the bundled model."""
     monkeypatch.setenv("UNMIX_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
@@ -29,23 +29,19 @@ def test_bundled_model_and_example_ship_with_the_package():
     assert (info.samplerate, info.channels) == (44100, 2) and 8.0 <= info.duration <= 12.0
 
 
-def test_default_is_bundled_unless_umxhq_is_cached(empty_cache):
-    assert pretrained.default_model() == pretrained.BUNDLED_MODEL
-    assert pretrained.resolve_model(None) == pretrained.BUNDLED_MODEL
+def test_default_is_umxhq_when_cached_else_bundled_offline(empty_cache, capsys):
+    assert pretrained.resolve_model(None, progress=False) == pretrained.BUNDLED_MODEL
+    assert "notice: cannot download umxhq" in capsys.readouterr().err
     cached = make_model_folder(empty_cache / pretrained.DEFAULT_MODEL, hidden_size=4)
-    assert pretrained.default_model() == cached
-    assert pretrained.resolve_model(None) == cached  # found in the cache: no download
-
-
-def test_default_falls_back_to_the_registry_name_without_bundled_model(empty_cache, monkeypatch, tmp_path):
-    monkeypatch.setattr(pretrained, "BUNDLED_MODEL", tmp_path / "not-installed")
-    assert pretrained.default_model() == pretrained.DEFAULT_MODEL
+    assert pretrained.resolve_model(None) == cached  # found in the cache: no download, no notice
+    assert capsys.readouterr().err == ""
 
 
 def test_demo_writes_four_non_silent_stems_that_sum_to_the_mixture(empty_cache, tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--outdir", str(out)]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert err.count("notice: cannot download umxhq") == 1  # offline: the bundled model
     mixture, rate = sf.read(str(demo.EXAMPLE_PATH), dtype="float32")
     stems = {}
     for target in TARGETS:

@@ -1,4 +1,6 @@
-"""unmix.onnx_backend: ONNX graph parity with the NNabla model, dynamic shapes, export and CLI."""
+"""unmix.onnx_backend: ONNX graph parity with the NNabla model, dynamic shapes, export and CLI.
+
+Only the parity tests (marked nnabla) need NNabla: graphs are built from parameter arrays."""
 import json
 
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 from conftest import perturbed
 from unmix.cli import main
 from unmix.errors import UnmixError
-from unmix.model import ModelConfig, OpenUnmix, save_target, write_separator_json
+from unmix.modelfolder import ModelConfig, save_params, write_separator_json
 from unmix.onnx_backend import CONFIG_KEY, OnnxModel, build_onnx, export
 
 STEREO = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
@@ -30,10 +32,17 @@ def assert_parity(ref, out):
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
+def nnabla_model(config, params):
+    from unmix.model import OpenUnmix
+
+    return OpenUnmix(config, params)
+
+
+@pytest.mark.nnabla
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_parity_with_nnabla_over_frame_counts(name):
     config = CONFIGS[name]
-    model = perturbed(config)
+    model = nnabla_model(config, perturbed(config))
     onnx_model = OnnxModel(model, nb_threads=1)
     assert onnx_model.config == config
     for nb_frames in (1, 6, 23):  # one session: the frame count is dynamic
@@ -44,9 +53,9 @@ def test_parity_with_nnabla_over_frame_counts(name):
 
 
 def test_graph_is_small_checked_and_dynamic():
-    proto = build_onnx(perturbed(STEREO))
+    proto = build_onnx(STEREO, perturbed(STEREO))
     onnx.checker.check_model(proto)
-    assert len(proto.graph.node) <= 32
+    assert len(proto.graph.node) <= 34  # 31 operations and the named stage ends features, lstm_out, target
     assert [n.op_type for n in proto.graph.node].count("LSTM") == STEREO.nb_layers
     lstm = next(n for n in proto.graph.node if n.op_type == "LSTM")
     assert onnx.helper.get_attribute_value(lstm.attribute[[a.name for a in lstm.attribute].index("direction")]) \
@@ -57,18 +66,18 @@ def test_graph_is_small_checked_and_dynamic():
     assert ModelConfig.from_dict(json.loads(meta[CONFIG_KEY])) == STEREO
     # the stage graphs of the Separator's sessions are built unchecked at run time: check them here
     for stage in ("encoder", "lstm", "decoder"):
-        onnx.checker.check_model(build_onnx(perturbed(STEREO), stage, check=False))
+        onnx.checker.check_model(build_onnx(STEREO, perturbed(STEREO), stage, check=False))
 
 
 def test_nb_samples_is_dynamic_and_samples_are_independent():
-    model = OnnxModel(perturbed(STEREO), nb_threads=1)
+    model = OnnxModel((STEREO, perturbed(STEREO)), nb_threads=1)
     mix = random_mix(STEREO, 9, nb_samples=3)
     batch = model(mix)
     assert np.allclose(model(mix[1:2]), batch[1:2], rtol=1e-5, atol=1e-6)
 
 
 def test_wrong_input_shape_is_a_clear_error():
-    model = OnnxModel(perturbed(STEREO), nb_threads=1)
+    model = OnnxModel((STEREO, perturbed(STEREO)), nb_threads=1)
     with pytest.raises(UnmixError, match="2 channels, 33 bins"):
         model(np.zeros((1, 1, 33, 4), np.float32))
     with pytest.raises(UnmixError, match="no ONNX model"):
@@ -80,7 +89,7 @@ def model_folder(tmp_path):
     folder = tmp_path / "model"
     configs = {"vocals": STEREO, "drums": STEREO}
     for seed, target in enumerate(configs, start=1):
-        save_target(folder, target, perturbed(STEREO, seed=seed))
+        save_params(folder, target, STEREO, perturbed(STEREO, seed=seed))
     write_separator_json(folder, configs, sample_rate=44100, n_fft=64, n_hop=16)
     return folder
 
@@ -96,7 +105,7 @@ def test_export_cli_round_trip(model_folder, tmp_path, capsys):
     for seed, target in enumerate(["vocals", "drums"], start=1):
         loaded = OnnxModel(out / f"{target}.onnx", nb_threads=1)
         assert loaded.config == STEREO
-        assert_parity(perturbed(STEREO, seed=seed)(mix), loaded(mix))
+        assert_parity(OnnxModel((STEREO, perturbed(STEREO, seed=seed)), nb_threads=1)(mix), loaded(mix))
 
 
 def test_export_selected_target_and_single_file(model_folder, tmp_path):
@@ -117,16 +126,15 @@ def test_export_errors_write_nothing(model_folder, tmp_path, capsys):
     assert main(["export", str(model_folder), str(tmp_path / "two.onnx")]) == 1
     assert "single file" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing"), str(out)]) == 1
-    assert "not a model folder" in capsys.readouterr().err
+    assert "neither a model folder nor a known model name" in capsys.readouterr().err
 
 
+@pytest.mark.nnabla
 def test_staged_inference_matches_nnabla_stages():
     """encode / recur / decode (what the Separator runs on long tracks) match the NNabla stages."""
     config = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=2, max_bin=20)
-    model = OpenUnmix(config, seed=3)
+    model = nnabla_model(config, perturbed(config, seed=3))
     rng = np.random.default_rng(3)
-    model.set_params({k: v + rng.uniform(-0.3, 0.3, v.shape).astype(np.float32) if not k.endswith("/var")
-                      else v + 0.5 for k, v in model.get_params().items()})
     fast = OnnxModel(model, nb_threads=1)
     mag = rng.uniform(0, 2, (1, 2, 33, 9)).astype(np.float32)
     enc = fast.encode(mag)
@@ -136,3 +144,69 @@ def test_staged_inference_matches_nnabla_stages():
     out = fast.decode(rec, mag)
     np.testing.assert_allclose(out, model.decode(rec, mag), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out, fast(mag), rtol=1e-5, atol=1e-6)
+
+
+def test_exported_folder_separates_with_model_like_its_source(tiny_model, song, tmp_path, capsys):
+    """`unmix export` writes a model folder that --model takes: ONNX graphs, no .h5."""
+    import soundfile as sf
+
+    out = tmp_path / "exported"
+    assert main(["export", str(tiny_model), str(out)]) == 0
+    targets = json.loads((tiny_model / "separator.json").read_text())["targets"]
+    assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}.onnx" for t in targets] + ["separator.json"])
+    assert main(["separate", str(song), "--model", str(out), "--outdir", str(tmp_path / "from_onnx")]) == 0
+    assert main(["separate", str(song), "--model", str(tiny_model), "--outdir", str(tmp_path / "from_h5")]) == 0
+    for target in targets:
+        a, _ = sf.read(tmp_path / "from_onnx" / "song" / f"{target}.wav")
+        b, _ = sf.read(tmp_path / "from_h5" / "song" / f"{target}.wav")
+        np.testing.assert_array_equal(a, b)
+    capsys.readouterr()
+    assert main(["export", str(tiny_model), str(out)]) == 1
+    assert "exists; use --force" in capsys.readouterr().err
+    assert main(["export", str(tiny_model), str(out), "--force", "--targets", "vocals"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["separator.json", "vocals.onnx"]  # replaced whole
+
+
+def test_exported_graph_runs_in_a_plain_onnxruntime_session(model_folder, tmp_path):
+    """What another runtime sees: input `mix`, output `target`, symbolic batch and frame axes."""
+    import onnxruntime as ort
+
+    export(model_folder, tmp_path / "out")
+    session = ort.InferenceSession(str(tmp_path / "out" / "vocals.onnx"), providers=["CPUExecutionProvider"])
+    (mix_info,), (target_info,) = session.get_inputs(), session.get_outputs()
+    assert (mix_info.name, mix_info.shape, mix_info.type) == ("mix", ["nb_samples", 2, 33, "nb_frames"], "tensor(float)")
+    assert (target_info.name, target_info.shape) == ("target", ["nb_samples", 2, 33, "nb_frames"])
+    mix = random_mix(STEREO, 13)
+    expected = OnnxModel((STEREO, perturbed(STEREO, seed=1)), nb_threads=1)(mix)
+    assert_parity(expected, session.run(["target"], {"mix": mix})[0])
+
+
+def test_a_graph_without_named_stages_is_refused(model_folder, tmp_path):
+    proto = build_onnx(STEREO, perturbed(STEREO))
+    for node in proto.graph.node:  # as an older export: the stage ends unnamed
+        node.output[:] = [{"features": "f", "lstm_out": "l"}.get(o, o) for o in node.output]
+        node.input[:] = [{"features": "f", "lstm_out": "l"}.get(i, i) for i in node.input]
+    with pytest.raises(UnmixError, match="lacks the named stages .* export the model folder again"):
+        OnnxModel(proto)
+
+
+@pytest.mark.nnabla
+def test_nnabla_backend_on_an_exported_folder_is_one_line(tiny_model, song, tmp_path, capsys):
+    export(tiny_model, tmp_path / "exported")
+    assert main(["separate", str(song), "--model", str(tmp_path / "exported"), "--outdir", str(tmp_path / "o"),
+                 "--backend", "nnabla"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lacks vocals.h5: it holds the ONNX graph" in err[0]
+
+
+def test_stages_cut_from_a_full_graph_are_checked_graphs_equal_to_the_built_stages():
+    from unmix.onnx_backend import stage_models
+
+    params = perturbed(STEREO)
+    cut = stage_models(build_onnx(STEREO, params), STEREO)
+    mix = random_mix(STEREO, 7)
+    built = OnnxModel((STEREO, params), nb_threads=1)
+    for stage, proto in cut.items():
+        onnx.checker.check_model(proto)
+        assert len(proto.graph.initializer) == len(build_onnx(STEREO, params, stage).graph.initializer), stage
+    np.testing.assert_array_equal(OnnxModel(build_onnx(STEREO, params), nb_threads=1)(mix), built(mix))

@@ -8,6 +8,8 @@ import pytest
 from unmix import ops
 from unmix.model import BN_DECAY, BN_EPS, _lstm_layer
 
+pytestmark = pytest.mark.nnabla
+
 RNG = np.random.default_rng(0)
 
 

@@ -16,10 +16,11 @@ from dataclasses import replace
 import h5py
 import numpy as np
 import pytest
+from conftest import make_model_folder
 
 from unmix import pretrained
 from unmix.errors import UnmixError
-from unmix.model import ModelConfig, OpenUnmix, load_target, read_separator_json, save_target, write_separator_json
+from unmix.modelfolder import ModelConfig, init_params, load_params, read_separator_json, save_params, write_separator_json
 from unmix.pretrained import MODELS, PretrainedModel, WeightFile, cache_root, list_models, resolve_model
 
 TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=2, max_bin=20)
@@ -79,15 +80,15 @@ def registry(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def no_env(monkeypatch, tmp_path):
-    """No test sees the user's cache or mirror settings."""
-    for var in ("UNMIX_CACHE", "UNMIX_MODEL_URL", "XDG_CACHE_HOME"):
+    """No test sees a cache setting (conftest's unreachable $UNMIX_MODEL_URL stays: tests stay offline)."""
+    for var in ("UNMIX_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 # -- tiny weights -------------------------------------------------------------------------------
 def tiny_params(seed):
-    return OpenUnmix(TINY, seed=seed).get_params()
+    return init_params(TINY, seed=seed)
 
 
 def h5_bytes(named):
@@ -154,13 +155,20 @@ def test_registry_entries_are_consistent():
     assert (MODELS["umxl"].hidden_size, MODELS["umxse"].nb_channels, MODELS["umxse"].sample_rate) == (1024, 1, 16000)
 
 
-def test_list_models_shows_every_name_and_umxl_non_commercial_license():
-    text = list_models()
-    lines = text.splitlines()
-    assert [line.split()[0] for line in lines] == list(MODELS)
-    umxl = next(line for line in lines if line.startswith("umxl "))
-    assert "CC BY-NC-SA 4.0" in umxl and "NON-COMMERCIAL" in umxl
-    assert "(default)" in next(line for line in lines if line.startswith("umxhq "))
+def test_list_models_shows_every_name_the_bundled_model_and_the_real_default(tmp_path):
+    lines = list_models(cache_dir=tmp_path).splitlines()
+    rows = {line.split()[0]: line for line in lines[:len(MODELS) + 1]}
+    assert list(rows) == [*MODELS, "bundled"]
+    assert "CC BY-NC-SA 4.0" in rows["umxl"] and "NON-COMMERCIAL" in rows["umxl"]
+    assert "(default)" in rows["umxhq"] and "(cached)" not in rows["umxhq"]
+    assert [name for name, row in rows.items() if "(default)" in row] == ["umxhq"]
+    assert "ships with unmix" in rows["bundled"] and "synthetic" in rows["bundled"]
+    footer = " ".join(lines[len(MODELS) + 1:])
+    assert f"Without --model: umxhq, downloaded once into {tmp_path / 'umxhq'}" in footer
+    assert "cannot be downloaded (offline), the bundled model" in footer
+    (tmp_path / "umxhq").mkdir()
+    (tmp_path / "umxhq" / "separator.json").write_text("{}")
+    assert "(default) (cached)" in list_models(cache_dir=tmp_path).splitlines()[0]
 
 
 def test_cache_root_precedence(monkeypatch, tmp_path):
@@ -191,7 +199,7 @@ def test_download_verify_convert_then_cache_hit(server, registry, tmp_path):
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"]) == (8000.0, 64, 16)
     assert meta["pretrained"]["name"] == "tiny" and meta["pretrained"]["license"] == "MIT"
     for target in TARGETS:
-        loaded = load_target(folder, target).get_params()
+        loaded = load_params(folder, target)[1]
         for key, value in params[target].items():
             np.testing.assert_array_equal(loaded[key], value)
     assert not (tmp_path / "cache" / "downloads" / "tiny").exists()  # downloads dropped once converted
@@ -314,7 +322,7 @@ def test_nnabla_zip_archive_is_unpacked_and_converted(server, registry, tmp_path
     folder = resolve_model("tiny-zip", cache_dir=tmp_path, base_url=server.url, progress=False)
     assert server.requests == ["tiny.zip"]
     assert read_separator_json(folder)["targets"] == list(TARGETS)
-    np.testing.assert_array_equal(load_target(folder, "drums").get_params()["fc1/affine/W"],
+    np.testing.assert_array_equal(load_params(folder, "drums")[1]["fc1/affine/W"],
                                   params["drums"]["fc1/affine/W"])
 
 
@@ -329,7 +337,7 @@ def test_registry_architecture_mismatch_is_reported(server, registry, tmp_path):
 def test_local_model_folder_passes_through(tmp_path, server):
     folder = tmp_path / "my model"
     folder.mkdir()
-    save_target(folder, "vocals", OpenUnmix(TINY))
+    save_params(folder, "vocals", TINY, init_params(TINY))
     write_separator_json(folder, {"vocals": TINY}, 8000, 64, 16)
     assert resolve_model(str(folder)) == folder
     assert resolve_model(folder) == folder
@@ -358,3 +366,55 @@ def test_cache_hit_needs_no_network_and_no_registry_url(registry, tmp_path):
     folder.mkdir()
     (folder / "separator.json").write_text(json.dumps({"targets": [], "sample_rate": 44100, "models": {}}))
     assert resolve_model("umxhq", cache_dir=tmp_path, base_url="http://127.0.0.1:9") == folder
+
+
+# -- the default model ------------------------------------------------------------------------------
+def test_default_model_is_umxhq_downloaded_once_with_progress_bars(server, registry, tmp_path, capsys):
+    params = publish_h5(server, registry, name=pretrained.DEFAULT_MODEL)
+    folder = resolve_model(None, cache_dir=tmp_path, base_url=server.url)
+    assert folder == tmp_path / "umxhq" and read_separator_json(folder)["pretrained"]["name"] == "umxhq"
+    np.testing.assert_array_equal(load_params(folder, "drums")[1]["fc1/affine/W"], params["drums"]["fc1/affine/W"])
+    err = capsys.readouterr().err
+    assert f"downloading umxhq into {folder} (once)" in err
+    for name in server.files:  # one tqdm bar per file, run to its end
+        assert any(name in line and "100%" in line for line in err.replace("\r", "\n").splitlines()), name
+    assert resolve_model(None, cache_dir=tmp_path, base_url=server.url) == folder
+    assert len(server.requests) == len(TARGETS) and "downloading" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure, reason", [
+    ("refused", "Connection refused"),
+    ("http", "HTTP 404 Not Found"),
+    ("dns", "no lookup of umxhq-mirror.invalid"),  # conftest's offline name lookup, as a DNS failure
+])
+def test_default_model_falls_back_to_the_bundled_one_when_it_cannot_be_downloaded(
+        server, registry, tmp_path, capsys, offline, failure, reason):
+    publish_h5(server, registry, name=pretrained.DEFAULT_MODEL)
+    if failure == "http":
+        server.files.clear()
+    base_url = {"refused": offline, "http": server.url, "dns": "http://umxhq-mirror.invalid"}[failure]
+    assert resolve_model(None, cache_dir=tmp_path, base_url=base_url, progress=False) == pretrained.BUNDLED_MODEL
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("notice: cannot download umxhq, the default model (")
+    assert reason in err[0] and "using the bundled model" in err[0]
+    assert not (tmp_path / "umxhq").exists()
+
+
+def test_default_model_with_a_corrupt_download_is_an_error_not_a_fallback(server, registry, tmp_path, capsys):
+    publish_h5(server, registry, name=pretrained.DEFAULT_MODEL, hashes={"drums": "ab" * 32})
+    with pytest.raises(UnmixError, match="sha256 of .*drums-.*deleted"):
+        resolve_model(None, cache_dir=tmp_path, base_url=server.url, progress=False)
+    assert "notice" not in capsys.readouterr().err
+
+
+def test_offline_without_the_bundled_model_is_the_download_error(registry, tmp_path, monkeypatch, offline):
+    monkeypatch.setattr(pretrained, "BUNDLED_MODEL", tmp_path / "not-installed")
+    with pytest.raises(UnmixError, match="seems offline"):
+        resolve_model(None, cache_dir=tmp_path, base_url=offline, progress=False)
+
+
+def test_bundled_is_a_model_name(tmp_path, monkeypatch):
+    assert resolve_model("bundled") == pretrained.BUNDLED_MODEL
+    monkeypatch.chdir(tmp_path)
+    make_model_folder(tmp_path / "bundled", targets=["vocals"])
+    assert resolve_model("bundled").resolve() == tmp_path / "bundled"  # a folder wins over a name, as for the registry

@@ -1,4 +1,7 @@
-"""unmix.separator against open-unmix-pytorch's Separator (committed fixtures), and its contract."""
+"""unmix.separator against open-unmix-pytorch's Separator (committed fixtures), and its contract.
+
+The networks run in ONNX Runtime, as `unmix separate` runs them (no NNabla needed); the test
+marked nnabla runs the same cases with the NNabla networks."""
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +9,8 @@ import pytest
 
 from unmix.convert import state_dict_to_params
 from unmix.errors import UnmixError
-from unmix.model import ModelConfig, OpenUnmix
+from unmix.modelfolder import ModelConfig, init_params
+from unmix.onnx_backend import OnnxModel
 from unmix.separator import Separator
 
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "separator.npz")
@@ -21,17 +25,17 @@ CASES = {  # as in tools/make_separator_fixtures.py: (niter, residual, softmask)
 }
 
 
-def reference_models():
-    models = {}
+def reference_params():
+    """target -> (ModelConfig, params) of the reference's random-weight models."""
+    weights = {}
     for target in TARGETS:
         prefix = f"sd/{target}/"
         sd = {k[len(prefix):]: FIXTURES[k] for k in FIXTURES.files if k.startswith(prefix)}
-        config, params = state_dict_to_params(sd)
-        models[target] = OpenUnmix(config, params)
-    return models
+        weights[target] = state_dict_to_params(sd)
+    return weights
 
 
-MODELS = reference_models()
+MODELS = {target: OnnxModel(weights, nb_threads=1) for target, weights in reference_params().items()}
 
 
 def snr_db(ref, est):
@@ -45,8 +49,20 @@ def make(niter=1, residual=None, softmask=False, win=int(WIN), models=MODELS):
 
 @pytest.mark.parametrize("case", CASES)
 def test_matches_reference_separator(case):
+    check_case(case, MODELS)
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("case", ["niter1", "niter0_residual"])
+def test_matches_reference_separator_with_nnabla_networks(case):
+    from unmix.model import OpenUnmix
+
+    check_case(case, {target: OpenUnmix(*weights) for target, weights in reference_params().items()})
+
+
+def check_case(case, models):
     niter, residual, softmask = CASES[case]
-    estimates = make(niter, "residual" if residual else None, softmask)(FIXTURES["audio"])
+    estimates = make(niter, "residual" if residual else None, softmask, models=models)(FIXTURES["audio"])
     expected = [k.split("/")[2] for k in FIXTURES.files if k.startswith(f"est/{case}/")]
     assert list(estimates) == expected
     for name, est in estimates.items():
@@ -105,7 +121,8 @@ def test_bad_configuration():
         make(niter=1, models={"vocals": MODELS["vocals"]})
     with pytest.raises(UnmixError, match="already a target"):
         make(residual="drums")
-    mono = OpenUnmix(ModelConfig(nb_bins=513, nb_channels=1, hidden_size=8, nb_layers=1))
+    config = ModelConfig(nb_bins=513, nb_channels=1, hidden_size=8, nb_layers=1)
+    mono = OnnxModel((config, init_params(config)), nb_threads=1)
     with pytest.raises(UnmixError, match="same number of channels"):
         make(models={"vocals": MODELS["vocals"], "mono": mono})
 

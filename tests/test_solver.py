@@ -7,6 +7,8 @@ import pytest
 
 from unmix.solver import Adam
 
+pytestmark = pytest.mark.nnabla
+
 
 def torch_adam(p, grads, lr, weight_decay, beta1=0.9, beta2=0.999, eps=1e-8):
     """torch.optim.Adam's update (torch/optim/adam.py, single tensor), in float64."""

@@ -17,6 +17,8 @@ from unmix.datasets import load_datasets
 from unmix.errors import UnmixError
 from unmix.model import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
 
+pytestmark = pytest.mark.nnabla
+
 TINY = dict(hidden_size=8, nb_layers=1, nfft=512, nhop=128, seq_dur=0.5, batch_size=2, samples_per_track=2,
             epochs=2, quiet=True)
 

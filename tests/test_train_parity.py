@@ -16,6 +16,8 @@ from unmix import convert
 from unmix.model import ModelConfig, OpenUnmix
 from unmix.train import Trainer
 
+pytestmark = pytest.mark.nnabla
+
 FIXTURES = Path(__file__).parent / "fixtures"
 CASES = ["stereo", "wide", "unidir"]
 BOUND = 1e-4

@@ -10,7 +10,7 @@ import math
 import sys
 
 from unmix import __version__
-from unmix.errors import UnmixError
+from unmix.errors import UnmixError, require_nnabla
 
 
 def _integer(minimum, maximum=None):
@@ -74,19 +74,23 @@ def _run_convert(args):
 
 
 def _add_export(sub):
-    p = sub.add_parser("export", help="export a model folder for fast CPU inference (ONNX Runtime)")
-    p.add_argument("model", help="model folder (separator.json + <target>.h5)")
+    p = sub.add_parser("export", help="export a model folder as ONNX graphs (for --model and other ONNX runtimes)",
+                       description="Write <out>/<target>.onnx + separator.json: a model folder that --model takes "
+                                   "without .h5 files or NNabla, and that ONNX Runtime reads in any language.")
+    p.add_argument("model", help="model folder (separator.json + <target>.h5) or registry name")
     p.add_argument("out", help="folder to write <target>.onnx + separator.json into, "
                                "or a .onnx file for a single target")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to export (default: all)")
     return p
 
 
 def _run_export(args):
-    from unmix import onnx_backend
+    from unmix import onnx_backend, pretrained
 
-    for path in onnx_backend.export(args.model, args.out, targets=args.targets):
+    model = pretrained.resolve_model(args.model)
+    for path in onnx_backend.export(model, args.out, targets=args.targets, force=args.force):
         print(f"wrote {path}")
     return 0
 
@@ -97,8 +101,8 @@ def _add_separate(sub):
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="audio files: wav, flac, ogg (soundfile); mp3, m4a, aac, .stem.mp4 (ffmpeg)")
     p.add_argument("--model", default=None,
-                   help="registry name or model folder (default: the bundled model unless a published one "
-                        "is cached; see `unmix models`)")
+                   help="registry name, model folder or 'bundled' (default: umxhq, downloaded once; the bundled "
+                        "model when offline; see `unmix models`)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to separate (default: all of the model)")
     p.add_argument("--outdir", default="separated", help="output folder (default: separated)")
     p.add_argument("--niter", type=_integer(0), default=1, help="Wiener EM iterations; 0 keeps the mixture phase")
@@ -157,8 +161,8 @@ def _add_demo(sub):
                                    "<outdir>/<target>.wav and <outdir>/spectrograms.png.")
     p.add_argument("--outdir", default="separated/demo", help="output folder (default: separated/demo)")
     p.add_argument("--model", default=None,
-                   help="registry name or model folder (default: the bundled model unless a published one "
-                        "is cached)")
+                   help="registry name, model folder or 'bundled' (default: umxhq, downloaded once; the bundled "
+                        "model when offline)")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
                    help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
     return p
@@ -235,6 +239,7 @@ def _add_train(sub):
 
 
 def _run_train(args):
+    require_nnabla("`unmix train`")
     from unmix import train
 
     names = ("input_file", "output_file", "target_dir", "interferer_dirs", "ext", "nb_train_samples",
@@ -322,15 +327,13 @@ def _run_evaluate(args):
 
 
 def _add_models(sub):
-    return sub.add_parser("models", help="list the published models `--model NAME` can download")
+    return sub.add_parser("models", help="list the models `--model NAME` takes, and the default")
 
 
 def _run_models(args):
     from unmix import pretrained
 
     print(pretrained.list_models())
-    print(f"\nWithout --model: {pretrained.BUNDLED_MODEL.name} (bundled, offline) unless "
-          f"{pretrained.DEFAULT_MODEL} is already in the cache ({pretrained.cache_root()}).")
     return 0
 
 

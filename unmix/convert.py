@@ -12,7 +12,7 @@ Sources (see `find_checkpoints`):
 - Sony's NNabla UMX ``.h5`` parameter files (one file with ``vocals/fc1/affine/W``, ...
   for every target, or one file per target), or a folder of them.
 
-The layout mapping (torch -> NNabla) is the table of `unmix.model.param_shapes`:
+The layout mapping (torch -> NNabla) is the table of `unmix.modelfolder.param_shapes`:
 Linear weights are transposed, each LSTM layer/direction keeps ``[W_ih | W_hh]`` per
 gate (order i, f, g, o in both) and one bias ``b_ih + b_hh``. The architecture is
 inferred from the shapes, so no configuration is needed.
@@ -24,7 +24,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from unmix import model as umx
+from unmix import modelfolder as umx
 from unmix import pth
 from unmix.errors import UnmixError, atomic_folder
 
@@ -51,7 +51,7 @@ def state_dict_to_params(state_dict):
         state_dict: torch name -> np.ndarray (e.g. from `unmix.pth.load_state_dict`).
 
     Returns:
-        (ModelConfig inferred from the shapes, name -> float32 array as `unmix.model.param_shapes`).
+        (ModelConfig inferred from the shapes, name -> float32 array as `unmix.modelfolder.param_shapes`).
     """
     sd = _strip_prefix(state_dict, "module.")  # saved from a DataParallel wrapper
     config = _torch_config(sd)
@@ -332,7 +332,7 @@ class Converted(NamedTuple):
     """One target's converted weights."""
 
     config: umx.ModelConfig
-    params: dict  # name -> float32 array, as unmix.model.param_shapes
+    params: dict  # name -> float32 array, as unmix.modelfolder.param_shapes
     history: Optional[dict]  # the training's <target>.json, kept beside the weights
     stored: dict  # signal parameters found in the weights: sample_rate, n_fft
 
@@ -403,7 +403,8 @@ def convert(src, out, targets=None, force=False):
 
     Args:
         src: a folder or file, see the module docstring.
-        out: the model folder to write (``separator.json``, ``<target>.h5``, ``<target>.json``).
+        out: the model folder to write (``separator.json``, ``<target>.h5``, ``<target>.json``); the
+            ``.h5`` files have NNabla's own layout, written with h5py (no NNabla needed).
         targets: names to convert (default: every target found).
         force: replace an existing `out`.
 
@@ -417,7 +418,7 @@ def convert(src, out, targets=None, force=False):
 
     def write(tmp):
         for target, m in models.items():
-            umx.save_target(tmp, target, umx.OpenUnmix(m.config, m.params), extra_json=m.history)
+            umx.save_params(tmp, target, m.config, m.params, extra_json=m.history)
         umx.write_separator_json(tmp, {t: m.config for t, m in models.items()}, rate, n_fft, n_hop)
 
     _write_folder(out, write)

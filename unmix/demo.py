@@ -2,8 +2,8 @@
 
 The example (``unmix/assets/example/example.flac``, 10 s, 44.1 kHz stereo) is a synthetic
 song rendered by this project (tools/render_training_songs.sh example), so it is free of
-third-party rights. The demo separates it with the default model (`unmix.pretrained.default_model`:
-the bundled model unless a published one is cached) and writes
+third-party rights. The demo separates it with the default model (umxhq, or the bundled model
+offline: `unmix.pretrained.resolve_model`; `make demo` passes ``--model bundled``) and writes
 
     <outdir>/<target>.wav        one per target
     <outdir>/spectrograms.png    mixture and every stem, log-magnitude, same colour scale

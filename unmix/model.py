@@ -8,7 +8,8 @@
       -> * output_scale + output_mean -> relu -> * mix magnitude
 
 Each model owns its parameters in a private NNabla parameter scope (not the global one), so
-four targets live side by side. Parameter names and shapes are those of `param_shapes`;
+four targets live side by side. Parameter names and shapes are those of `param_shapes`
+(`unmix.modelfolder`, which reads and writes model folders without NNabla);
 they match Sony's NNabla UMX weights and map one-to-one onto the PyTorch state dict
 (see `unmix.convert`). Batch norm normalises the feature axis, as torch's BatchNorm1d.
 
@@ -16,108 +17,21 @@ The LSTM is written out step by step (one GEMM for the input projections of all 
 both directions of a step in one batch_matmul): NNabla's built-in CPU LSTM is 10x slower
 and ignores its `dropout` argument, which the reference applies between layers in training.
 """
-import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Optional
 
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.parametric_functions as PF
 import numpy as np
 
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+# the NNabla-free part of a model, importable from here as before
+from unmix.modelfolder import (BN_EPS, ModelConfig, check_params, init_params, is_trainable,  # noqa: F401
+                               load_params, param_shapes, read_h5_params, read_separator_json, save_params,
+                               write_json, write_separator_json)
 
 LSTM_DROPOUT = 0.4  # between LSTM layers, training only (as the reference)
 BN_DECAY = 0.9  # running = 0.9 running + 0.1 batch: torch's momentum 0.1
-BN_EPS = 1e-5
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture of one target model (saved as JSON beside its weights)."""
-
-    nb_bins: int = 2049
-    nb_channels: int = 2
-    hidden_size: int = 512
-    nb_layers: int = 3
-    max_bin: Optional[int] = None
-    unidirectional: bool = False
-
-    @property
-    def model_bins(self):
-        """Bins the network sees (``max_bin`` or all)."""
-        return self.max_bin or self.nb_bins
-
-    @property
-    def nb_directions(self):
-        return 1 if self.unidirectional else 2
-
-    @property
-    def lstm_hidden_size(self):
-        return self.hidden_size if self.unidirectional else self.hidden_size // 2
-
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        fields = cls.__dataclass_fields__
-        unknown = set(d) - set(fields)
-        if unknown:
-            raise UnmixError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
-
-
-def param_shapes(config):
-    """Expected parameter names -> shapes for `config` (the on-disk contract)."""
-    c, m, n, s = config.nb_channels, config.model_bins, config.nb_bins, config.hidden_size
-    d, h, layers = config.nb_directions, config.lstm_hidden_size, config.nb_layers
-    shapes = OrderedDict(
-        [
-            ("input_mean", (m,)),
-            ("input_scale", (m,)),
-            ("output_scale", (n,)),
-            ("output_mean", (n,)),
-            ("fc1/affine/W", (c * m, s)),
-        ]
-    )
-    shapes.update(_bn_shapes("bn1", s))
-    shapes["lstm/lstm/weight_l0"] = (d, 4, h, s + h)
-    if layers > 1:
-        shapes["lstm/lstm/weight"] = (layers - 1, d, 4, h, d * h + h)
-    shapes["lstm/lstm/bias"] = (layers, d, 4, h)
-    shapes["fc2/affine/W"] = (2 * s, s)
-    shapes.update(_bn_shapes("bn2", s))
-    shapes["fc3/affine/W"] = (s, c * n)
-    shapes.update(_bn_shapes("bn3", c * n))
-    return shapes
-
-
-def _bn_shapes(name, size):
-    return [(f"{name}/bn/{k}", (1, size)) for k in ("beta", "gamma", "mean", "var")]
-
-
-def init_params(config, seed=0):
-    """Random parameters initialised as torch initialises the reference (numpy, seeded)."""
-    rng = np.random.default_rng(seed)
-    params = {}
-    for name, shape in param_shapes(config).items():
-        if name.endswith("/affine/W"):
-            bound = 1.0 / np.sqrt(shape[0])  # kaiming_uniform(a=sqrt(5)) of nn.Linear
-            value = rng.uniform(-bound, bound, shape)
-        elif name.startswith("lstm/"):
-            bound = 1.0 / np.sqrt(config.lstm_hidden_size)
-            value = rng.uniform(-bound, bound, shape)
-            if name == "lstm/lstm/bias":  # torch's b_ih + b_hh: two uniform draws
-                value += rng.uniform(-bound, bound, shape)
-        elif name.endswith(("/gamma", "/var", "input_scale", "output_scale", "output_mean")):
-            value = np.ones(shape)
-        else:  # beta, running mean, input_mean
-            value = np.zeros(shape)
-        params[name] = value.astype(np.float32)
-    return params
 
 
 class OpenUnmix:
@@ -142,7 +56,7 @@ class OpenUnmix:
             for name, shape in param_shapes(self.config).items():
                 scope, _, leaf = name.rpartition("/")
                 with nn.parameter_scope(scope) if scope else _nullscope():
-                    need_grad = not name.endswith(("/mean", "/var"))
+                    need_grad = is_trainable(name)
                     nn.parameter.get_parameter_or_create(leaf, shape, need_grad=need_grad)
 
     @property
@@ -162,15 +76,8 @@ class OpenUnmix:
 
     def set_params(self, params):
         """Load name -> array; names and shapes must match `param_shapes` exactly."""
-        expected = param_shapes(self.config)
-        missing, unknown = set(expected) - set(params), set(params) - set(expected)
-        if missing or unknown:
-            raise UnmixError(f"parameters do not fit the model: missing {sorted(missing)}, unknown {sorted(unknown)}")
         variables = self.parameters
-        for name, shape in expected.items():
-            value = np.asarray(params[name], dtype=np.float32)
-            if value.shape != tuple(shape):
-                raise UnmixError(f"parameter {name} has shape {value.shape}, the model expects {tuple(shape)}")
+        for name, value in check_params(self.config, params).items():
             variables[name].d = value
 
     def nb_parameters(self):
@@ -434,74 +341,10 @@ class _nullscope:
 # -- model folders ------------------------------------------------------------------------
 def save_target(folder, target, model, extra_json=None):
     """Write ``<folder>/<target>.h5`` (NNabla parameters) and, if given, ``<target>.json``."""
-    folder = Path(folder)
-    with atomic_path(folder / f"{target}.h5") as tmp:
-        nn.save_parameters(str(tmp), params=model.parameters, extension=".h5")
-    if extra_json is not None:
-        write_json(folder / f"{target}.json", extra_json)
-
-
-def read_h5_params(path):
-    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope)."""
-    import h5py
-
-    params = {}
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: params.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    except OSError as exc:
-        raise UnmixError(f"cannot read parameters from {path}: {exc}") from None
-    return params
+    save_params(folder, target, model.config, model.get_params(), extra_json)
 
 
 def load_target(folder, target, builtin_lstm=False):
-    """Load one target's model from a model folder (see `write_separator_json`)."""
-    meta = read_separator_json(folder)
-    if target not in meta["targets"]:
-        raise UnmixError(f"model folder {folder} has no target '{target}' (it has {', '.join(meta['targets'])})")
-    config = ModelConfig.from_dict(meta["models"][target])
-    path = Path(folder) / f"{target}.h5"
-    if not path.is_file():
-        raise UnmixError(f"model folder {folder} lacks {path.name}")
-    return OpenUnmix(config, read_h5_params(path), builtin_lstm=builtin_lstm)
-
-
-def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, **extra):
-    """Write ``separator.json``: the targets, their configs and the signal parameters.
-
-    Args:
-        configs: target name -> ModelConfig.
-    """
-    nb_channels = {c.nb_channels for c in configs.values()}
-    if len(nb_channels) != 1:
-        raise UnmixError("all targets of a model folder must have the same number of channels")
-    meta = {
-        "targets": list(configs),
-        "sample_rate": float(sample_rate),
-        "n_fft": int(n_fft),
-        "n_hop": int(n_hop),
-        "nb_channels": nb_channels.pop(),
-        "models": {t: c.to_dict() for t, c in configs.items()},
-        **extra,
-    }
-    write_json(Path(folder) / "separator.json", meta)
-
-
-def read_separator_json(folder):
-    """The parsed ``separator.json`` of a model folder, with a clear error when absent."""
-    path = Path(folder) / "separator.json"
-    if not path.is_file():
-        raise UnmixError(f"{folder} is not a model folder (no separator.json)")
-    try:
-        meta = json.loads(path.read_text())
-        for key in ("targets", "sample_rate", "models"):
-            meta[key]
-    except (ValueError, KeyError) as exc:
-        raise UnmixError(f"{path} is not a valid separator.json: {exc}") from None
-    return meta
-
-
-def write_json(path, obj):
-    """Atomically write `obj` as indented JSON."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2))
+    """Load one target's model from a model folder (see `unmix.modelfolder`)."""
+    config, params = load_params(folder, target)
+    return OpenUnmix(config, params, builtin_lstm=builtin_lstm)

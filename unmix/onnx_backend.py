@@ -15,7 +15,8 @@ network of `unmix.model.OpenUnmix` for inference, about 30 nodes:
 Batch norm uses its running statistics (inference), so it folds into the preceding MatMul:
 ``(x W - mean) / sqrt(var + eps) * gamma + beta = x (W * scale) + shift``.
 The model's config travels in the ONNX metadata (``unmix_config``), so an exported file is
-usable on its own.
+usable on its own. The graphs are written from the parameter arrays (`unmix.modelfolder`):
+neither building nor running them needs NNabla.
 """
 import json
 import os
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unmix.errors import UnmixError, atomic_path
-from unmix.model import BN_EPS, ModelConfig, OpenUnmix, load_target, read_separator_json, write_json
+from unmix.errors import UnmixError, atomic_folder, atomic_path
+from unmix.modelfolder import BN_EPS, ModelConfig, check_params, load_params, read_separator_json, write_json
 
 OPSET = 17
 CONFIG_KEY = "unmix_config"
@@ -56,15 +57,23 @@ class _Graph:
 
 
 STAGES = ("full", "encoder", "lstm", "decoder")
+# the parts of each graph, and the named tensor each part ends in (the next part's input)
+_PARTS = {"full": ("encoder", "lstm", "decoder"), "encoder": ("encoder",), "lstm": ("lstm",),
+          "decoder": ("decoder",)}
+_PART_INPUT = {"encoder": "mix", "lstm": "features", "decoder": "lstm_out"}
+_PART_OUTPUT = {"encoder": "features", "lstm": "lstm_out", "decoder": "target"}
 
 
-def build_onnx(model, stage="full", check=True):
-    """The ONNX model of `model` (an `OpenUnmix`) for inference.
+def build_onnx(config, params, stage="full", check=True):
+    """The ONNX model of one target's network for inference, from its parameters.
 
     Args:
+        config: the `ModelConfig`.
+        params: name -> array as `unmix.modelfolder.param_shapes` (e.g. from `load_params`).
         stage: "full": input ``mix``, output ``target``, both ``(nb_samples, nb_channels, nb_bins,
-            nb_frames)``. The three stages of `OpenUnmix.encode/recur/decode` for long tracks:
-            "encoder" ``mix`` -> ``features`` ``(nb_frames, nb_samples, hidden_size)``;
+            nb_frames)``, with the stage boundaries as named tensors ``features`` and ``lstm_out``
+            (`stage_models` cuts a full graph there). The three stages of `OpenUnmix.encode/recur/decode`
+            for long tracks: "encoder" ``mix`` -> ``features`` ``(nb_frames, nb_samples, hidden_size)``;
             "lstm" ``features`` -> ``lstm_out`` ``(nb_frames, nb_samples, hidden_size)`` (LSTM, skip, fc2);
             "decoder" ``lstm_out``, ``mix`` -> ``target``. nb_samples and nb_frames are symbolic.
         check: run onnx.checker on it (what `export` writes is checked; the sessions that
@@ -72,39 +81,79 @@ def build_onnx(model, stage="full", check=True):
             and ONNX Runtime validates the graph itself).
     """
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import helper
 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage}")
-    cfg, p = model.config, model.get_params()
+    cfg, p = config, check_params(config, params)
     c, n, s = cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     g = _Graph()
-    x = "mix" if stage in ("full", "encoder") else "features" if stage == "lstm" else "lstm_out"
-    if stage in ("full", "encoder"):
-        x = _encoder(g, x, p, cfg)
-    if stage in ("full", "lstm"):
-        x = _lstm(g, x, p, cfg)
-    if stage in ("full", "decoder"):
-        x = _decoder(g, x, p, cfg)
-    output = {"full": "target", "encoder": "features", "lstm": "lstm_out", "decoder": "target"}[stage]
-    g.nodes.append(helper.make_node("Identity", [x], [output], name="output"))
+    parts = _PARTS[stage]
+    x = _PART_INPUT[parts[0]]
+    for part in parts:
+        x = {"encoder": _encoder, "lstm": _lstm, "decoder": _decoder}[part](g, x, p, cfg)
+        g.nodes.append(helper.make_node("Identity", [x], [_PART_OUTPUT[part]], name=_PART_OUTPUT[part]))
+        x = _PART_OUTPUT[part]
 
-    mix_dims = ["nb_samples", c, n, "nb_frames"]
-    dims = {"mix": mix_dims, "target": mix_dims, "features": ["nb_frames", "nb_samples", s],
-            "lstm_out": ["nb_frames", "nb_samples", s]}
-    inputs = {"full": ["mix"], "encoder": ["mix"], "lstm": ["features"], "decoder": ["lstm_out", "mix"]}[stage]
-    graph = helper.make_graph(
-        g.nodes, f"open_unmix_{stage}",
-        [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, dims[output])],
-        initializer=g.initializers,
-    )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
-    proto.ir_version = 8  # readable by onnxruntime >= 1.10
-    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(cfg.to_dict())})
+    inputs = [_PART_INPUT[parts[0]]] + (["mix"] if parts == ("decoder",) else [])
+    proto = _model(cfg, stage, g.nodes, inputs, x, g.initializers)
     if check:
         onnx.checker.check_model(proto)
     return proto
+
+
+def _model(config, stage, nodes, inputs, output, initializers):
+    """The ModelProto of a graph whose inputs and output are named tensors of `_PART_INPUT`/`_PART_OUTPUT`."""
+    from onnx import TensorProto, helper
+
+    mix_dims = ["nb_samples", config.nb_channels, config.nb_bins, "nb_frames"]
+    features = ["nb_frames", "nb_samples", config.hidden_size]
+    dims = {"mix": mix_dims, "target": mix_dims, "features": features, "lstm_out": features}
+    graph = helper.make_graph(
+        nodes, f"open_unmix_{stage}",
+        [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, dims[output])],
+        initializer=initializers,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
+    proto.ir_version = 8  # readable by onnxruntime >= 1.10
+    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(config.to_dict())})
+    return proto
+
+
+def stage_models(proto, config):
+    """The encoder, lstm and decoder graphs cut out of a full graph (`build_onnx` "full").
+
+    Each stage keeps the nodes between its named input(s) and output, and the weights they use
+    (cut here rather than by onnx.utils.Extractor, whose use of shape inference differs between
+    onnx versions).
+
+    Returns:
+        stage name -> ``onnx.ModelProto``.
+    """
+    producers = {name: i for i, node in enumerate(proto.graph.node) for name in node.output}
+    weights = {t.name: t for t in proto.graph.initializer}
+    if not {"features", "lstm_out", "target"} <= set(producers):
+        raise UnmixError("this ONNX graph lacks the named stages (mix, features, lstm_out, target) that "
+                         "this version of unmix writes: export the model folder again")
+    stages = {}
+    for stage in ("encoder", "lstm", "decoder"):
+        inputs = [_PART_INPUT[stage]] + (["mix"] if stage == "decoder" else [])
+        used, seen, todo = set(), set(inputs), [_PART_OUTPUT[stage]]
+        while todo:  # back from the output to the stage's inputs
+            name = todo.pop()
+            if name in seen or name in weights or not name:
+                continue
+            seen.add(name)
+            if name not in producers:
+                raise UnmixError(f"the ONNX graph's {stage} stage needs {name}, which no node computes")
+            used.add(producers[name])
+            todo.extend(proto.graph.node[producers[name]].input)
+        nodes = [proto.graph.node[i] for i in sorted(used)]
+        needed = {name for node in nodes for name in node.input}
+        stages[stage] = _model(config, stage, nodes, inputs, _PART_OUTPUT[stage],
+                               [t for name, t in weights.items() if name in needed])
+    return stages
 
 
 def _encoder(g, x, p, cfg):
@@ -174,45 +223,34 @@ class OnnxModel:
     """An Open-Unmix target run by ONNX Runtime on the CPU; called like `OpenUnmix`.
 
     Args:
-        model_or_path: an `OpenUnmix`, an ``onnx.ModelProto`` from `build_onnx`, or the path
-            of a ``.onnx`` file written by `export`.
+        source: the target's weights, as a ``(ModelConfig, params)`` pair or an object with
+            ``config`` and ``get_params()`` (an `unmix.model.OpenUnmix`); or its full graph, as an
+            ``onnx.ModelProto`` from `build_onnx` or the path of a ``.onnx`` file that `export` wrote.
         nb_threads: intra-op threads (default: all CPU cores).
 
-    Built from an `OpenUnmix`, it also offers the staged `encode` / `recur` / `decode` that the
-    Separator uses for long tracks (three small sessions). ONNX Runtime sessions take
-    concurrent calls (`concurrent_calls`): the Separator runs the targets side by side.
+    It runs three stage sessions, `encode` / `recur` / `decode` (each weight lives in one of
+    them), which the Separator uses for long tracks; `__call__` chains them. ONNX Runtime
+    sessions take concurrent calls (`concurrent_calls`): the Separator runs the targets side by side.
     """
 
     concurrent_calls = True
 
-    def __init__(self, model_or_path, nb_threads=None):
+    def __init__(self, source, nb_threads=None):
         self.nb_threads = nb_threads
-        self._stages, self._session = {}, None
         self._whole_track = _shrinking_run_options()
-        if isinstance(model_or_path, OpenUnmix):
-            # Three stage sessions (each weight lives in one of them); `__call__` chains them.
-            self.config = model_or_path.config
-            for stage in ("encoder", "lstm", "decoder"):
-                proto = build_onnx(model_or_path, stage, check=False)  # checked by the tests
-                self._stages[stage] = _session(proto.SerializeToString(), stage, nb_threads)
-            return
-        if isinstance(model_or_path, (str, os.PathLike)):
-            label = source = str(model_or_path)
-            if not Path(source).is_file():
-                raise UnmixError(f"no ONNX model at {source}")
+        if isinstance(source, (str, os.PathLike)) or hasattr(source, "graph"):
+            self.config, protos = _read_graph(source)
         else:
-            label, source = "(in memory)", model_or_path.SerializeToString()
-        self._session = _session(source, label, nb_threads)
-        meta = self._session.get_modelmeta().custom_metadata_map
-        if CONFIG_KEY not in meta:
-            raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
-        self.config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+            config, params = source if isinstance(source, tuple) else (source.config, source.get_params())
+            self.config = config
+            protos = {stage: build_onnx(config, params, stage, check=False)  # checked by the tests
+                      for stage in ("encoder", "lstm", "decoder")}
+        self._stages = {stage: _session(proto.SerializeToString(), stage, nb_threads)
+                        for stage, proto in protos.items()}
 
     def __call__(self, mag):
         """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> same shape."""
-        if self._session is None:
-            return self.decode(self.recur(self.encode(mag)), mag)
-        return self._session.run(["target"], {"mix": self._check_mag(mag)}, self._whole_track)[0]
+        return self.decode(self.recur(self.encode(mag)), mag)
 
     def encode(self, mag):
         """Like `OpenUnmix.encode`: -> ``(nb_frames, nb_samples, hidden_size)``."""
@@ -229,8 +267,6 @@ class OnnxModel:
         return self._stage("decoder").run(["target"], feeds)[0]
 
     def _stage(self, stage):
-        if stage not in self._stages:
-            raise UnmixError("staged inference needs the model parameters: build OnnxModel from an OpenUnmix")
         return self._stages[stage]
 
     def _check_mag(self, mag):
@@ -239,6 +275,28 @@ class OnnxModel:
             raise UnmixError(f"model expects (nb_samples, {cfg.nb_channels} channels, {cfg.nb_bins} bins, "
                              f"nb_frames), got shape {tuple(mag.shape)}")
         return np.ascontiguousarray(mag, dtype=np.float32)
+
+
+def _read_graph(source):
+    """``(ModelConfig, stage -> ModelProto)`` of a full graph written by `export` (path or proto)."""
+    import onnx
+
+    label = str(source) if isinstance(source, (str, os.PathLike)) else "(in memory)"
+    if isinstance(source, (str, os.PathLike)):
+        if not Path(source).is_file():
+            raise UnmixError(f"no ONNX model at {source}")
+        try:
+            source = onnx.load(str(source))
+        except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+            raise UnmixError(f"cannot load ONNX model {label}: {str(exc).splitlines()[0]}") from None
+    meta = {p.key: p.value for p in source.metadata_props}
+    if CONFIG_KEY not in meta:
+        raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
+    try:
+        config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
+        return config, stage_models(source, config)
+    except UnmixError as exc:
+        raise UnmixError(f"ONNX model {label}: {exc}") from None
 
 
 def _session(source, label, nb_threads):
@@ -297,13 +355,20 @@ def _shrinking_run_options():
 
 
 # -- export -----------------------------------------------------------------------------------
-def export(model_folder, out_folder_or_file, targets=None):
-    """Write ``<target>.onnx`` per target of a model folder, plus its separator.json.
+def export(model_folder, out_folder_or_file, targets=None, force=False):
+    """Write an ONNX model folder: ``<target>.onnx`` per target plus its ``separator.json``.
+
+    The folder is a model folder that ``--model`` and `unmix.load_separator` take (no ``.h5``
+    and no NNabla needed), and what other ONNX runtimes read: each graph maps a mixture
+    magnitude ``mix`` ``(nb_samples, nb_channels, nb_bins, nb_frames)`` to the target's ``target``
+    of the same shape (see `build_onnx`); separator.json gives the STFT that makes ``mix``.
 
     Args:
         model_folder: an unmix model folder (separator.json + ``<target>.h5``).
-        out_folder_or_file: a folder, or a ``.onnx`` file when exporting exactly one target.
+        out_folder_or_file: a folder (written atomically), or a ``.onnx`` file when exporting
+            exactly one target.
         targets: target names (default: all of the folder).
+        force: replace an existing folder or file.
 
     Returns:
         list of the written ``.onnx`` paths.
@@ -311,23 +376,27 @@ def export(model_folder, out_folder_or_file, targets=None):
     meta = read_separator_json(model_folder)
     targets = list(targets or meta["targets"])
     out = Path(out_folder_or_file)
+    if out.suffix == ".onnx" and len(targets) != 1:
+        raise UnmixError(f"{out} is a single file but {len(targets)} targets are to be exported: "
+                         "give a folder or one target")
+    if out.exists() and not force:
+        raise UnmixError(f"{out} exists; use --force to replace it")
+    if out.exists() and out.resolve() == Path(model_folder).resolve():
+        raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")
+    params = {t: load_params(model_folder, t) for t in targets}  # all errors before any write
     if out.suffix == ".onnx":
-        if len(targets) != 1:
-            raise UnmixError(f"{out} is a single file but {len(targets)} targets are to be exported: "
-                             "give a folder or one target")
-        paths = {targets[0]: out}
-    else:
-        if out.exists() and not out.is_dir():
-            raise UnmixError(f"{out} exists and is not a folder")
-        paths = {t: out / f"{t}.onnx" for t in targets}
-    models = {t: load_target(model_folder, t) for t in targets}  # all errors before any write
-    for target, model in models.items():
-        _save(build_onnx(model), paths[target])
-    if out.suffix != ".onnx":  # the folder describes itself: only the exported targets
-        exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets},
-                    "format": "onnx"}
-        write_json(out / "separator.json", exported)
-    return list(paths.values())
+        _save(build_onnx(*params[targets[0]]), out)
+        return [out]
+    # the folder describes itself: only the exported targets
+    exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets}, "format": "onnx"}
+    try:
+        with atomic_folder(out) as tmp:
+            for target, (config, weights) in params.items():
+                _save(build_onnx(config, weights), tmp / f"{target}.onnx")
+            write_json(tmp / "separator.json", exported)
+    except OSError as exc:
+        raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return [out / f"{t}.onnx" for t in targets]
 
 
 def _save(proto, path):

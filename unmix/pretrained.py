@@ -1,13 +1,17 @@
 """Known pretrained models: one table, and a resolver that downloads, verifies, converts, caches.
 
 ``resolve_model(model)`` turns what a user passes as ``--model`` into the path of a model
-folder (see `unmix.model`):
+folder (see `unmix.modelfolder`):
 
 - an existing model folder is used as it is;
 - a name from `MODELS` (``umxhq``, ``umx``, ``umxl``, ...) is downloaded once into the
   cache (``$UNMIX_CACHE``, else ``$XDG_CACHE_HOME/unmix``, else ``~/.cache/unmix``), each
   file checked against its published hash, converted with `unmix.convert.convert`, and kept
-  as ``<cache>/<name>/``; later calls find it there and touch no network.
+  as ``<cache>/<name>/``; later calls find it there and touch no network;
+- ``bundled`` is the small model that ships inside the package (`BUNDLED_MODEL`);
+- None is `DEFAULT_MODEL` (umxhq), downloaded like any name; when it cannot be downloaded
+  (offline, connection refused, DNS failure, HTTP error) the bundled model, with a one-line
+  notice on stderr. A corrupt download (hash mismatch) is an error, never a fallback.
 
 Downloads go to ``<cache>/downloads/<name>/<target><ext>`` through a ``.part`` temporary
 file renamed only once its hash matches, so an interrupted or corrupt download never looks
@@ -28,6 +32,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -38,10 +43,13 @@ from typing import Dict, Optional, Tuple
 
 from unmix.errors import UnmixError, atomic_path
 
-DEFAULT_MODEL = "umxhq"  # the published model a user gets by default once it is in the cache
+DEFAULT_MODEL = "umxhq"  # what None stands for: downloaded on first use
 # A small model trained by this project on synthetic songs (see models/README.md). It ships inside
-# the package, so separation works offline out of the box; a cached DEFAULT_MODEL is preferred.
+# the package, so separation works offline: None falls back to it when DEFAULT_MODEL cannot be fetched.
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default_model"
+BUNDLED_NAME = "bundled"  # its name for --model
+BUNDLED_DESCRIPTION = ("small Open-Unmix (hidden size 128) trained by unmix on synthetic songs; ships with unmix "
+                       "(offline); knows synthetic music only")
 ENV_CACHE = "UNMIX_CACHE"
 ENV_BASE_URL = "UNMIX_MODEL_URL"
 TIMEOUT_S = 30  # per socket operation: a stalled server fails instead of hanging forever
@@ -236,15 +244,37 @@ for _name, _data in (("umxhq", "MUSDB18-HQ"), ("umx", "MUSDB18")):
 del _name, _data
 
 
+class DownloadError(UnmixError):
+    """A download that could not happen or finish (offline, refused, DNS, HTTP error, cut off).
+
+    Attributes:
+        reason: what went wrong, short (for the default model's fallback notice).
+    """
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+
+
 # -- public API ----------------------------------------------------------------------------
-def list_models():
-    """A help text: one line per known model (name, description, license), default marked."""
-    width = max(len(n) for n in MODELS)
+def list_models(cache_dir=None):
+    """A help text: one line per model `--model NAME` takes (name, description, license, whether it
+    is cached), then what None stands for."""
+    rows = [(name, entry.description, entry.license) for name, entry in MODELS.items()]
+    rows.append((BUNDLED_NAME, BUNDLED_DESCRIPTION, "MIT"))
+    width = max(len(name) for name, _, _ in rows)
     lines = []
-    for name, entry in MODELS.items():
+    for name, description, license in rows:
         default = " (default)" if name == DEFAULT_MODEL else ""
-        lines.append(f"{name:<{width}}  {entry.description}{default} [license: {entry.license}]")
+        cached = " (cached)" if name in MODELS and _is_model_folder(cache_root(cache_dir) / name) else ""
+        lines.append(f"{name:<{width}}  {description}{default}{cached} [license: {license}]")
+    lines.append(f"\nWithout --model: {DEFAULT_MODEL}, downloaded once into {cache_root(cache_dir) / DEFAULT_MODEL}; "
+                 f"when it cannot be downloaded (offline), the {BUNDLED_NAME} model, with a notice.")
     return "\n".join(lines)
+
+
+def _is_model_folder(path):
+    return (Path(path) / "separator.json").is_file()
 
 
 def get_model_info(name):
@@ -267,24 +297,13 @@ def cache_root(cache_dir=None):
     return Path.home() / ".cache" / "unmix"
 
 
-def default_model(cache_dir=None):
-    """What None stands for: DEFAULT_MODEL's folder when it is already cached (no download),
-    else the bundled model folder, else the name DEFAULT_MODEL (downloaded on first use)."""
-    cached = cache_root(cache_dir) / DEFAULT_MODEL
-    if (cached / "separator.json").is_file():
-        return cached
-    if (BUNDLED_MODEL / "separator.json").is_file():
-        return BUNDLED_MODEL
-    return DEFAULT_MODEL
-
-
 def resolve_model(model=None, cache_dir=None, base_url=None, progress=True):
-    """The model folder for `model`: a local folder, or a registry name (downloaded once).
+    """The model folder for `model`: a local folder, a registry name (downloaded once), or ``bundled``.
 
     Args:
-        model: a model folder (has separator.json) or a name from `MODELS`; an existing
-            path wins over a name (as in open-unmix), so ``./umx`` is a folder, never the registry.
-            None: `default_model`.
+        model: a model folder (has separator.json), a name from `MODELS`, or ``bundled``; an
+            existing path wins over a name (as in open-unmix), so ``./umx`` is a folder, never the
+            registry. None: `DEFAULT_MODEL`, or the bundled model when it cannot be downloaded.
         cache_dir: overrides the cache location (see `cache_root`).
         base_url: fetch files from ``<base_url>/<file name>`` instead of their publisher
             (a mirror, or a local test server); default $UNMIX_MODEL_URL, else the table's URLs.
@@ -294,21 +313,38 @@ def resolve_model(model=None, cache_dir=None, base_url=None, progress=True):
         Path of a model folder.
     """
     if model is None:
-        model = default_model(cache_dir)
+        return _default_folder(cache_dir, base_url, progress)
     path = Path(str(model)).expanduser()
     if path.exists():
-        if not (path / "separator.json").is_file():
+        if not _is_model_folder(path):
             raise UnmixError(f"{path} is not a model folder (no separator.json); "
                              "make one from .pth/.h5 weights with `unmix convert SRC DIR`")
         return path
+    if str(model) == BUNDLED_NAME:
+        if not _is_model_folder(BUNDLED_MODEL):
+            raise UnmixError(f"the bundled model is missing from {BUNDLED_MODEL}; reinstall unmix")
+        return BUNDLED_MODEL
     if str(model) not in MODELS:
         raise UnmixError(f"model '{model}' is neither a model folder nor a known model name "
-                         f"(known: {', '.join(MODELS)})")
+                         f"(known: {', '.join([*MODELS, BUNDLED_NAME])})")
     entry = MODELS[str(model)]
     folder = cache_root(cache_dir) / entry.name
-    if (folder / "separator.json").is_file():
+    if _is_model_folder(folder):
         return folder
     return _install(entry, folder, _base_url(base_url), progress)
+
+
+def _default_folder(cache_dir, base_url, progress):
+    """`DEFAULT_MODEL`'s folder (downloaded once); the bundled one, with a notice, when the
+    download cannot happen. Any other error (a corrupt download, a full disk) is raised."""
+    try:
+        return resolve_model(DEFAULT_MODEL, cache_dir, base_url, progress)
+    except DownloadError as exc:
+        if not _is_model_folder(BUNDLED_MODEL):
+            raise
+        print(f"notice: cannot download {DEFAULT_MODEL}, the default model ({exc.reason}): using the "
+              f"{BUNDLED_NAME} model, trained on synthetic songs only (`unmix models` tells more)", file=sys.stderr)
+        return BUNDLED_MODEL
 
 
 # -- download, verify, convert ---------------------------------------------------------------
@@ -325,6 +361,8 @@ def file_url(weight_file, base_url=None):
 def _install(entry, folder, base_url, progress):
     """Download every file of `entry`, convert them into `folder`, drop the downloads."""
     downloads = folder.parent / "downloads" / entry.name
+    if progress:
+        print(f"downloading {entry.name} into {folder} (once)", file=sys.stderr)
     for key, weight_file in entry.files.items():
         dest = downloads / (key + Path(weight_file.filename).suffix)
         if dest.is_file():  # complete (renamed only after its hash matched); check it again anyway
@@ -366,7 +404,7 @@ def _unpack(entry, downloads):
 def _convert_into(entry, src, folder):
     """Convert `src` into a temporary folder, pin the registry's metadata, rename onto `folder`."""
     from unmix import convert as convert_module
-    from unmix.model import read_separator_json, write_json
+    from unmix.modelfolder import read_separator_json, write_json
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".part", dir=folder.parent))
@@ -436,7 +474,8 @@ def _fetch(url, path, progress):
                 written += len(chunk)
                 bar.update(len(chunk))
     if total is not None and written != total:
-        raise UnmixError(f"download of {url} stopped after {written} of {total} bytes; try again")
+        raise DownloadError(f"download of {url} stopped after {written} of {total} bytes; try again",
+                            f"stopped after {written} of {total} bytes")
     return {k: h.hexdigest() for k, h in hashes.items()}
 
 
@@ -450,13 +489,14 @@ def _network_errors(url, connected=False):
     try:
         yield
     except urllib.error.HTTPError as exc:
-        raise UnmixError(f"download of {url} failed (HTTP {exc.code} {exc.reason}); {_LOCAL_HINT}") from None
+        reason = f"HTTP {exc.code} {exc.reason}"
+        raise DownloadError(f"download of {url} failed ({reason}); {_LOCAL_HINT}", reason) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         reason = getattr(exc, "reason", None) or repr(exc)
         if connected:
-            raise UnmixError(f"download of {url} was interrupted ({reason}); try again") from None
-        raise UnmixError(f"download of {url} failed ({reason}): this machine seems offline; "
-                         f"{_LOCAL_HINT}") from None
+            raise DownloadError(f"download of {url} was interrupted ({reason}); try again", reason) from None
+        raise DownloadError(f"download of {url} failed ({reason}): this machine seems offline; "
+                            f"{_LOCAL_HINT}", reason) from None
 
 
 _LOCAL_HINT = ("get the weights another way and pass a local folder instead: "

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from unmix import audio as audio_io
 from unmix import filtering, transforms
-from unmix.errors import UnmixError
+from unmix.errors import UnmixError, require_nnabla
 
 
 def _fixed_mmap_threshold(threshold=64 * 2**20, arenas=2, trim=512 * 2**20):
@@ -389,7 +389,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
     """
     from unmix import pretrained
-    from unmix.model import load_target, read_separator_json
+    from unmix.modelfolder import read_separator_json
 
     _tune_malloc_once()  # before the warm-up thread and ONNX Runtime's threads make their malloc arenas
     folder = pretrained.resolve_model(model)
@@ -414,14 +414,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         from unmix.model import use_gpu
 
         use_gpu()
-    models = {}
-    for target in targets:
-        net = load_target(folder, target, builtin_lstm=device == "gpu")
-        if backend == "onnx":
-            from unmix.onnx_backend import OnnxModel
-
-            net = OnnxModel(net, nb_threads=session_threads)
-        models[target] = net
+    models = {t: _load_network(folder, t, backend, device == "gpu", session_threads) for t in targets}
     return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
 
@@ -436,6 +429,27 @@ def default_residual(targets, niter, residual=None):
     if residual or niter <= 0 or len(targets) != 1:
         return residual or None
     return AUTO_RESIDUAL
+
+
+def _load_network(folder, target, backend, builtin_lstm, nb_threads):
+    """One target's network: the NNabla one, or ONNX Runtime sessions built from the ``.h5``
+    parameters or read from the ``.onnx`` graph of an exported folder (`unmix export`)."""
+    from pathlib import Path
+
+    if backend == "nnabla":
+        from unmix.model import load_target
+
+        return load_target(folder, target, builtin_lstm=builtin_lstm)
+    from unmix.modelfolder import load_params, target_config
+    from unmix.onnx_backend import OnnxModel
+
+    graph = Path(folder) / f"{target}.onnx"
+    if graph.is_file() and not (Path(folder) / f"{target}.h5").is_file():
+        net = OnnxModel(graph, nb_threads=nb_threads)
+        if net.config != target_config(folder, target):
+            raise UnmixError(f"{graph} is not the model that {Path(folder) / 'separator.json'} describes")
+        return net
+    return OnnxModel(load_params(folder, target), nb_threads=nb_threads)
 
 
 def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):
@@ -478,13 +492,17 @@ def _pick_backend(backend, device="cpu"):
     if device == "gpu":
         if backend == "onnx":
             raise UnmixError("--device gpu runs the NNabla networks: use --backend nnabla or auto")
+        require_nnabla("--device gpu")
         return "nnabla"
     if backend == "auto":
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            return "nnabla"
-        return "onnx"
+            backend = "nnabla"
+        else:
+            return "onnx"
+    if backend == "nnabla":
+        require_nnabla("--backend nnabla")
     return backend
 
 

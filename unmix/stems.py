@@ -299,8 +299,11 @@ def separate_files(paths, separator_options, file_options, jobs=1):
     Returns:
         the number of files that failed (each reported on stderr in one line).
     """
+    from unmix.pretrained import resolve_model
     from unmix.separator import load_separator
 
+    # the default model is resolved (downloaded, or the offline fallback) once, not in every worker
+    separator_options = dict(separator_options, model=resolve_model(separator_options.get("model")))
     fmt = file_options.get("fmt", StemFormat())
     if fmt.ext == ".mp3":
         audio_io._ffmpeg_tool("ffmpeg", "mp3 stems", doing="writing")

@@ -1,0 +1,101 @@
+"""unmix.modelfolder: model folders without NNabla, in exactly the layout NNabla writes and reads."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+from conftest import perturbed
+
+from unmix.errors import UnmixError
+from unmix.modelfolder import (ModelConfig, check_params, load_params, param_shapes, read_h5_params,
+                               read_separator_json, save_params, write_h5_params, write_separator_json)
+
+TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
+
+
+def h5_dump(path):
+    """Everything an .h5 holds, in visit order: name -> (kind, dtype, shape, values, attributes with types)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            attrs = {k: (type(v).__name__, np.asarray(v).dtype.str, v.item() if np.ndim(v) == 0 else v.tolist())
+                     for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Dataset):
+                out[name] = ("dataset", obj.dtype.str, obj.shape, obj[()].tobytes(), attrs)
+            else:
+                out[name] = ("group", attrs)
+
+        f.visititems(visit)
+        out["/"] = ("root", dict(f.attrs))
+    return out
+
+
+@pytest.mark.nnabla
+def test_h5_is_what_nnabla_save_parameters_writes(tmp_path):
+    from unmix.model import OpenUnmix
+
+    model = OpenUnmix(TINY, perturbed(TINY))
+    import nnabla as nn
+
+    nn.save_parameters(str(tmp_path / "nnabla.h5"), params=model.parameters, extension=".h5")
+    write_h5_params(tmp_path / "ours.h5", check_params(TINY, perturbed(TINY)))
+    ours, theirs = h5_dump(tmp_path / "ours.h5"), h5_dump(tmp_path / "nnabla.h5")
+    assert list(ours) == list(theirs) and ours == theirs
+    assert ours["bn1/bn/mean"][4]["need_grad"] == ("bool_", "|b1", False)
+    assert ours["fc2/affine/W"][4] == {"need_grad": ("bool_", "|b1", True), "index": ("int64", "<i8", 12)}
+
+
+@pytest.mark.nnabla
+def test_nnabla_load_parameters_reads_our_file_back_identically(tmp_path):
+    import nnabla as nn
+
+    params = perturbed(TINY, seed=4)
+    save_params(tmp_path, "vocals", TINY, params)
+    scope = {}
+    with nn.parameter_scope("", scope):
+        nn.load_parameters(str(tmp_path / "vocals.h5"))
+        loaded = nn.get_parameters(grad_only=False)
+    assert list(loaded) == list(param_shapes(TINY))  # NNabla's order: the index attributes
+    for name, var in loaded.items():
+        assert var.d.dtype == np.float32 and np.array_equal(var.d, params[name]), name
+        assert var.need_grad == (not name.endswith(("/mean", "/var"))), name
+
+
+def test_save_and_load_round_trip_without_nnabla(tmp_path):
+    params = perturbed(TINY, seed=2)
+    write_separator_json(tmp_path, {"vocals": TINY}, sample_rate=44100, n_fft=64, n_hop=16)
+    save_params(tmp_path, "vocals", TINY, params, extra_json={"note": "tiny"})
+    config, loaded = load_params(tmp_path, "vocals")
+    assert config == TINY and list(loaded) == list(param_shapes(TINY))
+    assert all(np.array_equal(loaded[k], v) for k, v in params.items())
+    assert json.loads((tmp_path / "vocals.json").read_text()) == {"note": "tiny"}
+    assert read_h5_params(tmp_path / "vocals.h5").keys() == params.keys()
+    assert not list(tmp_path.glob(".*part*")), "no temporary files left"
+    with pytest.raises(UnmixError, match="no target 'drums'"):
+        load_params(tmp_path, "drums")
+
+
+def test_wrong_parameters_are_refused_before_writing(tmp_path):
+    params = perturbed(TINY)
+    with pytest.raises(UnmixError, match=r"missing \['input_mean'\]"):
+        save_params(tmp_path, "vocals", TINY, {k: v for k, v in params.items() if k != "input_mean"})
+    with pytest.raises(UnmixError, match="fc1/affine/W has shape"):
+        save_params(tmp_path, "vocals", TINY, dict(params, **{"fc1/affine/W": params["fc1/affine/W"].T}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_h5_says_what_the_folder_holds(tmp_path):
+    write_separator_json(tmp_path, {"vocals": TINY}, sample_rate=44100)
+    with pytest.raises(UnmixError, match=r"lacks vocals\.h5$"):
+        load_params(tmp_path, "vocals")
+    (tmp_path / "vocals.onnx").write_bytes(b"graph")
+    with pytest.raises(UnmixError, match="lacks vocals.h5: it holds the ONNX graph that `unmix export` wrote"):
+        load_params(tmp_path, "vocals")
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(UnmixError, match="not a model folder"):
+        read_separator_json(tmp_path)
+    (tmp_path / "separator.json").write_text("{broken")
+    with pytest.raises(UnmixError, match="not a valid separator.json"):
+        read_separator_json(tmp_path)

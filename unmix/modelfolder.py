@@ -1,0 +1,238 @@
+"""Model folders without NNabla: the architecture, the parameter table, and the files on disk.
+
+A model folder holds
+
+    separator.json   targets, sample_rate, n_fft, n_hop, nb_channels, and per target its
+                     `ModelConfig` under "models"
+    <target>.h5      the target's parameters (names and shapes of `param_shapes`), in the layout
+                     NNabla's ``nn.save_parameters`` writes: one float32 dataset per name
+                     (``fc1/affine/W`` is a dataset ``W`` in group ``fc1/affine``), each with the
+                     attributes ``need_grad`` (bool) and ``index`` (its position, which
+                     ``nn.load_parameters`` restores the order from)
+    <target>.json    optional: the training configuration and history
+
+or, as `unmix export` writes it, ``<target>.onnx`` graphs instead of the ``.h5`` files
+(`unmix.onnx_backend`). Everything here is numpy, h5py and JSON, so reading, converting and
+separating work on any Python; the NNabla network (`unmix.model`) is needed to train.
+"""
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from unmix.errors import UnmixError, atomic_path
+
+BN_EPS = 1e-5  # batch norm epsilon, as torch's BatchNorm1d
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of one target model (saved as JSON beside its weights)."""
+
+    nb_bins: int = 2049
+    nb_channels: int = 2
+    hidden_size: int = 512
+    nb_layers: int = 3
+    max_bin: Optional[int] = None
+    unidirectional: bool = False
+
+    @property
+    def model_bins(self):
+        """Bins the network sees (``max_bin`` or all)."""
+        return self.max_bin or self.nb_bins
+
+    @property
+    def nb_directions(self):
+        return 1 if self.unidirectional else 2
+
+    @property
+    def lstm_hidden_size(self):
+        return self.hidden_size if self.unidirectional else self.hidden_size // 2
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        fields = cls.__dataclass_fields__
+        unknown = set(d) - set(fields)
+        if unknown:
+            raise UnmixError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def param_shapes(config):
+    """Expected parameter names -> shapes for `config` (the on-disk contract)."""
+    c, m, n, s = config.nb_channels, config.model_bins, config.nb_bins, config.hidden_size
+    d, h, layers = config.nb_directions, config.lstm_hidden_size, config.nb_layers
+    shapes = OrderedDict(
+        [
+            ("input_mean", (m,)),
+            ("input_scale", (m,)),
+            ("output_scale", (n,)),
+            ("output_mean", (n,)),
+            ("fc1/affine/W", (c * m, s)),
+        ]
+    )
+    shapes.update(_bn_shapes("bn1", s))
+    shapes["lstm/lstm/weight_l0"] = (d, 4, h, s + h)
+    if layers > 1:
+        shapes["lstm/lstm/weight"] = (layers - 1, d, 4, h, d * h + h)
+    shapes["lstm/lstm/bias"] = (layers, d, 4, h)
+    shapes["fc2/affine/W"] = (2 * s, s)
+    shapes.update(_bn_shapes("bn2", s))
+    shapes["fc3/affine/W"] = (s, c * n)
+    shapes.update(_bn_shapes("bn3", c * n))
+    return shapes
+
+
+def _bn_shapes(name, size):
+    return [(f"{name}/bn/{k}", (1, size)) for k in ("beta", "gamma", "mean", "var")]
+
+
+def is_trainable(name):
+    """False for the batch-norm running statistics (NNabla's ``need_grad``)."""
+    return not name.endswith(("/mean", "/var"))
+
+
+def init_params(config, seed=0):
+    """Random parameters initialised as torch initialises the reference (numpy, seeded)."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if name.endswith("/affine/W"):
+            bound = 1.0 / np.sqrt(shape[0])  # kaiming_uniform(a=sqrt(5)) of nn.Linear
+            value = rng.uniform(-bound, bound, shape)
+        elif name.startswith("lstm/"):
+            bound = 1.0 / np.sqrt(config.lstm_hidden_size)
+            value = rng.uniform(-bound, bound, shape)
+            if name == "lstm/lstm/bias":  # torch's b_ih + b_hh: two uniform draws
+                value += rng.uniform(-bound, bound, shape)
+        elif name.endswith(("/gamma", "/var", "input_scale", "output_scale", "output_mean")):
+            value = np.ones(shape)
+        else:  # beta, running mean, input_mean
+            value = np.zeros(shape)
+        params[name] = value.astype(np.float32)
+    return params
+
+
+def check_params(config, params):
+    """`params` as float32 arrays in `param_shapes` order; names and shapes must match exactly.
+
+    Returns:
+        OrderedDict name -> float32 array.
+    """
+    expected = param_shapes(config)
+    missing, unknown = set(expected) - set(params), set(params) - set(expected)
+    if missing or unknown:
+        raise UnmixError(f"parameters do not fit the model: missing {sorted(missing)}, unknown {sorted(unknown)}")
+    checked = OrderedDict()
+    for name, shape in expected.items():
+        value = np.asarray(params[name], dtype=np.float32)
+        if value.shape != tuple(shape):
+            raise UnmixError(f"parameter {name} has shape {value.shape}, the model expects {tuple(shape)}")
+        checked[name] = value
+    return checked
+
+
+# -- parameter files ----------------------------------------------------------------------------
+def write_h5_params(path, params):
+    """Write name -> array as ``nn.save_parameters(path, extension=".h5")`` does (atomically).
+
+    Args:
+        params: name -> array, in the order NNabla creates them (`param_shapes` order).
+    """
+    import h5py
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for index, (name, value) in enumerate(params.items()):
+                f[name] = np.asarray(value)
+                f[name].attrs["need_grad"] = is_trainable(name)
+                f[name].attrs["index"] = index
+
+
+def read_h5_params(path):
+    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope)."""
+    import h5py
+
+    params = {}
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: params.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    except OSError as exc:
+        raise UnmixError(f"cannot read parameters from {path}: {exc}") from None
+    return params
+
+
+def save_params(folder, target, config, params, extra_json=None):
+    """Write ``<folder>/<target>.h5`` (checked against `config`) and, if given, ``<target>.json``."""
+    folder = Path(folder)
+    write_h5_params(folder / f"{target}.h5", check_params(config, params))
+    if extra_json is not None:
+        write_json(folder / f"{target}.json", extra_json)
+
+
+def target_config(folder, target, meta=None):
+    """The `ModelConfig` of `target` in the model folder (`meta`: its separator.json, if read)."""
+    meta = read_separator_json(folder) if meta is None else meta
+    if target not in meta["targets"]:
+        raise UnmixError(f"model folder {folder} has no target '{target}' (it has {', '.join(meta['targets'])})")
+    return ModelConfig.from_dict(meta["models"][target])
+
+
+def load_params(folder, target):
+    """One target's ``(ModelConfig, name -> float32 array)`` from the ``.h5`` of a model folder."""
+    config = target_config(folder, target)
+    path = Path(folder) / f"{target}.h5"
+    if not path.is_file():
+        onnx_only = (Path(folder) / f"{target}.onnx").is_file()
+        why = (": it holds the ONNX graph that `unmix export` wrote, which ONNX Runtime runs "
+               "(not --backend nnabla, --device gpu or training)") if onnx_only else ""
+        raise UnmixError(f"model folder {folder} lacks {path.name}{why}")
+    return config, check_params(config, read_h5_params(path))
+
+
+# -- separator.json -----------------------------------------------------------------------------
+def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, **extra):
+    """Write ``separator.json``: the targets, their configs and the signal parameters.
+
+    Args:
+        configs: target name -> ModelConfig.
+    """
+    nb_channels = {c.nb_channels for c in configs.values()}
+    if len(nb_channels) != 1:
+        raise UnmixError("all targets of a model folder must have the same number of channels")
+    meta = {
+        "targets": list(configs),
+        "sample_rate": float(sample_rate),
+        "n_fft": int(n_fft),
+        "n_hop": int(n_hop),
+        "nb_channels": nb_channels.pop(),
+        "models": {t: c.to_dict() for t, c in configs.items()},
+        **extra,
+    }
+    write_json(Path(folder) / "separator.json", meta)
+
+
+def read_separator_json(folder):
+    """The parsed ``separator.json`` of a model folder, with a clear error when absent."""
+    path = Path(folder) / "separator.json"
+    if not path.is_file():
+        raise UnmixError(f"{folder} is not a model folder (no separator.json)")
+    try:
+        meta = json.loads(path.read_text())
+        for key in ("targets", "sample_rate", "models"):
+            meta[key]
+    except (ValueError, KeyError) as exc:
+        raise UnmixError(f"{path} is not a valid separator.json: {exc}") from None
+    return meta
+
+
+def write_json(path, obj):
+    """Atomically write `obj` as indented JSON."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
