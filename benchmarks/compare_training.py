@@ -70,7 +70,8 @@ def unmix_worker(cfg):
     params["input_scale"] = (1.0 / stats["std"][:m]).astype(np.float32)
     model.set_params(params)
     trainer = Trainer(model, cfg["lr"], cfg["weight_decay"], fast=True)  # as `unmix train` on the CPU
-    loader = DataLoader(datasets.MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"]),
+    loader = DataLoader(datasets.MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"],
+                                                  trainer.frames_first),
                         cfg["batch_size"], shuffle=True, nb_workers=cfg["nb_workers"], seed=cfg["seed"],
                         drop_last=True)
     steps, build_s = [], 0.0

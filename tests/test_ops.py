@@ -60,13 +60,13 @@ def test_affine(rows, inputs, outputs):
 
 @pytest.mark.parametrize("nb_samples,nb_channels,nb_bins,nb_frames,max_bin,hidden", SPECTRA)
 def test_scaled_affine(nb_samples, nb_channels, nb_bins, nb_frames, max_bin, hidden):
-    mix = RNG.uniform(0, 3, (nb_samples, nb_channels, nb_bins, nb_frames))
+    mix = RNG.uniform(0, 3, (nb_samples, nb_channels, nb_frames, nb_bins))
     mean, scale = -RNG.uniform(0, 1, max_bin), RNG.uniform(0.5, 2, max_bin)
     w = RNG.normal(size=(nb_channels * max_bin, hidden)) / np.sqrt(nb_channels * max_bin)
 
-    def stock(mix, mean, scale, w):  # as OpenUnmix.build_encoder
-        x = F.slice(mix, stop=(nb_samples, nb_channels, max_bin, nb_frames))
-        x = F.transpose(x, (3, 0, 1, 2))
+    def stock(mix, mean, scale, w):  # as OpenUnmix.build_encoder, from the frames-first layout
+        x = F.slice(mix, stop=(nb_samples, nb_channels, nb_frames, max_bin))
+        x = F.transpose(x, (2, 0, 1, 3))
         x = (x + F.reshape(mean, (1, 1, 1, max_bin))) * F.reshape(scale, (1, 1, 1, max_bin))
         return F.affine(F.reshape(x, (nb_frames * nb_samples, nb_channels * max_bin)), w)
 
@@ -104,27 +104,27 @@ def test_lstm_layer(nb_frames, nb_samples, nb_inputs, hidden, directions):
 def test_mask_mse(nb_samples, nb_channels, nb_bins, nb_frames, _max_bin, _hidden):
     z = RNG.normal(size=(nb_frames * nb_samples, nb_channels * nb_bins))
     scale, mean = RNG.uniform(0.5, 2, nb_bins), RNG.normal(0.2, 0.5, nb_bins)
-    mix = RNG.uniform(0, 3, (nb_samples, nb_channels, nb_bins, nb_frames))
+    mix = RNG.uniform(0, 3, (nb_samples, nb_channels, nb_frames, nb_bins))
     y = mix * RNG.uniform(0, 1, mix.shape)
 
-    def stock(z, scale, mean, mix, y):  # as OpenUnmix.build_decoder, then the training loss
+    def stock(z, scale, mean, mix, y):  # as OpenUnmix.build_decoder (frames first), then the loss
         x = F.reshape(z, (nb_frames, nb_samples, nb_channels, nb_bins))
         x = x * F.reshape(scale, (1, 1, 1, nb_bins)) + F.reshape(mean, (1, 1, 1, nb_bins))
-        return F.mean(F.squared_error(F.relu(F.transpose(x, (1, 2, 3, 0))) * mix, y))
+        return F.mean(F.squared_error(F.relu(F.transpose(x, (1, 2, 0, 3))) * mix, y))
 
     inputs = [(z, True), (scale, True), (mean, True), (mix, False), (y, False)]
     # NNabla's F.mean sums 16.7 M float32 values in float32 (0.1% off): compare with float64
     out, grads, _ = run(ops.mask_mse, inputs)
-    pre = (z.reshape(nb_frames, nb_samples, nb_channels, nb_bins) * scale + mean).transpose(1, 2, 3, 0)
+    pre = (z.reshape(nb_frames, nb_samples, nb_channels, nb_bins) * scale + mean).transpose(1, 2, 0, 3)
     np.testing.assert_allclose(out, np.mean((np.maximum(pre, 0) * mix - y) ** 2), rtol=1e-6)
     if z.size < 1e6:
         check(ops.mask_mse, stock, inputs, 5e-5)
     else:
         du = 2 * (np.maximum(pre, 0) * mix - y) * mix * (pre > 0) / pre.size
-        assert_close(grads[1], np.einsum("nckt,tnck->k", du, z.reshape(nb_frames, nb_samples, nb_channels, nb_bins)),
+        assert_close(grads[1], np.einsum("nctk,tnck->k", du, z.reshape(nb_frames, nb_samples, nb_channels, nb_bins)),
                      1e-5, "output_scale")
-        assert_close(grads[2], du.sum(axis=(0, 1, 3)), 1e-5, "output_mean")
-        assert_close(grads[0], (du * scale[:, None]).transpose(3, 0, 1, 2).reshape(z.shape), 1e-5, "z")
+        assert_close(grads[2], du.sum(axis=(0, 1, 2)), 1e-5, "output_mean")
+        assert_close(grads[0], (du * scale).transpose(2, 0, 1, 3).reshape(z.shape), 1e-5, "z")
 
 
 def test_gradients_accumulate_where_a_variable_is_used_twice():

@@ -101,6 +101,9 @@ def test_magnitude_dataset_is_the_training_stft(aligned_root):
     X, Y = tr.MagnitudeDataset(train_ds, 512, 128, 2).get(1, 3)
     assert X.shape == Y.shape == (2, 257, transforms.nb_frames_for(4000, 512, 128, center=False))
     np.testing.assert_allclose(X, np.abs(transforms.stft(x, 512, 128, center=False)), rtol=1e-6)
+    Xf, Yf = tr.MagnitudeDataset(train_ds, 512, 128, 2, frames_first=True).get(1, 3)  # the CPU trainer's layout
+    np.testing.assert_array_equal(Xf, X.transpose(0, 2, 1))
+    np.testing.assert_array_equal(Yf, Y.transpose(0, 2, 1))
     Xm, _ = tr.MagnitudeDataset(train_ds, 512, 128, 1).get(1, 3)  # mono: mean of the channel magnitudes
     np.testing.assert_allclose(Xm[0], X.mean(axis=0), rtol=1e-6)
 

@@ -55,12 +55,14 @@ def run(request):
     f = load(request.param)
     config, initial = convert.state_dict_to_params({k[4:]: f[k] for k in f.files if k.startswith("sd0/")})
     assert config == ModelConfig(**json.loads(str(f["config"])))
+    x, y = (np.ascontiguousarray(f[k].transpose(0, 1, 3, 2)) for k in ("x", "y"))  # frames first, as the CPU trains
     probe = Trainer(OpenUnmix(config, initial), lr=0.0, weight_decay=0.0, fast=True, dropout=0.0)
-    probe.train_step(f["x"], f["y"])
+    assert probe.frames_first
+    probe.train_step(x, y)
     grads = {k: v.g.copy() for k, v in probe.params.items()}
     model = OpenUnmix(config, initial)
     trainer = Trainer(model, lr=1e-3, weight_decay=1e-5, fast=True, dropout=0.0, lstm_bias_hh=bias_hh(f))
-    losses = [trainer.train_step(f["x"], f["y"]) for _ in range(3)]
+    losses = [trainer.train_step(x, y) for _ in range(3)]
     return request.param, f, grads, np.array(losses), model.get_params()
 
 

@@ -856,20 +856,21 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
 # views for training: magnitudes, shards
 
 
-def model_magnitude(audio, n_fft, n_hop, nb_channels):
+def model_magnitude(audio, n_fft, n_hop, nb_channels, frames_first=False):
     """Training-time magnitude (center=False, as the reference's encoder).
 
     Args:
         audio: float32 ``(nb_audio_channels, nb_timesteps)``.
         nb_channels: the model's; 1 averages the channel magnitudes (the reference's ComplexNorm(mono)),
             2 repeats a mono signal (more channels keep the first two).
+        frames_first: return ``(nb_channels, nb_frames, nb_bins)`` (what the CPU trainer reads).
 
     Returns:
         float32 ``(nb_channels, nb_bins, nb_frames)``.
     """
     if nb_channels != 1:
         audio = fit_channels(audio, nb_channels)
-    spec = transforms.stft(audio[None], n_fft, n_hop, center=False)
+    spec = transforms.stft(audio[None], n_fft, n_hop, center=False, frames_first=frames_first)
     return transforms.magnitude(spec, mono=nb_channels == 1)[0]
 
 
@@ -877,11 +878,14 @@ class MagnitudeDataset:
     """A dataset view yielding magnitudes, so DataLoader workers do the STFT.
 
     ``get(index, epoch)`` -> ``(X, Y)`` float32 ``(nb_channels, nb_bins, nb_frames)`` from the
-    audio pair of ``dataset.get(index, epoch)``. Picklable (for 'spawn' workers).
+    audio pair of ``dataset.get(index, epoch)``, or ``(nb_channels, nb_frames, nb_bins)`` with
+    `frames_first` (the CPU trainer's layout, `unmix.train.Trainer.frames_first`). Picklable (for
+    'spawn' workers).
     """
 
-    def __init__(self, dataset, n_fft, n_hop, nb_channels):
+    def __init__(self, dataset, n_fft, n_hop, nb_channels, frames_first=False):
         self.dataset, self.n_fft, self.n_hop, self.nb_channels = dataset, n_fft, n_hop, nb_channels
+        self.frames_first = frames_first
 
     def __len__(self):
         return len(self.dataset)
@@ -891,8 +895,7 @@ class MagnitudeDataset:
 
     def get(self, index, epoch=0):
         x, y = self.dataset.get(index, epoch)
-        return (model_magnitude(x, self.n_fft, self.n_hop, self.nb_channels),
-                model_magnitude(y, self.n_fft, self.n_hop, self.nb_channels))
+        return tuple(model_magnitude(a, self.n_fft, self.n_hop, self.nb_channels, self.frames_first) for a in (x, y))
 
 
 class Subset:

@@ -158,7 +158,8 @@ class OpenUnmix:
         running statistics updated, LSTM dropout between layers).
 
         Args:
-            mix, target: nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)`` magnitudes.
+            mix, target: nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)`` magnitudes;
+                with `fast`, frames first: ``(nb_samples, nb_channels, nb_frames, nb_bins)``.
             fast: build it from the coarse CPU functions of `unmix.ops` (numpy GEMMs, numba LSTM)
                 instead of the stock NNabla functions; the same math, 8x faster on the CPU.
             dropout: the LSTM dropout probability between layers.
@@ -171,7 +172,10 @@ class OpenUnmix:
         from unmix import ops
 
         cfg = self.config
-        nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
+        nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
+        if (nb_channels, nb_bins) != (cfg.nb_channels, cfg.nb_bins):
+            raise UnmixError(f"model expects {cfg.nb_channels} channels x {cfg.nb_bins} bins (frames first), "
+                             f"got {nb_channels} x {nb_bins}")
         s = cfg.hidden_size
         with nn.parameter_scope("", self._scope):
             x = ops.scaled_affine(mix, _param("input_mean"), _param("input_scale"), _param("fc1/affine/W"),

@@ -10,11 +10,16 @@ They live inside an ordinary NNabla graph: PF parameters, solvers, ``need_grad``
 
 The functions (shapes for Open-Unmix; r = nb_frames * nb_samples rows, frame-major):
 
-    scaled_affine  mix (N, C, bins, T), mean, scale (m,), W (C*m, s)  ->  ((mix[:, :, :m] + mean) * scale) @ W
+    scaled_affine  mix (N, C, T, bins), mean, scale (m,), W (C*m, s)  ->  ((mix[..., :m] + mean) * scale) @ W
     affine         x (r, i), W (i, o)                                 ->  x @ W
     batch_norm     x (r, f), beta, gamma, mean, var (1, f)            ->  training-mode batch norm over axis 0
     lstm_layer     x (T, B, I), w (D, 4, H, I + H), b (D, 4, H)       ->  (T, B, D * H), one (bi)LSTM layer
-    mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, n, T)  ->  mean((relu(z * scale + mean) * mix - y)^2)
+    mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, T, n)  ->  mean((relu(z * scale + mean) * mix - y)^2)
+
+The spectrograms come frames first, ``(nb_samples, nb_channels, nb_frames, nb_bins)``: the layout
+the FFT produces (`unmix.transforms.stft(frames_first=True)`), in which every frame's bins are
+contiguous, as the rows of the network are; the stock graph's ``(..., nb_bins, nb_frames)``
+would make every read of the mixture a strided one (6x slower here).
 
 They compute what the stock graph of `unmix.model` computes (tests/test_ops.py checks outputs and
 gradients against it); sums that NNabla or torch would accumulate in float32 over millions of
@@ -144,51 +149,46 @@ def _lstm_backward(dy, d, w_hh_t, reverse, acts, cells, tanh_cells, dgates):
 # Each works on one sample n (spectrogram layouts) or one block of columns (batch norm), so that
 # `jit.run` spreads them over the cores and the sums, made per item and added in item order, do
 # not depend on the number of threads. Rows of the frame-major layouts are r = t * N + n.
-_TILE = 16  # frames (one cache line of a spectrogram row) and bins per tile of the transposes
-
-
 @jit.kernel
 def _frames_of(mix, mean, n, out):
-    """``out[t * N + n, c * m + b] = mix[n, c, b, t] + mean[b]`` for one sample n (b < m), in
-    tiles of 16 x 16 so that both the frame-contiguous reads and the bin-contiguous writes stay
-    in cache (a plain loop misses the cache on every read)."""
-    nb_samples, nb_channels, _, nb_frames = mix.shape
+    """``out[t * N + n, c * m + b] = mix[n, c, t, b] + mean[b]`` for one sample n (b < m)."""
+    nb_samples, nb_channels, nb_frames, _ = mix.shape
     m = mean.shape[0]
     for c in range(nb_channels):
-        for t0 in range(0, nb_frames, _TILE):
-            for b0 in range(0, m, _TILE):
-                for t in range(t0, min(t0 + _TILE, nb_frames)):
-                    row = t * nb_samples + n
-                    for b in range(b0, min(b0 + _TILE, m)):
-                        out[row, c * m + b] = mix[n, c, b, t] + mean[b]
+        for t in range(nb_frames):
+            src, dst = mix[n, c, t], out[t * nb_samples + n, c * m:(c + 1) * m]
+            for b in range(m):
+                dst[b] = src[b] + mean[b]
 
 
 @jit.kernel(error_model="numpy")
-def _mask_mse_sample(z, scale, mean, mix, y, n, q, dz, d_scale, d_mean):
-    """Sample n of `MaskMSE` (in 16 x 16 tiles, as `_frames_of`): returns its sum of squared
-    errors; with ``q != 0`` also writes its rows of ``dz = du * scale`` and adds its share of
-    ``sum du * z`` and ``sum du`` (float64) into ``d_scale[n]`` and ``d_mean[n]``, where
-    ``du = q * (est - y) * mix`` wherever the pre-activation is positive."""
-    nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
-    total = 0.0
+def _mask_mse_sample(z, scale, mean, mix, y, n, q, dz, d_scale, d_mean, squares):
+    """Sample n of `MaskMSE`: adds its squared errors per bin into ``squares[n]`` (float64); with
+    ``q != 0`` also writes its rows of ``dz = du * scale`` and adds ``du * z`` and ``du`` per bin
+    into ``d_scale[n]`` and ``d_mean[n]``, where ``du = q * (est - y) * mix`` wherever the
+    pre-activation is positive. Sums per bin rather than into one scalar: a scalar float
+    reduction would keep LLVM from vectorising the loop (it may not reorder the additions)."""
+    nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
     for c in range(nb_channels):
-        for t0 in range(0, nb_frames, _TILE):
-            for k0 in range(0, nb_bins, _TILE):
-                for t in range(t0, min(t0 + _TILE, nb_frames)):
-                    row = t * nb_samples + n
-                    for k in range(k0, min(k0 + _TILE, nb_bins)):
-                        col = c * nb_bins + k
-                        pre = z[row, col] * scale[k] + mean[k]
-                        x = mix[n, c, k, t]
-                        est = pre * x if pre > 0 else np.float32(0.0)
-                        err = est - y[n, c, k, t]
-                        total += err * err
-                        if q != 0:
-                            du = q * err * x if pre > 0 else np.float32(0.0)
-                            dz[row, col] = du * scale[k]
-                            d_scale[n, k] += du * z[row, col]
-                            d_mean[n, k] += du
-    return total
+        for t in range(nb_frames):
+            zr = z[t * nb_samples + n, c * nb_bins:(c + 1) * nb_bins]
+            mr, yr, sq = mix[n, c, t], y[n, c, t], squares[n]
+            if q == 0:
+                for k in range(nb_bins):
+                    pre = zr[k] * scale[k] + mean[k]
+                    err = (pre * mr[k] if pre > 0 else np.float32(0.0)) - yr[k]
+                    sq[k] += err * err
+                continue
+            dzr, ds, dm = dz[t * nb_samples + n, c * nb_bins:(c + 1) * nb_bins], d_scale[n], d_mean[n]
+            for k in range(nb_bins):
+                pre = zr[k] * scale[k] + mean[k]
+                positive = pre > 0
+                err = (pre * mr[k] if positive else np.float32(0.0)) - yr[k]
+                sq[k] += err * err
+                du = q * err * mr[k] if positive else np.float32(0.0)
+                dzr[k] = du * scale[k]
+                ds[k] += du * zr[k]
+                dm[k] += du
 
 
 @jit.kernel
@@ -293,10 +293,11 @@ class _Op(PythonFunction):
 
 # -- the functions ---------------------------------------------------------------------------------------
 class ScaledAffine(_Op):
-    """Crop, standardise and project the mixture: ``x_s = (mix[:, :, :m] + mean) * scale``,
-    rows ``(t, n)`` frame-major, columns ``(c, b)``; output ``x_s @ W`` ``(T * N, s)``.
+    """Crop, standardise and project the mixture ``(N, C, T, bins)``:
+    ``x_s = (mix[..., :m] + mean) * scale``, rows ``(t, n)`` frame-major, columns ``(c, b)``;
+    output ``x_s @ W`` ``(T * N, s)``.
 
-    With ``u = mix[:, :, :m] + mean`` as rows, the forward pass computes ``u @ (diag(scale) W)``
+    With ``u = mix[..., :m] + mean`` as rows, the forward pass computes ``u @ (diag(scale) W)``
     (scaling W's rows instead of the 8x larger input) and keeps u for the backward pass, where,
     with ``g`` the output gradient: ``dW = diag(scale) u^T g`` (one GEMM), and instead of the
     ``(T*N, C*m)`` input gradient ``g W^T`` (a GEMM as large as the forward one), the parameter
@@ -310,13 +311,13 @@ class ScaledAffine(_Op):
         self._u = None
 
     def setup_impl(self, inputs, outputs):
-        nb_samples, _, _, nb_frames = inputs[0].shape
+        nb_samples, _, nb_frames, _ = inputs[0].shape
         outputs[0].reset_shape((nb_frames * nb_samples, inputs[3].shape[1]), True)
 
     def forward_impl(self, inputs, outputs):
         mix, mean = inputs[0].data.data, inputs[1].data.data
         scale, w = inputs[2].data.data, inputs[3].data.data
-        nb_samples, nb_channels, _, nb_frames = mix.shape
+        nb_samples, nb_channels, nb_frames, _ = mix.shape
         u = np.empty((nb_frames * nb_samples, nb_channels * self.max_bin), np.float32)
         jit.run(lambda n: _frames_of(mix, mean, n, u), range(nb_samples), workers=2)
         np.matmul(u, w * np.tile(scale, nb_channels)[:, None], out=_arr(outputs[0].data))
@@ -520,8 +521,8 @@ def _previous_outputs(h):
 class MaskMSE(_Op):
     """The end of the network and its loss in one pass:
     ``est = relu(z * scale + mean) * mix`` with ``z`` ``(T * N, C * n)`` reshaped to
-    ``(T, N, C, n)`` and moved to ``(N, C, n, T)``; output ``mean((est - y)^2)`` (a scalar,
-    accumulated in float64).
+    ``(T, N, C, n)`` and moved to the layout of ``mix`` and ``y``, ``(N, C, T, n)``; output
+    ``mean((est - y)^2)`` (a scalar, accumulated in float64).
 
     Backward, with ``e = est - y``, ``M`` the number of values and ``q`` the scalar's gradient:
     ``du = q 2 e mix / M`` where ``z * scale + mean > 0`` (else 0); ``dz = du * scale``,
@@ -534,16 +535,13 @@ class MaskMSE(_Op):
     def _run(self, inputs, q, dz=None):
         """Sum of squared errors (float64) and, when q != 0, the parameter gradients."""
         z, scale, mean, mix, y = (inputs[k].data.data for k in range(5))
-        nb_samples, _, nb_bins, _ = mix.shape
-        d_scale, d_mean = np.zeros((nb_samples, nb_bins)), np.zeros((nb_samples, nb_bins))
+        nb_samples, nb_bins = mix.shape[0], mix.shape[3]
+        sums = np.zeros((3, nb_samples, nb_bins))  # squared errors, d scale, d mean per sample and bin
         dz = np.empty((0, 0), np.float32) if dz is None else dz
-        totals = np.zeros(nb_samples)
-
-        def sample(n):
-            totals[n] = _mask_mse_sample(z, scale, mean, mix, y, n, np.float32(q), dz, d_scale, d_mean)
-
-        jit.run(sample, range(nb_samples), workers=2)
-        return totals.sum(), d_scale.sum(axis=0), d_mean.sum(axis=0)
+        jit.run(lambda n: _mask_mse_sample(z, scale, mean, mix, y, n, np.float32(q), dz, sums[1], sums[2], sums[0]),
+                range(nb_samples), workers=2)
+        squares, d_scale, d_mean = sums.sum(axis=1)
+        return squares.sum(), d_scale, d_mean
 
     def forward_impl(self, inputs, outputs):
         total, _, _ = self._run(inputs, 0.0)
@@ -569,7 +567,7 @@ class MaskMSE(_Op):
 
 # -- graph-building wrappers ---------------------------------------------------------------------------------
 def scaled_affine(mix, mean, scale, w, max_bin):
-    """``((mix[:, :, :max_bin] + mean) * scale) @ w``, rows frame-major: ``(T * N, s)``."""
+    """``((mix[..., :max_bin] + mean) * scale) @ w`` for ``mix`` ``(N, C, T, bins)``: ``(T * N, s)``."""
     return ScaledAffine(max_bin)(mix, mean, scale, w)
 
 
@@ -589,5 +587,5 @@ def lstm_layer(x, w, b):
 
 
 def mask_mse(z, scale, mean, mix, y):
-    """MSE of ``relu(z * scale + mean) * mix`` (moved to ``(N, C, n, T)``) against ``y``: a scalar."""
+    """MSE of ``relu(z * scale + mean) * mix`` against ``y``, both ``(N, C, T, n)``: a scalar."""
     return MaskMSE()(z, scale, mean, mix, y)

@@ -229,7 +229,8 @@ def setup(options: TrainOptions, comm=None):
     elif comm is not None:
         # identical starting weights everywhere: rank 0's (it has the statistics)
         comm.bcast([v.data for v in model.parameters.values()], src=0, inplace=True)
-    train_loader, valid_loader = _make_loaders(o, train_ds, valid_ds, n_fft, n_hop, model.config.nb_channels, procs)
+    train_loader, valid_loader = _make_loaders(o, train_ds, valid_ds, n_fft, n_hop, model.config.nb_channels, procs,
+                                               trainer.frames_first)
     return Run(o, procs, output, resume_from, in_place, target, rate, n_fft, n_hop, origin, model, trainer, state,
                train_loader, valid_loader)
 
@@ -455,14 +456,15 @@ def _check_folder(output, sample_rate, n_fft, n_hop, nb_channels):
         raise UnmixError(f"{output} holds models with {theirs}; this training uses {mine}")
 
 
-def _make_loaders(options, train_ds, valid_ds, n_fft, n_hop, nb_channels, procs):
+def _make_loaders(options, train_ds, valid_ds, n_fft, n_hop, nb_channels, procs, frames_first=False):
     """``(train_loader, valid_loader)``: magnitude batches of this process's shard of the training
-    samples, and its shard of the validation tracks as audio (one track per batch)."""
+    samples (in the trainer's layout, see `Trainer.frames_first`), and its shard of the validation
+    tracks as audio (one track per batch)."""
     o = options
     if o.batch_size % procs.size:
         raise UnmixError(f"--batch-size {o.batch_size} is not divisible by the {procs.size} processes")
     batch = o.batch_size // procs.size
-    train = MagnitudeDataset(train_ds, n_fft, n_hop, nb_channels)
+    train = MagnitudeDataset(train_ds, n_fft, n_hop, nb_channels, frames_first)
     n = len(train) - len(train) % procs.size
     if procs.size > 1:
         train = Subset(train, np.arange(procs.rank, n, procs.size))
@@ -502,6 +504,7 @@ class Trainer:
 
         self.model, self.weight_decay, self.comm = model, float(weight_decay), comm
         self.fast, self.dropout = fast, dropout
+        self.frames_first = fast  # the layout of the batches `train_step` takes (see `unmix.ops`)
         self.params = model.trainable_parameters()
         self.running_stats = {k: v for k, v in model.parameters.items() if k not in self.params}
         if fast:  # torch's Adam to the last bit of eps (see unmix.solver); beta1 0.9, beta2 0.999, eps 1e-8
@@ -539,7 +542,8 @@ class Trainer:
         return self._graph
 
     def train_step(self, x, y):
-        """One Adam step on a batch; x, y float32 ``(nb_samples, nb_channels, nb_bins, nb_frames)``.
+        """One Adam step on a batch; x, y float32 ``(nb_samples, nb_channels, nb_bins, nb_frames)``,
+        or ``(nb_samples, nb_channels, nb_frames, nb_bins)`` when `frames_first` (the fast CPU graph).
 
         Returns the batch's MSE (averaged over processes). Raises `NonFiniteLoss` before updating
         anything when the loss or a gradient is not finite.
