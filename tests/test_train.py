@@ -4,6 +4,8 @@ Tiny models (hidden 8, n_fft 512) on synthetic 8 kHz folders made in tmp_path, s
 takes well under a second per epoch.
 """
 import json
+import os
+import signal
 
 import nnabla as nn
 import numpy as np
@@ -376,3 +378,24 @@ def test_force_leaves_nothing_of_the_old_training_of_its_target(tmp_path, monkey
     converted = make_model_folder(tmp_path / "converted", targets=["vocals"])
     with pytest.raises(UnmixError, match="already holds a model of 'vocals': pass --force"):
         tr.train(options(output=str(converted), **common))
+
+
+def test_ctrl_c_inside_the_cpu_graph_ends_the_step_then_interrupts(aligned_root, monkeypatch):
+    # a KeyboardInterrupt raised inside an NNabla PythonFunction comes out as a SystemError
+    from unmix import ops
+
+    x, y = (np.ascontiguousarray(a.transpose(0, 1, 3, 2)) for a in one_batch(aligned_root))
+    model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=2))
+    trainer = tr.Trainer(model, fast=True)
+    before = model.get_params()["fc3/affine/W"]
+    forward = ops.MaskMSE.forward_impl
+
+    def interrupted(self, inputs, outputs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, inputs, outputs)
+
+    monkeypatch.setattr(ops.MaskMSE, "forward_impl", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_step(x, y)
+    assert trainer.solver.states["fc3/affine/W"].t == 1  # the step was completed first
+    assert not np.array_equal(model.get_params()["fc3/affine/W"], before)

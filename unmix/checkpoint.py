@@ -213,7 +213,8 @@ def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None):
 
 @contextlib.contextmanager
 def signals_held():
-    """Hold back Ctrl-C (and SIGTERM) while a checkpoint's files are written; raise it right after."""
+    """Hold back Ctrl-C (and SIGTERM) while a checkpoint's files are written (or a training step
+    runs); raise it as KeyboardInterrupt right after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

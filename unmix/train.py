@@ -546,8 +546,14 @@ class Trainer:
         or ``(nb_samples, nb_channels, nb_frames, nb_bins)`` when `frames_first` (the fast CPU graph).
 
         Returns the batch's MSE (averaged over processes). Raises `NonFiniteLoss` before updating
-        anything when the loss or a gradient is not finite.
+        anything when the loss or a gradient is not finite. Ctrl-C (or SIGTERM) during the step
+        raises KeyboardInterrupt when the step is done: NNabla would turn it into a SystemError had
+        it arrived inside one of the Python functions of the CPU graph (`unmix.ops`).
         """
+        with signals_held():
+            return self._step(x, y)
+
+    def _step(self, x, y):
         xv, yv, loss = self._graph_for(x.shape)
         xv.d, yv.d = x, y
         # the forward pass updates the batch-norm running statistics: keep them to undo a NaN batch
