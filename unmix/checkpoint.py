@@ -143,6 +143,9 @@ def add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop):
     from unmix.model import write_separator_json
 
     _, configs, extra = _folder_models(folder)
+    if extra.get("architecture", "umx") != "umx":  # one X-UMX network: no target can be added to it
+        raise UnmixError(f"{folder} holds an {extra['architecture']} model: train Open-Unmix targets into "
+                         "another folder")
     configs[target] = config
     write_separator_json(folder, configs, sample_rate, n_fft, n_hop, **extra)
 
