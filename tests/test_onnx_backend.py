@@ -247,13 +247,16 @@ def test_xumx_graph_is_checked_and_its_stages_cut_at_the_bridges():
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta[SOURCES_KEY]) == XSOURCES
     stages = stage_models(proto, STEREO, XSOURCES)
-    assert set(stages) == {"encoder", "lstm"} | {f"decoder_{s}" for s in XSOURCES}
+    assert set(stages) == {"encoder"} | {f"{stage}_{s}" for s in XSOURCES for stage in ("lstm", "decoder")}
     for stage in stages.values():
         onnx.checker.check_model(stage)
-    lstm_out = stages["lstm"].graph.output[0].type.tensor_type.shape.dim
+    lstm_out = stages["decoder_bass"].graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in lstm_out] == ["nb_frames", "nb_samples", 2 * STEREO.hidden_size]
-    # each decoder holds its own source's weights only
-    assert all(t.name.startswith("vocals/") for t in stages["decoder_vocals"].graph.initializer)
+    # each LSTM and decoder holds its own source's weights only
+    for stage in ("lstm_drums", "decoder_vocals"):
+        source = stage.split("_")[1]
+        assert all(t.name.startswith(f"{source}/") for t in stages[stage].graph.initializer), stage
+    assert [n.op_type for n in stages["lstm_drums"].graph.node].count("LSTM") == STEREO.nb_layers
 
 
 def test_xumx_targets_decode_a_subset_with_the_same_values():

@@ -443,8 +443,9 @@ class CrossNet:
         """`build_encoder` on numpy: mixture magnitude -> c1."""
         return _run(lambda v: self.build_encoder(v[0]), mag)
 
-    def recur(self, c1):
-        """`build_lstm` on numpy: c1 -> c2."""
+    def recur(self, c1, workers=None):
+        """`build_lstm` on numpy: c1 -> c2 (`workers`, the side-by-side LSTMs that the ONNX
+        runtime may run, means nothing to NNabla's one-threaded CPU backend)."""
         return _run(lambda v: self.build_lstm(v[0]), c1)
 
     def decode(self, c2, mag, source):

@@ -27,6 +27,7 @@ neither building nor running them needs NNabla.
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,15 @@ _PART_OUTPUT = {"encoder": "features", "lstm": "lstm_out", "decoder": "target"}
 
 def _stage_io(sources=None):
     """stage -> (input names, output name) of the graphs the runtime runs: Open-Unmix's
-    encoder / lstm / decoder, or X-UMX's encoder / lstm / ``decoder_<source>`` per source."""
-    io = {"encoder": (["mix"], "features"), "lstm": (["features"], "lstm_out")}
+    encoder / lstm / decoder, or X-UMX's encoder, ``lstm_<source>`` (its LSTM alone: bridge 2 is
+    a mean and a concatenation, done on numpy so that the LSTMs run side by side in sessions of
+    their own) and ``decoder_<source>`` per source."""
+    io = {"encoder": (["mix"], "features")}
     if sources is None:
+        io["lstm"] = (["features"], "lstm_out")
         io["decoder"] = (["lstm_out", "mix"], "target")
+    for source in sources or ():
+        io[f"lstm_{source}"] = (["features"], f"recurrence_{source}")
     for source in sources or ():
         io[f"decoder_{source}"] = (["lstm_out", "mix"], f"target_{source}")
     return io
@@ -154,7 +160,7 @@ def build_xumx_onnx(config, params, sources, targets=None, check=True):
     recurrences = []
     for source in sources:
         g.prefix = f"{source}/"
-        recurrences.append(_recurrence(g, c1, checked[source], config))
+        recurrences.append(g.name(f"recurrence_{source}", _recurrence(g, c1, checked[source], config)))
     lstm = g.op("Mean", recurrences) if len(recurrences) > 1 else recurrences[0]
     c2 = g.name("lstm_out", g.op("Concat", [c1, lstm], axis=2))
     outputs = []
@@ -177,6 +183,7 @@ def _model(config, stage, nodes, inputs, outputs, initializers, sources=None):
     bridged = ["nb_frames", "nb_samples", 2 * config.hidden_size] if sources else features
     dims = {"mix": mix_dims, "target": mix_dims, "features": features, "lstm_out": bridged}
     dims.update({f"target_{s}": mix_dims for s in sources or ()})
+    dims.update({f"recurrence_{s}": features for s in sources or ()})
     graph = helper.make_graph(
         nodes, f"{'x_umx' if sources else 'open_unmix'}_{stage}",
         [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
@@ -369,8 +376,8 @@ class OnnxCrossNet:
         decoder_threads: those of each decoder session (the Separator runs the decoders side by
             side, one per thread; default: `nb_threads`).
 
-    Sessions: ``encoder`` (mix -> c1), ``lstm`` (c1 -> c2; its sources' LSTMs are independent
-    branches, run side by side on up to `nb_threads` inter-op threads) and ``decoder_<source>``.
+    Sessions: ``encoder`` (mix -> c1), ``lstm_<source>`` (c1 -> that source's LSTM outputs; `recur`
+    runs them side by side, one thread each, and bridges them into c2) and ``decoder_<source>``.
     """
 
     concurrent_calls = True
@@ -392,8 +399,10 @@ class OnnxCrossNet:
         self.targets = list(targets or available)
         threads = nb_threads or os.cpu_count() or 1
         self._whole_track = _shrinking_run_options()
-        self._stages = {"encoder": _session(protos["encoder"].SerializeToString(), "encoder", threads),
-                        "lstm": _session(protos["lstm"].SerializeToString(), "lstm", threads, parallel=True)}
+        self.nb_threads = threads
+        self._stages = {"encoder": _session(protos["encoder"].SerializeToString(), "encoder", threads)}
+        for s in self.sources:  # one thread each: they run side by side (see `recur`)
+            self._stages[f"lstm_{s}"] = _session(protos[f"lstm_{s}"].SerializeToString(), f"lstm_{s}", 1)
         for t in self.targets:
             self._stages[t] = _session(protos[f"decoder_{t}"].SerializeToString(), f"decoder_{t}",
                                        decoder_threads or threads)
@@ -407,10 +416,24 @@ class OnnxCrossNet:
         """Like `CrossNet.encode`: -> c1 ``(nb_frames, nb_samples, hidden_size)``."""
         return self._stages["encoder"].run(["features"], {"mix": _check_mag(self.config, mag)})[0]
 
-    def recur(self, c1):
-        """Like `CrossNet.recur`: -> c2 ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+    def recur(self, c1, workers=None):
+        """Like `CrossNet.recur`: -> c2 ``(nb_frames, nb_samples, 2 * hidden_size)``.
+
+        The sources' LSTMs run on up to `workers` threads (default `nb_threads`) side by side:
+        one single-threaded session per thread is faster than one session on several threads
+        (4 umxhq-sized LSTMs over 1 minute on 2 cores: 7.7 s in one 2-thread session, 5.0 s one
+        after the other on one thread, half that two at a time)."""
         feeds = {"features": np.ascontiguousarray(c1, np.float32)}
-        return self._stages["lstm"].run(["lstm_out"], feeds, self._whole_track)[0]
+
+        def run(source):
+            return self._stages[f"lstm_{source}"].run([f"recurrence_{source}"], feeds, self._whole_track)[0]
+
+        workers = max(1, min(workers or self.nb_threads, self.nb_threads, len(self.sources)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="unmix-lstm") as pool:
+            total = None
+            for value in pool.map(run, self.sources):  # summed as they come: one output held at a time
+                total = value if total is None else total + value
+        return np.concatenate([feeds["features"], total / np.float32(len(self.sources))], axis=2)
 
     def decode(self, c2, mag, source):
         """Like `CrossNet.decode`: c2 + mixture magnitude -> the magnitude of `source`."""
@@ -454,15 +477,14 @@ def _read_graph(source):
         raise UnmixError(f"ONNX model {label}: {exc}") from None
 
 
-def _session(source, label, nb_threads, parallel=False):
-    """An ONNX Runtime CPU session for a path or serialized model; `parallel`: independent
-    branches of the graph (X-UMX's LSTMs) run side by side on up to `nb_threads` threads."""
+def _session(source, label, nb_threads):
+    """An ONNX Runtime CPU session for a path or serialized model."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = nb_threads or os.cpu_count() or 1
-    opts.inter_op_num_threads = (nb_threads or os.cpu_count() or 1) if parallel else 1
-    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # no arena of its own (with a frame count that changes from call to call it only grows):
     # the sessions share one process-wide arena instead
     opts.enable_cpu_mem_arena = False

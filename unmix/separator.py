@@ -267,7 +267,9 @@ class Separator:
         """
         def recur(i):
             windows, encoded[i] = encoded[i], None
-            return self.networks[i].recur(np.concatenate(windows, axis=0))
+            network, features = self.networks[i], np.concatenate(windows, axis=0)
+            # a network of several sources runs their LSTMs side by side itself, within the budget
+            return network.recur(features, workers=affordable) if _is_multi(network) else network.recur(features)
 
         hidden = max(m.config.hidden_size for m in self.networks)
         affordable = _SIDE_BY_SIDE_BYTES // max(1, _LSTM_FLOATS_PER_HIDDEN * 4 * hidden * nb_frames)
