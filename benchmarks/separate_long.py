@@ -2,16 +2,16 @@
 
 Each run is a fresh `unmix separate` process on a synthetic stereo wav at 44.1 kHz with
 an umxhq-shaped model (4 targets, 2049 bins, max_bin 1487, hidden 512, 3 layers; random
-weights: the cost does not depend on their values). Peak memory is the child's max RSS.
+weights: the cost does not depend on their values), Open-Unmix or X-UMX of the same size
+(``--architecture umx xumx`` runs both side by side). Peak memory is the child's max RSS.
 
     .venv/bin/python benchmarks/separate_long.py --minutes 1 5 10 [--niter 1] [--backend onnx]
+        [--architecture umx xumx]
 """
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,15 @@ import soundfile as sf
 RATE = 44100
 
 
-def make_model(folder):
-    from unmix.model import ModelConfig, OpenUnmix, save_target, write_separator_json
+def make_model(folder, architecture="umx"):
+    """An umxhq-sized model folder with random weights (no NNabla needed)."""
+    from unmix.modelfolder import XUMX_SOURCES, ModelConfig, init_params, save_params, write_separator_json
 
     config = ModelConfig(nb_bins=2049, nb_channels=2, hidden_size=512, nb_layers=3, max_bin=1487)
-    targets = ["vocals", "drums", "bass", "other"]
-    write_separator_json(folder, {t: config for t in targets}, sample_rate=RATE)
+    targets = list(XUMX_SOURCES) if architecture == "xumx" else ["vocals", "drums", "bass", "other"]
+    write_separator_json(folder, {t: config for t in targets}, sample_rate=RATE, architecture=architecture)
     for i, target in enumerate(targets):
-        save_target(folder, target, OpenUnmix(config, seed=i))
+        save_params(folder, target, config, init_params(config, seed=i))
     return folder
 
 
@@ -41,16 +42,27 @@ def make_song(path, minutes):
     return path
 
 
+# runs one command and prints its wall time and its own peak RSS: RUSAGE_CHILDREN keeps the
+# maximum over every child a process had, so each measured run gets a parent of its own
+_MEASURE = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+wall = time.perf_counter() - start
+sys.stderr.write(proc.stderr)
+print(proc.returncode, wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+"""
+
+
 def run(song, model, outdir, niter, backend):
     """Wall seconds and peak RSS (MB) of one `unmix separate` child process."""
     cmd = [sys.executable, "-m", "unmix", "separate", str(song), "--model", str(model), "--outdir", str(outdir),
            "--niter", str(niter), "--backend", backend, "--force"]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True)
+    code, wall, peak = proc.stdout.split()
+    if int(code) != 0:
         raise SystemExit(proc.stderr)
-    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return float(wall), float(peak)
 
 
 def main(argv=None):
@@ -58,17 +70,19 @@ def main(argv=None):
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 10])
     parser.add_argument("--niter", type=int, default=1)
     parser.add_argument("--backend", default="onnx")
+    parser.add_argument("--architecture", nargs="+", default=["umx"], choices=["umx", "xumx"])
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = make_model(tmp / "model")
-        print(f"| audio | wall time (s) | x real time | peak RSS (MB) |")
-        print(f"|---|---|---|---|")
+        models = {a: make_model(tmp / a, a) for a in args.architecture}
+        print("| model | audio | wall time (s) | x real time | peak RSS (MB) |")
+        print("|---|---|---|---|---|")
         for minutes in args.minutes:
             song = make_song(tmp / f"song{minutes:g}.wav", minutes)
-            # RUSAGE_CHILDREN keeps the max over all children so far: run the longest last
-            wall, peak = run(song, model, tmp / "out", args.niter, args.backend)
-            print(f"| {minutes:g} min stereo | {wall:.1f} | {wall / (minutes * 60):.3f} | {peak:.0f} |", flush=True)
+            for name, model in models.items():
+                wall, peak = run(song, model, tmp / "out", args.niter, args.backend)
+                print(f"| {name} | {minutes:g} min stereo | {wall:.1f} | {wall / (minutes * 60):.3f} | {peak:.0f} |",
+                      flush=True)
             song.unlink()
 
 

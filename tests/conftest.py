@@ -88,6 +88,15 @@ def make_model_folder(folder, targets=TARGETS, nb_channels=2, hidden_size=8, see
     return folder
 
 
+def make_xumx_folder(folder, sources=("bass", "drums", "vocals", "other"), nb_channels=2, hidden_size=8, seed=0):
+    """A model folder of a random tiny X-UMX (every parameter random, see `perturbed`), real bin layout."""
+    config = ModelConfig(nb_bins=2049, nb_channels=nb_channels, hidden_size=hidden_size, nb_layers=2, max_bin=1487)
+    write_separator_json(folder, {s: config for s in sources}, sample_rate=RATE, architecture="xumx")
+    for i, source in enumerate(sources):
+        save_params(folder, source, config, perturbed(config, seed + i + 1))
+    return folder
+
+
 def perturbed(config, seed=1):
     """Parameters that are all random, running statistics included (not the identity of `init_params`)."""
     rng = np.random.default_rng(seed)
@@ -106,6 +115,11 @@ def tone(seconds=1.0, nb_channels=2, rate=RATE):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     return make_model_folder(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_xumx(tmp_path_factory):
+    return make_xumx_folder(tmp_path_factory.mktemp("models") / "tiny-xumx")
 
 
 @pytest.fixture

@@ -75,3 +75,16 @@ def test_sigint_is_held_while_writing():
             os.kill(os.getpid(), signal.SIGINT)
             done.append("wrote everything")
     assert done == ["wrote everything"]
+
+
+def test_no_open_unmix_target_is_added_to_an_xumx_folder(tmp_path):
+    from conftest import make_xumx_folder
+    from unmix.checkpoint import add_to_separator_json
+    from unmix.errors import UnmixError
+    from unmix.modelfolder import ModelConfig, read_separator_json
+
+    folder = make_xumx_folder(tmp_path / "x")
+    before = (folder / "separator.json").read_text()
+    with pytest.raises(UnmixError, match="holds an xumx model"):
+        add_to_separator_json(folder, "piano", ModelConfig(nb_bins=2049, hidden_size=8), 44100.0, 4096, 1024)
+    assert (folder / "separator.json").read_text() == before and read_separator_json(folder)["architecture"] == "xumx"

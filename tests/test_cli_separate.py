@@ -306,3 +306,14 @@ def test_decoder_errors_are_one_line_and_the_batch_goes_on(tiny_model, song, tmp
     assert len(errors) == 2 and "truncated.flac could not be decoded" in errors[0] and "junk.mp3" in errors[1]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["song"]
     assert stems_of(tmp_path / "out" / "song") == sorted(f"{t}.wav" for t in TARGETS)
+
+
+def test_an_xumx_folder_separates_its_targets(tiny_xumx, song, tmp_path):
+    assert run(song, "--model", tiny_xumx, "--outdir", tmp_path, "--targets", "vocals", "bass", "--niter", "1",
+               "--residual", "rest") == 0
+    files = sorted(p.name for p in (tmp_path / "song").iterdir())
+    assert files == ["bass.wav", "rest.wav", "vocals.wav"]
+    audio, rate = sf.read(song)
+    for name in files:
+        stem, stem_rate = sf.read(tmp_path / "song" / name)
+        assert stem.shape == audio.shape and stem_rate == rate

@@ -2,13 +2,14 @@
 import json
 
 import nnabla as nn
+import nnabla.functions as F
 import numpy as np
 import pytest
 
 from conftest import perturbed
 from unmix.errors import UnmixError
-from unmix.model import (ModelConfig, OpenUnmix, load_target, param_shapes, read_separator_json,
-                         save_target, write_separator_json)
+from unmix.model import (CrossNet, ModelConfig, OpenUnmix, _run, load_crossnet, load_target, param_shapes,
+                         read_separator_json, save_target, write_separator_json)
 
 pytestmark = pytest.mark.nnabla
 
@@ -146,3 +147,61 @@ def test_use_gpu_without_cuda_extension_is_a_clear_error():
     from unmix.model import use_gpu
     with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
         use_gpu()
+
+
+# -- X-UMX ----------------------------------------------------------------------------------------
+SOURCES = ["bass", "drums", "vocals"]
+
+
+def random_mix(config, nb_frames, nb_samples=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 2, (nb_samples, config.nb_channels, config.nb_bins, nb_frames)).astype(np.float32)
+
+
+def test_crossnet_of_identical_branches_is_open_unmix():
+    """With every source's branch the same, both bridges average equal features: each source's
+    estimate is then exactly that branch run as an Open-Unmix model."""
+    params = perturbed(TINY, seed=3)
+    net = CrossNet(TINY, {s: params for s in SOURCES}, SOURCES)
+    mix = random_mix(TINY, 7)
+    ref = OpenUnmix(TINY, params)(mix)
+    assert (ref > 0).mean() > 0.2
+    for source, estimate in net(mix).items():
+        np.testing.assert_allclose(estimate, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max(), err_msg=source)
+
+
+def test_crossnet_bridges_are_means_over_the_sources():
+    params = {s: perturbed(TINY, seed=i + 1) for i, s in enumerate(SOURCES)}
+    net = CrossNet(TINY, params, SOURCES)
+    mix = random_mix(TINY, 5)
+    branches = {s: OpenUnmix(TINY, params[s]) for s in SOURCES}
+    c1 = np.mean([b.encode(mix) for b in branches.values()], axis=0)
+    np.testing.assert_allclose(net.encode(mix), c1, rtol=1e-6, atol=1e-6)
+    lstm = np.mean([_run(lambda v, b=b: b.build_recurrence(v[0]), c1) for b in branches.values()], axis=0)
+    c2 = net.recur(c1)
+    assert c2.shape == (5, 2, 2 * TINY.hidden_size)
+    np.testing.assert_allclose(c2, np.concatenate([c1, lstm], axis=2), rtol=1e-5, atol=1e-6)
+    vocals = branches["vocals"].decode(_run(lambda v: branches["vocals"].build_fc2(v[0]), c2), mix)
+    np.testing.assert_allclose(net.decode(c2, mix, "vocals"), vocals, rtol=1e-5, atol=1e-6)
+    assert set(net.get_params()) == set(SOURCES) and net.nb_parameters() == 3 * branches["bass"].nb_parameters()
+
+
+def test_crossnet_training_graph_runs_batch_statistics_and_dropout():
+    net = CrossNet(TINY, {s: perturbed(TINY, seed=i + 1) for i, s in enumerate(SOURCES)}, SOURCES)
+    mix = nn.Variable.from_numpy_array(random_mix(TINY, 6))
+    out = net.build(mix, training=True)
+    loss = sum(F.mean(F.squared_error(v, mix)) for v in out.values())
+    loss.forward()
+    loss.backward()
+    grads = {s: net.nets[s].parameters["fc1/affine/W"].g for s in SOURCES}
+    assert all(np.abs(g).max() > 0 for g in grads.values())  # each branch learns through the bridges
+
+
+def test_load_crossnet_from_a_folder(tmp_path):
+    from conftest import make_xumx_folder
+
+    folder = make_xumx_folder(tmp_path / "x", sources=SOURCES)
+    net = load_crossnet(folder)
+    assert net.sources == SOURCES and net.config.hidden_size == 8
+    mag = random_mix(net.config, 4, nb_samples=1)
+    assert {s: v.shape for s, v in net(mag).items()} == {s: mag.shape for s in SOURCES}

@@ -7,7 +7,7 @@ import pytest
 from conftest import perturbed
 
 from unmix.errors import UnmixError
-from unmix.modelfolder import (ModelConfig, check_params, load_params, param_shapes, read_h5_params,
+from unmix.modelfolder import (ModelConfig, architecture, check_params, load_params, param_shapes, read_h5_params,
                                read_separator_json, save_params, write_h5_params, write_separator_json)
 
 TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
@@ -98,4 +98,30 @@ def test_not_a_model_folder(tmp_path):
         read_separator_json(tmp_path)
     (tmp_path / "separator.json").write_text("{broken")
     with pytest.raises(UnmixError, match="not a valid separator.json"):
+        read_separator_json(tmp_path)
+
+
+def test_architecture_is_written_and_read_umx_by_default(tmp_path):
+    write_separator_json(tmp_path, {"vocals": TINY}, sample_rate=44100)
+    assert architecture(read_separator_json(tmp_path)) == "umx"
+    meta = json.loads((tmp_path / "separator.json").read_text())
+    del meta["architecture"]  # folders written before X-UMX existed
+    (tmp_path / "separator.json").write_text(json.dumps(meta))
+    assert architecture(read_separator_json(tmp_path)) == "umx"
+    write_separator_json(tmp_path, {"bass": TINY, "drums": TINY}, sample_rate=44100, architecture="xumx")
+    assert architecture(read_separator_json(tmp_path)) == "xumx"
+
+
+def test_unknown_architecture_and_unequal_xumx_sources_are_refused(tmp_path):
+    with pytest.raises(UnmixError, match="unknown architecture 'tasnet'"):
+        write_separator_json(tmp_path, {"vocals": TINY}, sample_rate=44100, architecture="tasnet")
+    other = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=4, nb_layers=3, max_bin=20)
+    with pytest.raises(UnmixError, match="sources of an X-UMX model must all have the same config"):
+        write_separator_json(tmp_path, {"bass": TINY, "drums": other}, sample_rate=44100, architecture="xumx")
+    assert list(tmp_path.iterdir()) == []
+    write_separator_json(tmp_path, {"bass": TINY}, sample_rate=44100, architecture="xumx")
+    meta = json.loads((tmp_path / "separator.json").read_text())
+    meta["architecture"] = "tasnet"
+    (tmp_path / "separator.json").write_text(json.dumps(meta))
+    with pytest.raises(UnmixError, match="separator.json: unknown architecture 'tasnet'"):
         read_separator_json(tmp_path)

@@ -7,11 +7,12 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import perturbed
+from conftest import make_model_folder, perturbed
 from unmix.cli import main
 from unmix.errors import UnmixError
 from unmix.modelfolder import ModelConfig, save_params, write_separator_json
-from unmix.onnx_backend import CONFIG_KEY, OnnxModel, build_onnx, export
+from unmix.onnx_backend import (CONFIG_KEY, SOURCES_KEY, OnnxCrossNet, OnnxModel, build_onnx, build_xumx_onnx, export,
+                                stage_models)
 
 STEREO = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
 CONFIGS = {
@@ -210,3 +211,91 @@ def test_stages_cut_from_a_full_graph_are_checked_graphs_equal_to_the_built_stag
         onnx.checker.check_model(proto)
         assert len(proto.graph.initializer) == len(build_onnx(STEREO, params, stage).graph.initializer), stage
     np.testing.assert_array_equal(OnnxModel(build_onnx(STEREO, params), nb_threads=1)(mix), built(mix))
+
+
+# -- X-UMX ----------------------------------------------------------------------------------------
+XSOURCES = ["bass", "drums", "vocals", "other"]
+
+
+def xumx_params(config, sources=XSOURCES):
+    return {s: perturbed(config, seed=i + 1) for i, s in enumerate(sources)}
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("name", ["stereo_bidirectional_max_bin", "mono", "unidirectional"])
+def test_xumx_parity_with_nnabla_over_frame_counts(name):
+    from unmix.model import CrossNet
+
+    config = CONFIGS[name]
+    params = xumx_params(config)
+    net, onnx_net = CrossNet(config, params, XSOURCES), OnnxCrossNet((config, params, XSOURCES), nb_threads=1)
+    for nb_frames in (1, 6, 23):
+        mix = random_mix(config, nb_frames, seed=nb_frames)
+        ref, out = net(mix), onnx_net(mix)
+        assert list(out) == XSOURCES
+        for source in XSOURCES:
+            assert (ref[source] > 0).mean() > 0.2
+            assert_parity(ref[source], out[source])
+
+
+def test_xumx_graph_is_checked_and_its_stages_cut_at_the_bridges():
+    proto = build_xumx_onnx(STEREO, xumx_params(STEREO), XSOURCES)
+    onnx.checker.check_model(proto)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("LSTM") == 4 * STEREO.nb_layers and ops.count("Mean") == 2
+    assert [o.name for o in proto.graph.output] == [f"target_{s}" for s in XSOURCES]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta[SOURCES_KEY]) == XSOURCES
+    stages = stage_models(proto, STEREO, XSOURCES)
+    assert set(stages) == {"encoder"} | {f"{stage}_{s}" for s in XSOURCES for stage in ("lstm", "decoder")}
+    for stage in stages.values():
+        onnx.checker.check_model(stage)
+    lstm_out = stages["decoder_bass"].graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in lstm_out] == ["nb_frames", "nb_samples", 2 * STEREO.hidden_size]
+    # each LSTM and decoder holds its own source's weights only
+    for stage in ("lstm_drums", "decoder_vocals"):
+        source = stage.split("_")[1]
+        assert all(t.name.startswith(f"{source}/") for t in stages[stage].graph.initializer), stage
+    assert [n.op_type for n in stages["lstm_drums"].graph.node].count("LSTM") == STEREO.nb_layers
+
+
+def test_xumx_targets_decode_a_subset_with_the_same_values():
+    params = xumx_params(STEREO)
+    mix = random_mix(STEREO, 9)
+    full = OnnxCrossNet((STEREO, params, XSOURCES), nb_threads=1)(mix)
+    part = OnnxCrossNet((STEREO, params, XSOURCES), targets=["other", "bass"], nb_threads=1)
+    assert part.targets == ["other", "bass"]
+    out = part(mix)
+    assert list(out) == ["other", "bass"]
+    for source, value in out.items():
+        np.testing.assert_array_equal(value, full[source])
+    with pytest.raises(UnmixError, match="decodes bass, other, not vocals"):
+        OnnxCrossNet(build_xumx_onnx(STEREO, params, XSOURCES, targets=["other", "bass"]), targets=["vocals"])
+
+
+def test_xumx_export_file_and_folder_and_wrong_loaders(tiny_xumx, tmp_path, capsys):
+    assert main(["export", str(tiny_xumx), str(tmp_path / "x.onnx")]) == 0
+    net = OnnxCrossNet(tmp_path / "x.onnx", nb_threads=1)
+    assert net.sources == XSOURCES and net.targets == XSOURCES
+    with pytest.raises(UnmixError, match="is an X-UMX graph: load it with OnnxCrossNet"):
+        OnnxModel(tmp_path / "x.onnx")
+    assert main(["export", str(tiny_xumx), str(tmp_path / "folder")]) == 0
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == ["separator.json", "xumx.onnx"]
+    assert main(["export", str(tiny_xumx), str(tmp_path / "part"), "--targets", "vocals"]) == 1
+    assert "needs all its sources" in capsys.readouterr().err and not (tmp_path / "part").exists()
+    export(make_model_folder(tmp_path / "umx", targets=["vocals"]), tmp_path / "umx.onnx")
+    with pytest.raises(UnmixError, match="is an Open-Unmix graph, not an X-UMX one"):
+        OnnxCrossNet(tmp_path / "umx.onnx")
+
+
+def test_exported_xumx_folder_separates_like_its_source(tiny_xumx, tmp_path):
+    from conftest import tone
+    from unmix.separator import load_separator
+
+    export(tiny_xumx, tmp_path / "exported")
+    audio = tone(0.5)
+    ref = load_separator(tiny_xumx, targets=["drums", "vocals"], niter=1, nb_threads=1).separate(audio, 44100)
+    out = load_separator(tmp_path / "exported", targets=["drums", "vocals"], niter=1, nb_threads=1).separate(audio, 44100)
+    assert list(out) == list(ref) == ["drums", "vocals"]
+    for target, value in ref.items():
+        np.testing.assert_allclose(out[target], value, rtol=0, atol=1e-6)

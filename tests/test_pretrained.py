@@ -140,7 +140,8 @@ def test_registry_entries_are_consistent():
     assert pretrained.DEFAULT_MODEL == "umxhq" and {"umxhq", "umx", "umxl", "umxse"} <= set(MODELS)
     for name, entry in MODELS.items():
         assert entry.name == name and entry.format in ("pth", "nnabla-h5", "nnabla-zip")
-        keys = {"archive"} if entry.format == "nnabla-zip" else set(entry.targets)
+        keys = {"archive"} if entry.format == "nnabla-zip" else {"x-umx"} if entry.architecture == "xumx" \
+            else set(entry.targets)
         assert set(entry.files) == keys, name
         assert entry.max_bin == max_bin(entry.sample_rate, entry.n_fft, 16000), name
         for f in entry.files.values():
@@ -418,3 +419,36 @@ def test_bundled_is_a_model_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_model_folder(tmp_path / "bundled", targets=["vocals"])
     assert resolve_model("bundled").resolve() == tmp_path / "bundled"  # a folder wins over a name, as for the registry
+
+
+def test_xumx_entry_is_sonys_single_h5_without_a_published_hash():
+    entry = MODELS["xumx"]
+    assert (entry.architecture, entry.format, entry.targets) == ("xumx", "nnabla-h5", ("bass", "drums", "vocals", "other"))
+    assert entry.files["x-umx"].url == "https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5"
+    assert entry.files["x-umx"].sha256 is None and entry.files["x-umx"].sha512 is None
+    assert "no published checksum" in entry.notes
+
+
+def test_xumx_h5_is_downloaded_converted_and_checked(server, registry, tmp_path):
+    params = {t: tiny_params(seed) for seed, t in enumerate(TARGETS)}
+    # Sony's x-umx/model.py names: <layer>_<source>[/...], batch norms under their fc scope
+    named = {}
+    for source, p in params.items():
+        for name, value in p.items():
+            if "/" not in name:
+                named[f"{name}_{source}"] = value
+            elif name.startswith("bn"):
+                named[f"fc{name[2]}_{source}/bn/{name.rsplit('/', 1)[1]}"] = value.reshape(1, 1, -1)
+            else:
+                layer, _, rest = name.partition("/")
+                named[f"{layer}_{source}/{rest}"] = value
+    server.files["x-umx.h5"] = h5_bytes(named)
+    entry = replace(tiny_entry("tiny-xumx", {"x-umx": WeightFile(f"{PUBLISHER}/x-umx.h5")}), architecture="xumx")
+    registry["tiny-xumx"] = entry
+    folder = resolve_model("tiny-xumx", cache_dir=tmp_path, base_url=server.url, progress=False)
+    meta = read_separator_json(folder)
+    assert meta["architecture"] == "xumx" and sorted(meta["targets"]) == sorted(TARGETS)
+    np.testing.assert_array_equal(load_params(folder, "drums")[1]["bn3/bn/var"], params["drums"]["bn3/bn/var"])
+    registry["tiny-umx"] = replace(entry, name="tiny-umx", architecture="umx")
+    with pytest.raises(UnmixError, match="are an xumx model, the registry expects umx"):
+        resolve_model("tiny-umx", cache_dir=tmp_path, base_url=server.url, progress=False)

@@ -222,3 +222,57 @@ def test_load_separator_adds_a_residual_to_a_single_target(tiny_model):
     assert load_separator(tiny_model, targets=["bass"], residual="rest").targets == ["bass", "rest"]
     assert load_separator(tiny_model, targets=["bass"], niter=0).targets == ["bass"]
     assert default_residual(["vocals", "drums"], 1) is None
+
+
+# -- X-UMX: one network for several targets ------------------------------------------------------
+XUMX_CASES = [(0, None, False), (1, None, False), (1, "residual", True)]
+
+
+@pytest.fixture(scope="module")
+def xumx_song():
+    from conftest import tone
+
+    rng = np.random.default_rng(4)
+    return tone(1.0) + 0.05 * rng.standard_normal((2, 44100)).astype(np.float32)
+
+
+@pytest.mark.parametrize("niter, residual, softmask", XUMX_CASES)
+def test_xumx_windows_only_change_wiener_windows(tiny_xumx, xumx_song, niter, residual, softmask):
+    """Encoders and decoders per window, LSTMs over the whole track: with niter 0 the estimates
+    do not depend on the window length; with EM they are the reference's windowed Wiener filter."""
+    from unmix.separator import load_separator
+
+    whole = load_separator(tiny_xumx, niter=0, wiener_win_len=None, nb_threads=1).separate(xumx_song, 44100)
+    sep = load_separator(tiny_xumx, niter=niter, residual=residual, softmask=softmask, wiener_win_len=7, nb_threads=1)
+    assert len({id(m) for m in sep.models.values()}) == 1 and len(sep.networks) == 1
+    out = sep.separate(xumx_song, 44100)
+    assert list(out) == ["bass", "drums", "vocals", "other"] + ([residual] if residual else [])
+    for target, value in out.items():
+        assert value.shape == xumx_song.shape and np.all(np.isfinite(value))
+        if niter == 0:
+            assert snr_db(whole[target], value) > 100, target
+    if residual:  # the Wiener filter shares the mixture out (up to its regularisation)
+        assert snr_db(xumx_song, sum(out.values())) > 30
+
+
+@pytest.mark.nnabla
+@pytest.mark.parametrize("niter, residual, softmask", XUMX_CASES)
+def test_xumx_nnabla_networks_separate_like_onnx(tiny_xumx, xumx_song, niter, residual, softmask):
+    from unmix.separator import load_separator
+
+    options = dict(targets=["vocals", "drums"], niter=niter, residual=residual, softmask=softmask, wiener_win_len=9,
+                   nb_threads=1)
+    ref = load_separator(tiny_xumx, backend="onnx", **options).separate(xumx_song, 44100)
+    out = load_separator(tiny_xumx, backend="nnabla", **options).separate(xumx_song, 44100)
+    assert list(out) == list(ref) == ["vocals", "drums"] + ([residual] if residual else [])
+    for target, value in ref.items():
+        assert snr_db(value, out[target]) > 80, target
+
+
+def test_xumx_result_does_not_depend_on_thread_count(tiny_xumx, xumx_song):
+    from unmix.separator import load_separator
+
+    one = load_separator(tiny_xumx, niter=1, nb_threads=1).separate(xumx_song, 44100)
+    two = load_separator(tiny_xumx, niter=1, nb_threads=2).separate(xumx_song, 44100)
+    for target, value in one.items():
+        np.testing.assert_allclose(two[target], value, rtol=0, atol=1e-5)

@@ -140,9 +140,12 @@ def copy_best(source, folder, target, config, sample_rate, n_fft, n_hop):
 
 def add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop):
     """separator.json with `target` added to the targets already in the folder."""
-    from unmix.model import write_separator_json
+    from unmix.modelfolder import write_separator_json
 
     _, configs, extra = _folder_models(folder)
+    if extra.get("architecture", "umx") != "umx":  # one X-UMX network: no target can be added to it
+        raise UnmixError(f"{folder} holds an {extra['architecture']} model: train Open-Unmix targets into "
+                         "another folder")
     configs[target] = config
     write_separator_json(folder, configs, sample_rate, n_fft, n_hop, **extra)
 
@@ -151,7 +154,7 @@ def remove_target(folder, target):
     """Remove every file of `target` from a model folder (a ``--force`` run starting over): first
     its entry in separator.json (removed with the last target), so that `separate` never meets a
     half-removed model, then its weights, checkpoint, solver state, history and plot."""
-    from unmix.model import write_separator_json
+    from unmix.modelfolder import write_separator_json
 
     folder = Path(folder)
     with signals_held():
@@ -170,7 +173,7 @@ def _folder_models(folder):
     """``(meta, configs, extra)`` of a folder's separator.json: its content, target -> ModelConfig for
     the targets whose weights are there, and the keys other than the signal parameters
     (``(None, {}, {})`` without the file)."""
-    from unmix.model import ModelConfig, read_separator_json
+    from unmix.modelfolder import ModelConfig, read_separator_json
 
     folder = Path(folder)
     if not (folder / "separator.json").is_file():

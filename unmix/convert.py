@@ -10,7 +10,15 @@ Sources (see `find_checkpoints`):
   ``vocals-b62c91ce.pth``), in a folder or given one by one;
 - the state dict of a whole open-unmix ``Separator`` (every target in one file);
 - Sony's NNabla UMX ``.h5`` parameter files (one file with ``vocals/fc1/affine/W``, ...
-  for every target, or one file per target), or a folder of them.
+  for every target, or one file per target), or a folder of them;
+- X-UMX (CrossNet-Open-Unmix), which becomes an "xumx" model folder (`unmix.modelfolder`):
+  asteroid's serialized package (``torch.save`` of {'model_name', 'state_dict', 'model_args',
+  ...}, names like ``layer_enc.vocals.enc.0.weight``, ``layer_lstm.vocals.weight_ih_l0``,
+  ``layer_dec.vocals.dec.3.weight``, ``mean_scale.input_mean_vocals``), and Sony's NNabla
+  ``x-umx.h5`` (names as sony/ai-research-code x-umx/model.py creates them: ``input_mean_bass``,
+  ``fc1_bass/affine/W``, ``fc1_bass/bn/gamma``, ``lstm_bass/lstm/weight_l0``, ...). Each source's
+  branch has the parameters of an Open-Unmix target, so both are renamed to the layouts above
+  and mapped by the same code.
 
 The layout mapping (torch -> NNabla) is the table of `unmix.modelfolder.param_shapes`:
 Linear weights are transposed, each LSTM layer/direction keeps ``[W_ih | W_hh]`` per
@@ -41,6 +49,16 @@ TORCH_SUFFIXES = (".pth", ".pt", ".chkpnt")
 _NAME = re.compile(r"^(?P<target>.+?)(?:[-_][0-9a-f]{8})?$")
 _NNABLA_TOP = ("input_mean", "input_scale", "output_scale", "output_mean", "fc1", "fc2", "fc3",
                "bn1", "bn2", "bn3", "lstm")
+# asteroid's X-UMX: per-source modules -> open-unmix-pytorch names (Sequential indices: 2 is the ReLU)
+_ASTEROID_MODULES = {"layer_enc": {"enc.0": "fc1", "enc.1": "bn1"}, "layer_lstm": {"": "lstm"},
+                     "layer_dec": {"dec.0": "fc2", "dec.1": "bn2", "dec.3": "fc3", "dec.4": "bn3"}}
+_ASTEROID_IGNORED = ("encoder.0.window", "decoder.window")  # its STFT window, twice
+_ASTEROID_SCALES = re.compile(r"^mean_scale\.(?P<name>input_mean|input_scale|output_mean|output_scale)_(?P<source>.+)$")
+# Sony's X-UMX: <layer>_<source>[/...], e.g. fc1_bass/affine/W, input_mean_bass
+_SONY_XUMX = re.compile(r"^(?P<layer>input_mean|input_scale|output_mean|output_scale|fc[123]|lstm)_(?P<source>[^/]+)"
+                        r"(?P<rest>/.*)?$")
+# what Sony's x-umx/model.py creates besides the network (its ISTFT kernels for nnabla <= 1.15)
+_SONY_XUMX_IGNORED = ("conv_cos", "conv_sin")
 
 
 # -- torch state dict -> parameters ----------------------------------------------------------
@@ -223,6 +241,74 @@ def _few(names, limit=6):
     return ", ".join(names[:limit]) + more
 
 
+# -- X-UMX: per-source parameters in the Open-Unmix layouts ------------------------------------
+def is_asteroid_xumx(sd):
+    """True for the state dict of asteroid's X-UMX (per-source ``layer_enc.<source>.`` modules)."""
+    return any(k.startswith("layer_enc.") for k in sd)
+
+
+def split_asteroid_xumx(sd, sources=None):
+    """asteroid's X-UMX state dict -> source -> open-unmix-pytorch ``OpenUnmix`` state dict.
+
+    Args:
+        sd: torch name -> array.
+        sources: the model's order (its ``model_args['sources']``); default: as the encoders appear.
+
+    Returns:
+        source -> state dict, in source order (map each with `state_dict_to_params`).
+    """
+    found = list(dict.fromkeys(k.split(".")[1] for k in sd if k.startswith("layer_enc.")))
+    sources = list(sources or found)
+    if sorted(sources) != sorted(found):
+        raise UnmixError(f"X-UMX package: model_args names the sources {sources}, the weights have {found}")
+    parts = {s: {} for s in sources}
+    for key, value in sd.items():
+        renamed = _asteroid_name(key, set(sources))
+        if renamed is None:
+            if key in _ASTEROID_IGNORED or key.endswith(".num_batches_tracked"):
+                continue
+            raise UnmixError(f"X-UMX package: unknown key {key}")
+        source, name = renamed
+        parts[source][name] = value
+    return parts
+
+
+def _asteroid_name(key, sources):
+    """``(source, open-unmix name)`` of an asteroid X-UMX key, or None if it is none of the network's."""
+    scale = _ASTEROID_SCALES.match(key)
+    if scale:
+        return (scale["source"], scale["name"]) if scale["source"] in sources else None
+    module, _, rest = key.partition(".")
+    source, _, rest = rest.partition(".")
+    if module not in _ASTEROID_MODULES or source not in sources:
+        return None
+    for theirs, ours in _ASTEROID_MODULES[module].items():
+        head = f"{theirs}." if theirs else ""
+        if rest.startswith(head) and "." not in rest[len(head):]:
+            return source, f"{ours}.{rest[len(head):]}"
+    return None
+
+
+def split_sony_xumx(named):
+    """Sony's X-UMX NNabla parameters -> source -> Sony UMX names (``fc1/affine/W``, ``input_mean``,
+    ..., what `nnabla_to_params` maps), sources in Sony's order (bass, drums, vocals, other)."""
+    parts = {}
+    for name, value in named.items():
+        if name in _SONY_XUMX_IGNORED:
+            continue
+        match = _SONY_XUMX.match(name)
+        if not match:
+            raise UnmixError(f"X-UMX NNabla parameters: unknown name {name}")
+        parts.setdefault(match["source"], {})[match["layer"] + (match["rest"] or "")] = value
+    order = [s for s in umx.XUMX_SOURCES if s in parts] + sorted(set(parts) - set(umx.XUMX_SOURCES))
+    return {s: parts[s] for s in order}
+
+
+def is_sony_xumx(named):
+    """True for Sony's X-UMX parameter names (``fc1_<source>/...``), which no UMX file has."""
+    return any(n.startswith(("fc1_", "lstm_")) for n in named)
+
+
 # -- finding checkpoints -------------------------------------------------------------------------
 def target_name(path):
     """The target of a checkpoint file: ``vocals-b62c91ce.pth`` -> ``vocals``."""
@@ -234,7 +320,8 @@ def find_checkpoints(src):
 
     Returns:
         (kind, mapping): kind "torch" with target -> Path, or "nnabla" with target ->
-        name -> array (the target prefix removed).
+        name -> array (the target prefix removed), or "nnabla-xumx" with source -> name ->
+        array (Sony UMX names, see `split_sony_xumx`).
     """
     src = Path(src)
     if src.is_file():
@@ -248,7 +335,7 @@ def find_checkpoints(src):
         return "torch", _torch_targets(torch_files)
     h5_files = [p for p in files if p.suffix == ".h5"]
     if h5_files:
-        return "nnabla", _nnabla_targets(h5_files)
+        return _nnabla_targets(h5_files)
     raise UnmixError(f"no checkpoints found in {src} (expected <target>.pth, <target>-<hash>.pth or NNabla .h5)")
 
 
@@ -266,17 +353,25 @@ def _torch_targets(files):
 
 
 def _nnabla_targets(files):
-    """target -> NNabla parameters; names without a target prefix belong to the file's target."""
+    """("nnabla", target -> NNabla parameters): names without a target prefix belong to the file's
+    target; or ("nnabla-xumx", source -> parameters) for one X-UMX file."""
+    named = {path: umx.read_h5_params(path) for path in files}
+    xumx = [path for path, params in named.items() if is_sony_xumx(params)]
+    if xumx and len(files) > 1:
+        raise UnmixError(f"{xumx[0].name} holds a whole X-UMX model: convert it alone, not with "
+                         f"{', '.join(p.name for p in files if p != xumx[0])}")
+    if xumx:
+        return "nnabla-xumx", split_sony_xumx(named[xumx[0]])
     found = {}
     for path in files:
-        for name, value in umx.read_h5_params(path).items():
+        for name, value in named[path].items():
             head, _, rest = name.partition("/")
             target, name = (target_name(path), name) if head in _NNABLA_TOP or not rest else (head, rest)
             group = found.setdefault(target, {})
             if name in group:
                 raise UnmixError(f"parameter {target}/{name} appears twice in {', '.join(p.name for p in files)}")
             group[name] = value
-    return found
+    return "nnabla", found
 
 
 # -- signal parameters -----------------------------------------------------------------------
@@ -316,7 +411,7 @@ def signal_params(folder, models):
         raise UnmixError(f"targets have different numbers of bins {sorted(nb_bins)}: they need one STFT")
     nb_bins = nb_bins.pop()
     n_fft = int(_first([sep, *histories, *stored], "n_fft", "nfft") or 2 * (nb_bins - 1))
-    n_hop = int(_first([sep, *histories], "n_hop", "nhop") or n_fft // 4)
+    n_hop = int(_first([sep, *histories, *stored], "n_hop", "nhop") or n_fft // 4)
     rate = float(_first([sep, *stored], "sample_rate", "rate") or DEFAULT_SAMPLE_RATE)
     if n_fft // 2 + 1 != nb_bins:
         raise UnmixError(f"weights have {nb_bins} frequency bins but n_fft {n_fft} gives {n_fft // 2 + 1}")
@@ -329,30 +424,40 @@ def signal_params(folder, models):
 
 # -- the whole conversion --------------------------------------------------------------------
 class Converted(NamedTuple):
-    """One target's converted weights."""
+    """One target's converted weights (or one X-UMX source's)."""
 
     config: umx.ModelConfig
     params: dict  # name -> float32 array, as unmix.modelfolder.param_shapes
     history: Optional[dict]  # the training's <target>.json, kept beside the weights
-    stored: dict  # signal parameters found in the weights: sample_rate, n_fft
+    stored: dict  # signal parameters found in the weights: sample_rate, n_fft, n_hop
+    architecture: str = umx.UMX
 
 
 def _torch_state_dicts(files):
-    """target -> (file, state dict, stored signal parameters) of torch checkpoint files.
+    """target -> (file, state dict, stored signal parameters, architecture) of torch checkpoint files.
 
     A file normally holds one target's ``OpenUnmix``; the state dict of a whole
-    open-unmix ``Separator`` holds every target under ``target_models.<target>.``.
+    open-unmix ``Separator`` holds every target under ``target_models.<target>.``, and an
+    asteroid X-UMX package every source (split into open-unmix state dicts, architecture "xumx").
     """
     out = {}
     for file_target, path in files.items():
-        sd = pth.load_state_dict(path)
+        obj = pth.load(path)
+        sd, model_args = pth.state_dict_from(obj, path), _asteroid_model_args(obj)
         stored = {}
         if "sample_rate" in sd and sd["sample_rate"].size == 1:
             stored["sample_rate"] = float(sd["sample_rate"])
         if "stft.window" in sd and sd["stft.window"].ndim == 1:
             stored["n_fft"] = int(sd["stft.window"].shape[0])
-        parts = {file_target: sd}
-        if any(k.startswith(SEPARATOR_PREFIX) for k in sd):
+        parts, architecture = {file_target: sd}, umx.UMX
+        if is_asteroid_xumx(sd):
+            if len(files) > 1:
+                raise UnmixError(f"{path.name} holds a whole X-UMX model: convert it alone")
+            stored.update({ours: model_args[theirs] for ours, theirs in
+                           (("sample_rate", "sample_rate"), ("n_fft", "in_chan"), ("n_hop", "n_hop"))
+                           if model_args.get(theirs) is not None})
+            parts, architecture = split_asteroid_xumx(sd, model_args.get("sources")), umx.XUMX
+        elif any(k.startswith(SEPARATOR_PREFIX) for k in sd):
             parts = {}
             for key, value in sd.items():
                 if key.startswith(SEPARATOR_PREFIX):
@@ -363,8 +468,14 @@ def _torch_state_dicts(files):
         for target, part in parts.items():
             if target in out:
                 raise UnmixError(f"two checkpoints for target '{target}': {out[target][0].name} and {path.name}")
-            out[target] = (path, part, stored)
+            out[target] = (path, part, stored, architecture)
     return out
+
+
+def _asteroid_model_args(obj):
+    """The ``model_args`` of a loaded asteroid package ({} for any other checkpoint)."""
+    args = obj.get("model_args") if isinstance(obj, dict) else None
+    return args if isinstance(args, dict) else {}
 
 
 def load_sources(src, targets=None):
@@ -377,7 +488,11 @@ def load_sources(src, targets=None):
     kind, found = find_checkpoints(src)
     if kind == "torch":
         found = _torch_state_dicts(found)
-    if targets:
+    xumx = kind == "nnabla-xumx" or any(item[3] == umx.XUMX for item in found.values() if kind == "torch")
+    if xumx and targets and sorted(targets) != sorted(found):
+        raise UnmixError(f"an X-UMX model needs all its sources ({', '.join(found)}) to separate any of them: "
+                         "convert it whole (and pick targets when separating)")
+    if targets and not xumx:
         absent = [t for t in targets if t not in found]
         if absent:
             raise UnmixError(f"no weights for {', '.join(absent)} in {src} (found: {', '.join(sorted(found))})")
@@ -385,16 +500,22 @@ def load_sources(src, targets=None):
     folder = src if src.is_dir() else src.parent
     models = {}
     for target, item in found.items():
-        if kind == "nnabla":
-            models[target] = Converted(*nnabla_to_params(item), None, {})
+        if kind.startswith("nnabla"):
+            try:
+                config, params = nnabla_to_params(item)
+            except UnmixError as exc:
+                raise UnmixError(f"X-UMX source '{target}': {exc}" if xumx else str(exc)) from None
+            models[target] = Converted(config, params, None, {}, umx.XUMX if xumx else umx.UMX)
             continue
-        path, sd, stored = item
+        path, sd, stored, architecture = item
         try:
             config, params = state_dict_to_params(sd)
         except UnmixError as exc:
-            raise UnmixError(f"{path.name}: {exc}") from None
+            where = f" (X-UMX source '{target}')" if xumx else ""
+            raise UnmixError(f"{path.name}{where}: {exc}") from None
         json_path = folder / f"{target}.json"
-        models[target] = Converted(config, params, _read_json(json_path) if json_path.is_file() else None, stored)
+        history = _read_json(json_path) if json_path.is_file() and not xumx else None
+        models[target] = Converted(config, params, history, stored, architecture)
     return models
 
 
@@ -415,11 +536,16 @@ def convert(src, out, targets=None, force=False):
     _check_out(src, out, force)
     models = load_sources(src, targets)
     rate, n_fft, n_hop = signal_params(src if src.is_dir() else src.parent, models)
+    architecture = next(iter(models.values())).architecture
+    configs = {t: m.config for t, m in models.items()}
+    if architecture == umx.XUMX and len(set(configs.values())) > 1:
+        raise UnmixError(f"the X-UMX sources at {src} have different architectures: "
+                         + "; ".join(f"{t}: {config_summary(c)}" for t, c in configs.items()))
 
     def write(tmp):
         for target, m in models.items():
             umx.save_params(tmp, target, m.config, m.params, extra_json=m.history)
-        umx.write_separator_json(tmp, {t: m.config for t, m in models.items()}, rate, n_fft, n_hop)
+        umx.write_separator_json(tmp, configs, rate, n_fft, n_hop, architecture=architecture)
 
     _write_folder(out, write)
     return out

@@ -26,9 +26,9 @@ import numpy as np
 
 from unmix.errors import UnmixError
 # the NNabla-free part of a model, importable from here as before
-from unmix.modelfolder import (BN_EPS, ModelConfig, check_params, init_params, is_trainable,  # noqa: F401
-                               load_params, param_shapes, read_h5_params, read_separator_json, save_params,
-                               write_json, write_separator_json)
+from unmix.modelfolder import (BN_EPS, XUMX_SOURCES, ModelConfig, check_params, init_params,  # noqa: F401
+                               is_trainable, load_params, param_shapes, read_h5_params, read_separator_json,
+                               save_params, write_json, write_separator_json)
 
 LSTM_DROPOUT = 0.4  # between LSTM layers, training only (as the reference)
 BN_DECAY = 0.9  # running = 0.9 running + 0.1 batch: torch's momentum 0.1
@@ -123,9 +123,20 @@ class OpenUnmix:
         """LSTM, skip connection, fc2 -> bn2 -> relu: ``(nb_frames, nb_samples, hidden_size)`` -> same shape.
         The only stage that needs the whole sequence; fc2 is here so that what a long track
         keeps between stages is hidden_size, not 2 * hidden_size, floats per frame."""
-        nb_frames, nb_samples, s = x.shape
+        skip = F.concatenate(x, self.build_recurrence(x, training, dropout), axis=2)
+        return self.build_fc2(skip, training)
+
+    def build_recurrence(self, x, training=False, dropout=LSTM_DROPOUT):
+        """The stacked (bi)LSTM alone: ``(nb_frames, nb_samples, hidden_size)`` -> same shape."""
         with nn.parameter_scope("", self._scope):
-            x = F.concatenate(x, self._lstm(x, training, dropout), axis=2)
+            return self._lstm(x, training, dropout)
+
+    def build_fc2(self, x, training=False):
+        """fc2 -> bn2 -> relu: ``(nb_frames, nb_samples, 2 * hidden_size)`` (features and LSTM
+        outputs side by side) -> ``(nb_frames, nb_samples, hidden_size)``."""
+        nb_frames, nb_samples, _ = x.shape
+        s = self.config.hidden_size
+        with nn.parameter_scope("", self._scope):
             x = F.reshape(x, (nb_frames * nb_samples, 2 * s))
             with nn.parameter_scope("fc2"):
                 x = PF.affine(x, s, with_bias=False)
@@ -352,3 +363,103 @@ def load_target(folder, target, builtin_lstm=False):
     """Load one target's model from a model folder (see `unmix.modelfolder`)."""
     config, params = load_params(folder, target)
     return OpenUnmix(config, params, builtin_lstm=builtin_lstm)
+
+
+def load_crossnet(folder, builtin_lstm=False):
+    """Load the X-UMX network of an "xumx" model folder (every source, see `unmix.modelfolder`)."""
+    sources = read_separator_json(folder)["targets"]
+    loaded = {s: load_params(folder, s) for s in sources}
+    config = loaded[sources[0]][0]
+    return CrossNet(config, {s: p for s, (_, p) in loaded.items()}, sources, builtin_lstm=builtin_lstm)
+
+
+# -- X-UMX --------------------------------------------------------------------------------
+class CrossNet:
+    """CrossNet-Open-Unmix (X-UMX, Sawata et al. 2021): one network for several sources.
+
+    Each source s has an Open-Unmix branch (its own `OpenUnmix` parameters and scope), and
+    the branches meet twice, each time in a frame-wise mean over the sources:
+
+        mix -> per source: crop, standardise, fc1 -> bn1 -> tanh = h1_s   (`OpenUnmix.build_encoder`)
+        bridge 1: c1 = mean_s h1_s                                  (nb_frames, nb_samples, hidden_size)
+        per source: l_s = LSTM_s(c1)                                (`OpenUnmix.build_recurrence`)
+        bridge 2: c2 = mean_s [h1_s, l_s] = [c1, mean_s l_s]        (nb_frames, nb_samples, 2 * hidden_size)
+        per source: fc2 -> bn2 -> relu (`OpenUnmix.build_fc2`), fc3 -> bn3 -> output scaling
+            -> relu -> * mix (`OpenUnmix.build_decoder`)
+
+    as Sony's ``OpenUnmix_CrossNet`` (x-umx/model.py) and asteroid's ``XUMX`` compute it. The
+    bridges are frame-wise, so the three stages `build_encoder` (-> c1), `build_lstm` (-> c2)
+    and `build_decoder` (one source) split a long track as Open-Unmix's do.
+
+    Args:
+        config: the `ModelConfig` of every branch.
+        params: source -> name -> array (`param_shapes`); None initialises randomly.
+        sources: the source names, in the model's order.
+    """
+
+    def __init__(self, config, params=None, sources=XUMX_SOURCES, seed=0, builtin_lstm=False):
+        self.config = config
+        self.sources = list(sources)
+        self.nets = {s: OpenUnmix(config, None if params is None else params[s], seed=seed + i,
+                                  builtin_lstm=builtin_lstm) for i, s in enumerate(self.sources)}
+
+    @property
+    def targets(self):
+        """The names of the estimates (the sources)."""
+        return list(self.sources)
+
+    def get_params(self):
+        """source -> name -> numpy array."""
+        return {s: net.get_params() for s, net in self.nets.items()}
+
+    def nb_parameters(self):
+        return sum(net.nb_parameters() for net in self.nets.values())
+
+    # -- graph --------------------------------------------------------------------------
+    def build(self, mix, training=False, dropout=LSTM_DROPOUT):
+        """The whole network: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` mixture magnitude
+        -> source -> magnitude of the same shape."""
+        bridged = self.build_lstm(self.build_encoder(mix, training), training, dropout)
+        return {s: self.build_decoder(bridged, mix, s, training) for s in self.sources}
+
+    def build_encoder(self, mix, training=False):
+        """Every source's encoder, then bridge 1: -> c1 ``(nb_frames, nb_samples, hidden_size)``."""
+        return _mean([net.build_encoder(mix, training) for net in self.nets.values()])
+
+    def build_lstm(self, c1, training=False, dropout=LSTM_DROPOUT):
+        """Every source's LSTM on c1, then bridge 2: -> c2 ``(nb_frames, nb_samples, 2 * hidden_size)``."""
+        lstm = _mean([net.build_recurrence(c1, training, dropout) for net in self.nets.values()])
+        return F.concatenate(c1, lstm, axis=2)
+
+    def build_decoder(self, c2, mix, source, training=False):
+        """One source's decoder: c2 and the mixture magnitude -> its magnitude ``(nb_samples,
+        nb_channels, nb_bins, nb_frames)``."""
+        net = self.nets[source]
+        return net.build_decoder(net.build_fc2(c2, training), mix, training)
+
+    # -- inference on numpy ------------------------------------------------------------
+    def __call__(self, mag):
+        """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> source -> same shape."""
+        bridged = self.recur(self.encode(mag))
+        return {s: self.decode(bridged, mag, s) for s in self.sources}
+
+    def encode(self, mag):
+        """`build_encoder` on numpy: mixture magnitude -> c1."""
+        return _run(lambda v: self.build_encoder(v[0]), mag)
+
+    def recur(self, c1, workers=None):
+        """`build_lstm` on numpy: c1 -> c2 (`workers`, the side-by-side LSTMs that the ONNX
+        runtime may run, means nothing to NNabla's one-threaded CPU backend)."""
+        return _run(lambda v: self.build_lstm(v[0]), c1)
+
+    def decode(self, c2, mag, source):
+        """`build_decoder` on numpy: c2 + mixture magnitude -> the magnitude of `source`."""
+        return _run(lambda v: self.build_decoder(v[0], v[1], source), c2, mag)
+
+
+def _mean(variables):
+    """The element-wise mean of same-shaped Variables (X-UMX's bridges), as a sum over their count."""
+    total = variables[0]
+    for v in variables[1:]:
+        total = total + v
+    return total * (1.0 / len(variables)) if len(variables) > 1 else total

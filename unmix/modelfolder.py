@@ -2,8 +2,8 @@
 
 A model folder holds
 
-    separator.json   targets, sample_rate, n_fft, n_hop, nb_channels, and per target its
-                     `ModelConfig` under "models"
+    separator.json   targets, sample_rate, n_fft, n_hop, nb_channels, architecture, and per
+                     target its `ModelConfig` under "models"
     <target>.h5      the target's parameters (names and shapes of `param_shapes`), in the layout
                      NNabla's ``nn.save_parameters`` writes: one float32 dataset per name
                      (``fc1/affine/W`` is a dataset ``W`` in group ``fc1/affine``), each with the
@@ -14,6 +14,15 @@ A model folder holds
 or, as `unmix export` writes it, ``<target>.onnx`` graphs instead of the ``.h5`` files
 (`unmix.onnx_backend`). Everything here is numpy, h5py and JSON, so reading, converting and
 separating work on any Python; the NNabla network (`unmix.model`) is needed to train.
+
+Two architectures (separator.json's ``architecture``; a folder without it is "umx"):
+
+- "umx", Open-Unmix: one independent network per target;
+- "xumx", CrossNet-Open-Unmix (X-UMX): one network for all its targets (its *sources*), whose
+  per-source branches are Open-Unmix networks joined by two frame-wise means (the bridges, see
+  `unmix.model.CrossNet`). Each source's branch has exactly the parameters of an Open-Unmix
+  target (fc2 maps the bridged ``2 * hidden_size`` features to ``hidden_size`` in both), so an
+  X-UMX folder stores them the same way, one ``<source>.h5`` per source, all with one config.
 """
 import json
 from collections import OrderedDict
@@ -26,6 +35,9 @@ import numpy as np
 from unmix.errors import UnmixError, atomic_path
 
 BN_EPS = 1e-5  # batch norm epsilon, as torch's BatchNorm1d
+UMX, XUMX = "umx", "xumx"
+ARCHITECTURES = (UMX, XUMX)
+XUMX_SOURCES = ("bass", "drums", "vocals", "other")  # Sony's and asteroid's order
 
 
 @dataclass(frozen=True)
@@ -197,16 +209,18 @@ def load_params(folder, target):
 
 
 # -- separator.json -----------------------------------------------------------------------------
-def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, **extra):
-    """Write ``separator.json``: the targets, their configs and the signal parameters.
+def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, architecture=UMX, **extra):
+    """Write ``separator.json``: the architecture, the targets, their configs and the signal parameters.
 
     Args:
-        configs: target name -> ModelConfig.
+        configs: target name -> ModelConfig (for "xumx": every source, all with one config).
     """
     nb_channels = {c.nb_channels for c in configs.values()}
     if len(nb_channels) != 1:
         raise UnmixError("all targets of a model folder must have the same number of channels")
+    _check_architecture(architecture, configs)
     meta = {
+        "architecture": architecture,
         "targets": list(configs),
         "sample_rate": float(sample_rate),
         "n_fft": int(n_fft),
@@ -227,9 +241,32 @@ def read_separator_json(folder):
         meta = json.loads(path.read_text())
         for key in ("targets", "sample_rate", "models"):
             meta[key]
-    except (ValueError, KeyError) as exc:
+        configs = {t: meta["models"][t] for t in meta["targets"]}
+    except (ValueError, KeyError, TypeError) as exc:
         raise UnmixError(f"{path} is not a valid separator.json: {exc}") from None
+    try:
+        _check_architecture(architecture(meta), configs)
+    except UnmixError as exc:
+        raise UnmixError(f"{path}: {exc}") from None
     return meta
+
+
+def architecture(meta):
+    """The architecture of a parsed separator.json: "umx" (also when it says none) or "xumx"."""
+    return meta.get("architecture", UMX)
+
+
+def _check_architecture(name, configs):
+    """A known architecture; X-UMX sources share one config (their bridges average their features).
+
+    Args:
+        configs: target -> ModelConfig or its dict.
+    """
+    if name not in ARCHITECTURES:
+        raise UnmixError(f"unknown architecture '{name}' (known: {', '.join(ARCHITECTURES)})")
+    as_dicts = [c.to_dict() if isinstance(c, ModelConfig) else dict(c) for c in configs.values()]
+    if name == XUMX and any(c != as_dicts[0] for c in as_dicts):
+        raise UnmixError("the sources of an X-UMX model must all have the same config")
 
 
 def write_json(path, obj):

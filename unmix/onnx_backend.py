@@ -15,21 +15,31 @@ network of `unmix.model.OpenUnmix` for inference, about 30 nodes:
 Batch norm uses its running statistics (inference), so it folds into the preceding MatMul:
 ``(x W - mean) / sqrt(var + eps) * gamma + beta = x (W * scale) + shift``.
 The model's config travels in the ONNX metadata (``unmix_config``), so an exported file is
-usable on its own. The graphs are written from the parameter arrays (`unmix.modelfolder`):
+usable on its own.
+
+X-UMX (`unmix.model.CrossNet`) is one graph of the same parts: each source's encoder, their
+``Mean`` (bridge 1, the named tensor ``features``), each source's LSTM layers on it, the
+``Concat`` of ``features`` and the ``Mean`` of the LSTM outputs (bridge 2, ``lstm_out``), and
+each source's fc2 and decoder, ending in ``target_<source>`` (`build_xumx_onnx`); its sources
+travel in the metadata (``unmix_sources``). The graphs are written from the parameter arrays (`unmix.modelfolder`):
 neither building nor running them needs NNabla.
 """
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from unmix.errors import UnmixError, atomic_folder, atomic_path
-from unmix.modelfolder import BN_EPS, ModelConfig, check_params, load_params, read_separator_json, write_json
+from unmix.modelfolder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, load_params, read_separator_json,
+                               write_json)
 
 OPSET = 17
 CONFIG_KEY = "unmix_config"
+SOURCES_KEY = "unmix_sources"  # X-UMX graphs only: the sources, in the model's order
+XUMX_GRAPH = "xumx.onnx"  # the X-UMX graph of an exported folder (all sources in one graph)
 # ONNX LSTM gate order is i, o, f, c; ours (and torch's) is i, f, g, o
 _ONNX_GATES = [0, 3, 1, 2]
 
@@ -40,12 +50,21 @@ class _Graph:
 
     def __init__(self):
         self.nodes, self.initializers = [], []
+        self.prefix = ""  # of the weights' names: X-UMX's sources each have their own
 
     def const(self, name, value, dtype=np.float32):
         from onnx import numpy_helper
 
+        name = self.prefix + name
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name))
         return name
+
+    def name(self, source_name, tensor):
+        """An Identity giving `tensor` the name `source_name` (a stage boundary or an output)."""
+        from onnx import helper
+
+        self.nodes.append(helper.make_node("Identity", [tensor], [source_name], name=source_name))
+        return source_name
 
     def op(self, op_type, inputs, **attrs):
         """Add one node; returns the name of its (first) output."""
@@ -62,6 +81,22 @@ _PARTS = {"full": ("encoder", "lstm", "decoder"), "encoder": ("encoder",), "lstm
           "decoder": ("decoder",)}
 _PART_INPUT = {"encoder": "mix", "lstm": "features", "decoder": "lstm_out"}
 _PART_OUTPUT = {"encoder": "features", "lstm": "lstm_out", "decoder": "target"}
+
+
+def _stage_io(sources=None):
+    """stage -> (input names, output name) of the graphs the runtime runs: Open-Unmix's
+    encoder / lstm / decoder, or X-UMX's encoder, ``lstm_<source>`` (its LSTM alone: bridge 2 is
+    a mean and a concatenation, done on numpy so that the LSTMs run side by side in sessions of
+    their own) and ``decoder_<source>`` per source."""
+    io = {"encoder": (["mix"], "features")}
+    if sources is None:
+        io["lstm"] = (["features"], "lstm_out")
+        io["decoder"] = (["lstm_out", "mix"], "target")
+    for source in sources or ():
+        io[f"lstm_{source}"] = (["features"], f"recurrence_{source}")
+    for source in sources or ():
+        io[f"decoder_{source}"] = (["lstm_out", "mix"], f"target_{source}")
+    return io
 
 
 def build_onnx(config, params, stage="full", check=True):
@@ -81,65 +116,111 @@ def build_onnx(config, params, stage="full", check=True):
             and ONNX Runtime validates the graph itself).
     """
     import onnx
-    from onnx import helper
 
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage}")
     cfg, p = config, check_params(config, params)
-    c, n, s = cfg.nb_channels, cfg.nb_bins, cfg.hidden_size
     g = _Graph()
     parts = _PARTS[stage]
     x = _PART_INPUT[parts[0]]
     for part in parts:
-        x = {"encoder": _encoder, "lstm": _lstm, "decoder": _decoder}[part](g, x, p, cfg)
-        g.nodes.append(helper.make_node("Identity", [x], [_PART_OUTPUT[part]], name=_PART_OUTPUT[part]))
-        x = _PART_OUTPUT[part]
+        x = g.name(_PART_OUTPUT[part], {"encoder": _encoder, "lstm": _lstm, "decoder": _decoder}[part](g, x, p, cfg))
 
     inputs = [_PART_INPUT[parts[0]]] + (["mix"] if parts == ("decoder",) else [])
-    proto = _model(cfg, stage, g.nodes, inputs, x, g.initializers)
+    proto = _model(cfg, stage, g.nodes, inputs, [x], g.initializers)
     if check:
         onnx.checker.check_model(proto)
     return proto
 
 
-def _model(config, stage, nodes, inputs, output, initializers):
-    """The ModelProto of a graph whose inputs and output are named tensors of `_PART_INPUT`/`_PART_OUTPUT`."""
+def build_xumx_onnx(config, params, sources, targets=None, check=True):
+    """The ONNX model of an X-UMX network for inference (`unmix.model.CrossNet`), from its parameters.
+
+    Args:
+        config: the `ModelConfig` of every source's branch.
+        params: source -> name -> array (`unmix.modelfolder.param_shapes`).
+        sources: the source names in the model's order (every one is needed for the bridges).
+        targets: the sources to decode (default: all); the graph's outputs are ``target_<source>``.
+
+    Returns:
+        ``onnx.ModelProto``: input ``mix`` ``(nb_samples, nb_channels, nb_bins, nb_frames)``, the
+        bridges as named tensors ``features`` (c1, ``(nb_frames, nb_samples, hidden_size)``) and
+        ``lstm_out`` (c2, ``(nb_frames, nb_samples, 2 * hidden_size)``), an output
+        ``target_<source>`` (the shape of ``mix``) per target; `stage_models` cuts it.
+    """
+    import onnx
+
+    checked = {s: check_params(config, params[s]) for s in sources}
+    g = _Graph()
+    encoded = []
+    for source in sources:
+        g.prefix = f"{source}/"
+        encoded.append(_encoder(g, "mix", checked[source], config))
+    c1 = g.name("features", g.op("Mean", encoded) if len(encoded) > 1 else encoded[0])
+    recurrences = []
+    for source in sources:
+        g.prefix = f"{source}/"
+        recurrences.append(g.name(f"recurrence_{source}", _recurrence(g, c1, checked[source], config)))
+    lstm = g.op("Mean", recurrences) if len(recurrences) > 1 else recurrences[0]
+    c2 = g.name("lstm_out", g.op("Concat", [c1, lstm], axis=2))
+    outputs = []
+    for source in targets or sources:
+        g.prefix = f"{source}/"
+        x = _fc2(g, c2, checked[source])
+        outputs.append(g.name(f"target_{source}", _decoder(g, x, checked[source], config)))
+    proto = _model(config, "xumx", g.nodes, ["mix"], outputs, g.initializers, sources=list(sources))
+    if check:
+        onnx.checker.check_model(proto)
+    return proto
+
+
+def _model(config, stage, nodes, inputs, outputs, initializers, sources=None):
+    """The ModelProto of a graph whose inputs and outputs are named tensors (`_stage_io`)."""
     from onnx import TensorProto, helper
 
     mix_dims = ["nb_samples", config.nb_channels, config.nb_bins, "nb_frames"]
     features = ["nb_frames", "nb_samples", config.hidden_size]
-    dims = {"mix": mix_dims, "target": mix_dims, "features": features, "lstm_out": features}
+    bridged = ["nb_frames", "nb_samples", 2 * config.hidden_size] if sources else features
+    dims = {"mix": mix_dims, "target": mix_dims, "features": features, "lstm_out": bridged}
+    dims.update({f"target_{s}": mix_dims for s in sources or ()})
+    dims.update({f"recurrence_{s}": features for s in sources or ()})
     graph = helper.make_graph(
-        nodes, f"open_unmix_{stage}",
+        nodes, f"{'x_umx' if sources else 'open_unmix'}_{stage}",
         [helper.make_tensor_value_info(i, TensorProto.FLOAT, dims[i]) for i in inputs],
-        [helper.make_tensor_value_info(output, TensorProto.FLOAT, dims[output])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, dims[o]) for o in outputs],
         initializer=initializers,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="unmix")
     proto.ir_version = 8  # readable by onnxruntime >= 1.10
-    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(config.to_dict())})
+    props = {CONFIG_KEY: json.dumps(config.to_dict())}
+    if sources:
+        props[SOURCES_KEY] = json.dumps(sources)
+    helper.set_model_props(proto, props)
     return proto
 
 
-def stage_models(proto, config):
-    """The encoder, lstm and decoder graphs cut out of a full graph (`build_onnx` "full").
+def stage_models(proto, config, sources=None):
+    """The stage graphs cut out of a full graph (`build_onnx` "full" or `build_xumx_onnx`).
 
     Each stage keeps the nodes between its named input(s) and output, and the weights they use
     (cut here rather than by onnx.utils.Extractor, whose use of shape inference differs between
-    onnx versions).
+    onnx versions). An X-UMX graph (`sources` given) has a decoder stage per source it outputs.
 
     Returns:
-        stage name -> ``onnx.ModelProto``.
+        stage name -> ``onnx.ModelProto`` (the stages of `_stage_io`).
     """
     producers = {name: i for i, node in enumerate(proto.graph.node) for name in node.output}
     weights = {t.name: t for t in proto.graph.initializer}
-    if not {"features", "lstm_out", "target"} <= set(producers):
+    io = _stage_io(sources)
+    if sources:  # an export may hold the decoders of some sources only
+        io = {k: v for k, v in io.items() if not k.startswith("decoder_") or v[1] in producers}
+    if not {"features", "lstm_out"} <= set(producers) or not any(k.startswith("decoder") for k in io) \
+            or (sources is None and "target" not in producers):
         raise UnmixError("this ONNX graph lacks the named stages (mix, features, lstm_out, target) that "
                          "this version of unmix writes: export the model folder again")
     stages = {}
-    for stage in ("encoder", "lstm", "decoder"):
-        inputs = [_PART_INPUT[stage]] + (["mix"] if stage == "decoder" else [])
-        used, seen, todo = set(), set(inputs), [_PART_OUTPUT[stage]]
+    for stage, (inputs, output) in io.items():
+        used, seen, todo = set(), set(inputs), [output]
         while todo:  # back from the output to the stage's inputs
             name = todo.pop()
             if name in seen or name in weights or not name:
@@ -151,8 +232,8 @@ def stage_models(proto, config):
             todo.extend(proto.graph.node[producers[name]].input)
         nodes = [proto.graph.node[i] for i in sorted(used)]
         needed = {name for node in nodes for name in node.input}
-        stages[stage] = _model(config, stage, nodes, inputs, _PART_OUTPUT[stage],
-                               [t for name, t in weights.items() if name in needed])
+        stages[stage] = _model(config, stage, nodes, inputs, [output],
+                               [t for name, t in weights.items() if name in needed], sources)
     return stages
 
 
@@ -171,10 +252,18 @@ def _encoder(g, x, p, cfg):
 
 def _lstm(g, x, p, cfg):
     """Stacked LSTM, skip connection, fc2/bn2 -> relu: -> ``(nb_frames, nb_samples, hidden_size)``."""
-    skip = x
+    return _fc2(g, g.op("Concat", [x, _recurrence(g, x, p, cfg)], axis=2), p)
+
+
+def _recurrence(g, x, p, cfg):
+    """The stacked LSTM alone: ``(nb_frames, nb_samples, hidden_size)`` -> same shape."""
     for layer in range(cfg.nb_layers):
         x = _lstm_layer(g, x, p, layer, cfg)
-    x = g.op("Concat", [skip, x], axis=2)
+    return x
+
+
+def _fc2(g, x, p):
+    """fc2/bn2 -> relu: ``(nb_frames, nb_samples, 2 * hidden_size)`` -> ``(.., hidden_size)``."""
     return g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
 
 
@@ -239,7 +328,9 @@ class OnnxModel:
         self.nb_threads = nb_threads
         self._whole_track = _shrinking_run_options()
         if isinstance(source, (str, os.PathLike)) or hasattr(source, "graph"):
-            self.config, protos = _read_graph(source)
+            self.config, sources, protos = _read_graph(source)
+            if sources is not None:
+                raise UnmixError(f"{_label(source)} is an X-UMX graph: load it with OnnxCrossNet")
         else:
             config, params = source if isinstance(source, tuple) else (source.config, source.get_params())
             self.config = config
@@ -270,18 +361,104 @@ class OnnxModel:
         return self._stages[stage]
 
     def _check_mag(self, mag):
-        cfg = self.config
-        if mag.ndim != 4 or mag.shape[1:3] != (cfg.nb_channels, cfg.nb_bins):
-            raise UnmixError(f"model expects (nb_samples, {cfg.nb_channels} channels, {cfg.nb_bins} bins, "
-                             f"nb_frames), got shape {tuple(mag.shape)}")
-        return np.ascontiguousarray(mag, dtype=np.float32)
+        return _check_mag(self.config, mag)
+
+
+class OnnxCrossNet:
+    """An X-UMX network run by ONNX Runtime on the CPU; called like `unmix.model.CrossNet`.
+
+    Args:
+        source: ``(ModelConfig, source -> params, sources)``, or the graph of `build_xumx_onnx`
+            as an ``onnx.ModelProto`` or the path of the ``.onnx`` file that `export` wrote.
+        targets: the sources to decode (default: every one the graph outputs); the encoders and
+            LSTMs of all sources run whatever the targets, since the bridges average them all.
+        nb_threads: intra-op threads of the encoder and LSTM sessions (default: all CPU cores).
+        decoder_threads: those of each decoder session (the Separator runs the decoders side by
+            side, one per thread; default: `nb_threads`).
+
+    Sessions: ``encoder`` (mix -> c1), ``lstm_<source>`` (c1 -> that source's LSTM outputs; `recur`
+    runs them side by side, one thread each, and bridges them into c2) and ``decoder_<source>``.
+    """
+
+    concurrent_calls = True
+
+    def __init__(self, source, targets=None, nb_threads=None, decoder_threads=None):
+        if isinstance(source, (str, os.PathLike)) or hasattr(source, "graph"):
+            self.config, self.sources, protos = _read_graph(source)
+            if self.sources is None:
+                raise UnmixError(f"{_label(source)} is an Open-Unmix graph, not an X-UMX one")
+        else:
+            self.config, params, sources = source
+            self.sources = list(sources)
+            proto = build_xumx_onnx(self.config, params, self.sources, targets, check=False)  # checked by the tests
+            protos = stage_models(proto, self.config, self.sources)
+        available = [s for s in self.sources if f"decoder_{s}" in protos]
+        unknown = sorted(set(targets or ()) - set(available))
+        if unknown:
+            raise UnmixError(f"the X-UMX graph decodes {', '.join(available)}, not {', '.join(unknown)}")
+        self.targets = list(targets or available)
+        threads = nb_threads or os.cpu_count() or 1
+        self._whole_track = _shrinking_run_options()
+        self.nb_threads = threads
+        self._stages = {"encoder": _session(protos["encoder"].SerializeToString(), "encoder", threads)}
+        for s in self.sources:  # one thread each: they run side by side (see `recur`)
+            self._stages[f"lstm_{s}"] = _session(protos[f"lstm_{s}"].SerializeToString(), f"lstm_{s}", 1)
+        for t in self.targets:
+            self._stages[t] = _session(protos[f"decoder_{t}"].SerializeToString(), f"decoder_{t}",
+                                       decoder_threads or threads)
+
+    def __call__(self, mag):
+        """Inference: ``(nb_samples, nb_channels, nb_bins, nb_frames)`` float32 -> target -> same shape."""
+        bridged = self.recur(self.encode(mag))
+        return {t: self.decode(bridged, mag, t) for t in self.targets}
+
+    def encode(self, mag):
+        """Like `CrossNet.encode`: -> c1 ``(nb_frames, nb_samples, hidden_size)``."""
+        return self._stages["encoder"].run(["features"], {"mix": _check_mag(self.config, mag)})[0]
+
+    def recur(self, c1, workers=None):
+        """Like `CrossNet.recur`: -> c2 ``(nb_frames, nb_samples, 2 * hidden_size)``.
+
+        The sources' LSTMs run on up to `workers` threads (default `nb_threads`) side by side:
+        one single-threaded session per thread is faster than one session on several threads
+        (4 umxhq-sized LSTMs over 1 minute on 2 cores: 7.7 s in one 2-thread session, 5.0 s one
+        after the other on one thread, half that two at a time)."""
+        feeds = {"features": np.ascontiguousarray(c1, np.float32)}
+
+        def run(source):
+            return self._stages[f"lstm_{source}"].run([f"recurrence_{source}"], feeds, self._whole_track)[0]
+
+        workers = max(1, min(workers or self.nb_threads, self.nb_threads, len(self.sources)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="unmix-lstm") as pool:
+            total = None
+            for value in pool.map(run, self.sources):  # summed as they come: one output held at a time
+                total = value if total is None else total + value
+        return np.concatenate([feeds["features"], total / np.float32(len(self.sources))], axis=2)
+
+    def decode(self, c2, mag, source):
+        """Like `CrossNet.decode`: c2 + mixture magnitude -> the magnitude of `source`."""
+        feeds = {"lstm_out": np.ascontiguousarray(c2, np.float32), "mix": _check_mag(self.config, mag)}
+        return self._stages[source].run([f"target_{source}"], feeds)[0]
+
+
+def _check_mag(config, mag):
+    """`mag` as contiguous float32, if it is ``(nb_samples, nb_channels, nb_bins, nb_frames)`` for `config`."""
+    if mag.ndim != 4 or mag.shape[1:3] != (config.nb_channels, config.nb_bins):
+        raise UnmixError(f"model expects (nb_samples, {config.nb_channels} channels, {config.nb_bins} bins, "
+                         f"nb_frames), got shape {tuple(mag.shape)}")
+    return np.ascontiguousarray(mag, dtype=np.float32)
+
+
+def _label(source):
+    return str(source) if isinstance(source, (str, os.PathLike)) else "(in memory)"
 
 
 def _read_graph(source):
-    """``(ModelConfig, stage -> ModelProto)`` of a full graph written by `export` (path or proto)."""
+    """``(ModelConfig, sources or None, stage -> ModelProto)`` of a full graph written by `export`
+    (path or proto); sources are those of an X-UMX graph, None for Open-Unmix."""
     import onnx
 
-    label = str(source) if isinstance(source, (str, os.PathLike)) else "(in memory)"
+    label = _label(source)
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_file():
             raise UnmixError(f"no ONNX model at {source}")
@@ -294,7 +471,8 @@ def _read_graph(source):
         raise UnmixError(f"ONNX model {label} was not written by unmix (no {CONFIG_KEY} metadata)")
     try:
         config = ModelConfig.from_dict(json.loads(meta[CONFIG_KEY]))
-        return config, stage_models(source, config)
+        sources = json.loads(meta[SOURCES_KEY]) if SOURCES_KEY in meta else None
+        return config, sources, stage_models(source, config, sources)
     except UnmixError as exc:
         raise UnmixError(f"ONNX model {label}: {exc}") from None
 
@@ -366,37 +544,65 @@ def export(model_folder, out_folder_or_file, targets=None, force=False):
     Args:
         model_folder: an unmix model folder (separator.json + ``<target>.h5``).
         out_folder_or_file: a folder (written atomically), or a ``.onnx`` file when exporting
-            exactly one target.
-        targets: target names (default: all of the folder).
+            exactly one target (or an X-UMX model, whose one graph holds every source).
+        targets: target names (default: all of the folder; an X-UMX model is exported whole).
         force: replace an existing folder or file.
 
     Returns:
         list of the written ``.onnx`` paths.
     """
     meta = read_separator_json(model_folder)
+    if architecture(meta) == XUMX:
+        return _export_xumx(model_folder, meta, Path(out_folder_or_file), targets, force)
     targets = list(targets or meta["targets"])
     out = Path(out_folder_or_file)
     if out.suffix == ".onnx" and len(targets) != 1:
         raise UnmixError(f"{out} is a single file but {len(targets)} targets are to be exported: "
                          "give a folder or one target")
-    if out.exists() and not force:
-        raise UnmixError(f"{out} exists; use --force to replace it")
-    if out.exists() and out.resolve() == Path(model_folder).resolve():
-        raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")
+    _check_export_out(model_folder, out, force)
     params = {t: load_params(model_folder, t) for t in targets}  # all errors before any write
     if out.suffix == ".onnx":
         _save(build_onnx(*params[targets[0]]), out)
         return [out]
     # the folder describes itself: only the exported targets
     exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets}, "format": "onnx"}
+    _write_export(out, {f"{t}.onnx": build_onnx(*params[t]) for t in targets}, exported)
+    return [out / f"{t}.onnx" for t in targets]
+
+
+def _export_xumx(model_folder, meta, out, targets, force):
+    """`export` of an X-UMX folder: one graph (`build_xumx_onnx`) of every source, as the file
+    `out` (``.onnx``) or as ``xumx.onnx`` in the folder `out` with its separator.json."""
+    sources = meta["targets"]
+    if targets and sorted(targets) != sorted(sources):
+        raise UnmixError(f"an X-UMX model needs all its sources ({', '.join(sources)}) to separate any of them: "
+                         "export it whole (and pick targets when separating)")
+    _check_export_out(model_folder, out, force)
+    loaded = {s: load_params(model_folder, s) for s in sources}  # all errors before any write
+    proto = build_xumx_onnx(loaded[sources[0]][0], {s: p for s, (_, p) in loaded.items()}, sources)
+    if out.suffix == ".onnx":
+        _save(proto, out)
+        return [out]
+    _write_export(out, {XUMX_GRAPH: proto}, {**meta, "format": "onnx"})
+    return [out / XUMX_GRAPH]
+
+
+def _check_export_out(model_folder, out, force):
+    if out.exists() and not force:
+        raise UnmixError(f"{out} exists; use --force to replace it")
+    if out.exists() and out.resolve() == Path(model_folder).resolve():
+        raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")
+
+
+def _write_export(out, graphs, meta):
+    """Write the folder `out` atomically: file name -> ONNX model, and `meta` as separator.json."""
     try:
         with atomic_folder(out) as tmp:
-            for target, (config, weights) in params.items():
-                _save(build_onnx(config, weights), tmp / f"{target}.onnx")
-            write_json(tmp / "separator.json", exported)
+            for name, proto in graphs.items():
+                _save(proto, tmp / name)
+            write_json(tmp / "separator.json", meta)
     except OSError as exc:
         raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return [out / f"{t}.onnx" for t in targets]
 
 
 def _save(proto, path):

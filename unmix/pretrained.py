@@ -88,8 +88,12 @@ class PretrainedModel:
 
     Attributes:
         format: 'pth' (one open-unmix-pytorch state dict per target), 'nnabla-h5' (one Sony
-            NNabla parameter file per target) or 'nnabla-zip' (a zip of such .h5 files).
-        files: for 'pth' / 'nnabla-h5' target -> file; for 'nnabla-zip' {'archive': file}.
+            NNabla parameter file per target, or one for a whole X-UMX model) or 'nnabla-zip'
+            (a zip of such .h5 files).
+        files: for 'pth' / 'nnabla-h5' target -> file (X-UMX: {'x-umx': file}); for
+            'nnabla-zip' {'archive': file}.
+        architecture: 'umx' (Open-Unmix, a network per target) or 'xumx' (X-UMX: one network
+            whose sources are the targets).
         nb_bins, max_bin, hidden_size, nb_layers, nb_channels: the architecture of each target
             (`unmix.model.ModelConfig`); sample_rate, n_fft, n_hop: its signal parameters.
     """
@@ -107,6 +111,7 @@ class PretrainedModel:
     hidden_size: int
     max_bin: int
     nb_layers: int = 3
+    architecture: str = "umx"
     source: str = ""  # the publisher's page (DOI / record), for people
     notes: str = ""  # provenance of the hashes and anything unverified
 
@@ -242,6 +247,22 @@ for _name, _data in (("umxhq", "MUSDB18-HQ"), ("umx", "MUSDB18")):
         notes="no published checksum: not verified beyond the zip CRCs",
     ))
 del _name, _data
+
+# Sony's NNabla X-UMX (CrossNet-Open-Unmix, sony/ai-research-code x-umx/README.md): one .h5 for
+# the whole model. Sony publishes no checksum for it either: nothing is verified beyond HDF5's
+# own structure (a truncated or corrupt file fails to convert).
+_register(PretrainedModel(
+    name="xumx",
+    description="Sony's NNabla X-UMX (CrossNet-Open-Unmix) trained on MUSDB18; 4 stems, 44.1 kHz stereo",
+    license="not stated by Sony for the weights (their code: Apache-2.0)",
+    format="nnabla-h5",
+    targets=("bass", "drums", "vocals", "other"),
+    files={"x-umx": WeightFile("https://nnabla.org/pretrained-models/ai-research-code/x-umx/x-umx.h5")},
+    sample_rate=44100.0, n_fft=4096, n_hop=1024, nb_channels=2, hidden_size=512, max_bin=1487,
+    architecture="xumx",
+    source="https://github.com/sony/ai-research-code/tree/master/x-umx",
+    notes="no published checksum: not verified beyond reading it as HDF5",
+))
 
 
 class DownloadError(UnmixError):
@@ -426,6 +447,9 @@ def _convert_into(entry, src, folder):
 
 def _check_converted(entry, meta):
     """The converted weights must be the architecture the registry describes."""
+    got = meta.get("architecture", "umx")
+    if got != entry.architecture:
+        raise UnmixError(f"the weights of {entry.name} are an {got} model, the registry expects {entry.architecture}")
     for target, config in meta["models"].items():
         got = (config["nb_bins"], config["nb_channels"], config["hidden_size"], config["max_bin"] or config["nb_bins"])
         want = (entry.nb_bins, entry.nb_channels, entry.hidden_size, entry.max_bin)

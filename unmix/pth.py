@@ -100,6 +100,8 @@ ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    # torch.__version__, a str subclass, in the 'infos' of an asteroid package: read as the str
+    ("torch.torch_version", "TorchVersion"): str,
     **{("torch", name): _StorageType(name) for name in STORAGE_DTYPES},
 }
 
@@ -164,7 +166,11 @@ def load_state_dict(path):
     open-unmix's training writes ``<target>.pth`` (the state dict) and
     ``<target>.chkpnt`` ({'state_dict': ..., 'optimizer': ..., 'epoch': ...}).
     """
-    obj = load(path)
+    return state_dict_from(load(path), path)
+
+
+def state_dict_from(obj, path):
+    """The state dict in an object that `load` returned (itself, or what a checkpoint wraps)."""
     if isinstance(obj, dict):
         for key in WRAPPER_KEYS:
             if isinstance(obj.get(key), dict):

@@ -5,10 +5,14 @@ Separator uses for its Wiener filter. Only the LSTM needs the whole sequence, an
 sees ``(nb_frames, hidden_size)`` features, so the pipeline runs in three passes:
 
 1. per window: STFT of the window -> magnitude -> each network's encoder (frame-wise);
-2. per target: the LSTM (with the skip connection and fc2) over the whole feature sequence
+2. per network: the LSTM (with the skip connection and fc2) over the whole feature sequence
    (small: hidden_size floats per frame);
 3. per window: STFT again -> decoders -> Wiener filter -> overlap-add, yielding the
    output samples that are finished (`Separator.stream`).
+
+An Open-Unmix model is one network per target. An X-UMX model (`unmix.model.CrossNet`) is one
+network for all its sources: pass 1 runs its encoders and bridge 1, pass 2 its LSTMs and
+bridge 2 (2 * hidden_size floats per frame), pass 3 the decoder of each selected target.
 
 The result equals running the reference on the whole track (the same windows, the same
 arithmetic), but besides the input only per-window buffers and the LSTM features are held:
@@ -81,7 +85,9 @@ class Separator:
 
     Args:
         models: target name -> model with ``config``, ``encode``, ``recur``, ``decode``
-            (an `unmix.model.OpenUnmix` or an ONNX Runtime equivalent).
+            (an `unmix.model.OpenUnmix` or an ONNX Runtime equivalent); a network of several
+            sources (``sources``, ``decode(features, mag, source)``: `unmix.model.CrossNet`
+            or `unmix.onnx_backend.OnnxCrossNet`) is given once per target it estimates.
         sample_rate, n_fft, n_hop: the signal parameters the models were trained with.
         niter: EM iterations of the Wiener filter (0: target magnitudes with the mixture phase).
         softmask: initial estimates by ratio masks instead of magnitudes with mixture phase.
@@ -106,6 +112,8 @@ class Separator:
             raise UnmixError("Wiener EM (niter > 0) needs two sources or more: "
                              "select more targets, add a residual, or use niter 0")
         self.models = dict(models)
+        # each network once (an X-UMX network estimates several targets), in target order
+        self.networks = list({id(m): m for m in self.models.values()}.values())
         self.sample_rate = float(sample_rate)
         self.n_fft, self.n_hop = int(n_fft), int(n_hop)
         self.nb_channels = channels.pop()
@@ -195,16 +203,16 @@ class Separator:
 
         models = list(self.models.values())
         with self._side_by_side() as each:  # each(function, items): the per-target calls of a window
-            encoded = {t: [] for t in self.models}
+            encoded = [[] for _ in self.networks]
             for start, stop in windows:
                 mag = self._magnitude(audio, start, stop)
-                for target, value in zip(self.models, each(lambda m: m.encode(mag), models)):
-                    encoded[target].append(value)
+                for i, value in enumerate(each(lambda m: m.encode(mag), self.networks)):
+                    encoded[i].append(value)
                 bar.update()
-            features = {}
-            for target, value in self._recurrences(encoded, nb_frames):
-                features[target] = value
-                bar.update()
+            features = {}  # id of a network -> its features over the whole track
+            for network, value in zip(self.networks, self._recurrences(encoded, nb_frames)):
+                features[id(network)] = value
+                bar.update(sum(m is network for m in models))
 
             # pass 3 keeps the FFT's frames-first layout (C, T, F) from the STFT through the Wiener
             # filter to the inverse FFT: only the networks' magnitudes are transposed
@@ -217,7 +225,10 @@ class Separator:
                 targets = buffers("targets", (len(models), mag.shape[1], stop - start, mag.shape[2]), np.float32)
 
                 def decode(j, target):
-                    targets[j] = self.models[target].decode(features[target][start:stop], mag)[0].swapaxes(-1, -2)
+                    model = self.models[target]
+                    window = features[id(model)][start:stop]
+                    out = model.decode(window, mag, target) if _is_multi(model) else model.decode(window, mag)
+                    targets[j] = out[0].swapaxes(-1, -2)
 
                 list(each(decode, range(len(models)), self.models))  # (J, C', T, F)
                 est = buffers("estimates", (len(self.targets),) + spec.shape, np.complex64)
@@ -228,16 +239,18 @@ class Separator:
         bar.close()
 
     @contextlib.contextmanager
-    def _side_by_side(self, limit=None):
-        """Yields a `map` that runs per-target calls on up to nb_threads (and `limit`) threads
-        when every model takes concurrent calls (ONNX Runtime sessions), else the builtin map.
+    def _side_by_side(self, limit=None, items=None):
+        """Yields a `map` that runs per-target calls on up to nb_threads (and `limit`, and the
+        number of `items`: default the targets) threads when every model takes concurrent calls
+        (ONNX Runtime sessions), else the builtin map.
 
         One thread per target call, the targets side by side: measured here, 4 umxhq
         decoders on 300 frames take 55 ms one after the other on one thread, 88 ms with
         2-thread sessions (each session's pool spins after its run and takes the core the
         next target's session needs) and 28 ms side by side.
         """
-        workers = min(self.nb_threads, len(self.models), limit or len(self.models))
+        count = len(self.models if items is None else items)
+        workers = min(self.nb_threads, count, limit or count)
         if workers < 2 or not all(getattr(m, "concurrent_calls", False) for m in self.models.values()):
             yield map
             return
@@ -245,19 +258,23 @@ class Separator:
             yield pool.map
 
     def _recurrences(self, encoded, nb_frames):
-        """Pass 2: yields (target, LSTM features) in target order, consuming `encoded`.
+        """Pass 2: yields each network's LSTM features in `networks` order, consuming `encoded`
+        (a list of per-window encodings per network).
 
         Side by side like the other passes (4 umxhq LSTMs over 1 minute: 1.54 s one after the
         other, 0.79 s two at a time), as long as the working sets of the recurrences that run
         together stay within `_SIDE_BY_SIDE_BYTES`.
         """
-        def recur(target):
-            return self.models[target].recur(np.concatenate(encoded.pop(target), axis=0))
+        def recur(i):
+            windows, encoded[i] = encoded[i], None
+            network, features = self.networks[i], np.concatenate(windows, axis=0)
+            # a network of several sources runs their LSTMs side by side itself, within the budget
+            return network.recur(features, workers=affordable) if _is_multi(network) else network.recur(features)
 
-        hidden = max(m.config.hidden_size for m in self.models.values())
+        hidden = max(m.config.hidden_size for m in self.networks)
         affordable = _SIDE_BY_SIDE_BYTES // max(1, _LSTM_FLOATS_PER_HIDDEN * 4 * hidden * nb_frames)
-        with self._side_by_side(limit=max(1, affordable)) as each:
-            yield from zip(self.models, each(recur, list(self.models)))
+        with self._side_by_side(limit=max(1, affordable), items=self.networks) as each:
+            yield from each(recur, range(len(self.networks)))
 
     def _windows(self, nb_frames):
         win = int(self.wiener_win_len) if self.wiener_win_len else nb_frames
@@ -291,6 +308,11 @@ class Separator:
                              f"(at least {min_len} samples at {self.sample_rate:g} Hz)")
         if not np.all(np.isfinite(audio)):
             raise UnmixError("audio contains NaN or infinite samples")
+
+
+def _is_multi(model):
+    """True for a network of several sources (X-UMX), whose decoder is told which one."""
+    return getattr(model, "sources", None) is not None
 
 
 def _float_audio(audio):
@@ -389,7 +411,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
     """
     from unmix import pretrained
-    from unmix.modelfolder import read_separator_json
+    from unmix.modelfolder import XUMX, architecture, read_separator_json
 
     _tune_malloc_once()  # before the warm-up thread and ONNX Runtime's threads make their malloc arenas
     folder = pretrained.resolve_model(model)
@@ -414,7 +436,11 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         from unmix.model import use_gpu
 
         use_gpu()
-    models = {t: _load_network(folder, t, backend, device == "gpu", session_threads) for t in targets}
+    if architecture(meta) == XUMX:  # one network for all targets: its encoders and LSTMs get every thread
+        network = _load_crossnet(folder, targets, backend, device == "gpu", nb_threads, session_threads)
+        models = {t: network for t in targets}
+    else:
+        models = {t: _load_network(folder, t, backend, device == "gpu", session_threads) for t in targets}
     return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
 
@@ -450,6 +476,31 @@ def _load_network(folder, target, backend, builtin_lstm, nb_threads):
             raise UnmixError(f"{graph} is not the model that {Path(folder) / 'separator.json'} describes")
         return net
     return OnnxModel(load_params(folder, target), nb_threads=nb_threads)
+
+
+def _load_crossnet(folder, targets, backend, builtin_lstm, nb_threads, decoder_threads):
+    """The X-UMX network of an "xumx" model folder: the NNabla one, or ONNX Runtime sessions built
+    from the sources' ``.h5`` parameters or read from the graph of an exported folder."""
+    from pathlib import Path
+
+    if backend == "nnabla":
+        from unmix.model import load_crossnet
+
+        return load_crossnet(folder, builtin_lstm=builtin_lstm)
+    from unmix.modelfolder import load_params, read_separator_json, target_config
+    from unmix.onnx_backend import XUMX_GRAPH, OnnxCrossNet
+
+    sources = read_separator_json(folder)["targets"]
+    graph = Path(folder) / XUMX_GRAPH
+    if graph.is_file() and not any((Path(folder) / f"{s}.h5").is_file() for s in sources):
+        net = OnnxCrossNet(graph, targets, nb_threads=nb_threads, decoder_threads=decoder_threads)
+        if net.config != target_config(folder, sources[0]) or net.sources != sources:
+            raise UnmixError(f"{graph} is not the model that {Path(folder) / 'separator.json'} describes")
+        return net
+    loaded = {s: load_params(folder, s) for s in sources}
+    config = loaded[sources[0]][0]
+    return OnnxCrossNet((config, {s: p for s, (_, p) in loaded.items()}, sources), targets,
+                        nb_threads=nb_threads, decoder_threads=decoder_threads)
 
 
 def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):
