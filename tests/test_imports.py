@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = r'''
-import importlib, json, logging, pkgutil, sys
+import importlib, importlib.util, json, logging, pkgutil, sys
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,13 @@ def logging_state():
 before = logging_state()
 import unmix
 modules = sorted(m.name for m in pkgutil.iter_modules(unmix.__path__) if m.name != "__main__")
+has_nnabla = importlib.util.find_spec("nnabla") is not None
 for name in modules:
-    importlib.import_module(f"unmix.{name}")
+    try:
+        importlib.import_module(f"unmix.{name}")
+    except ModuleNotFoundError as exc:  # the training modules, where NNabla is not installed
+        if has_nnabla or exc.name != "nnabla":
+            raise
 after = logging_state()
 report = {"modules": modules, "backend_after_import": matplotlib.get_backend(),
           "changed_loggers": sorted(n for n in before if after.get(n) != before[n]),
