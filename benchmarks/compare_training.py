@@ -9,9 +9,11 @@ Both sides train one target (vocals) of the reference recipe's model (2049 bins,
 tracks: the valid split is held out by the same rule), batches of `batch_size` random-mix
 excerpts of `seq_dur` seconds with gain and channel-swap augmentations:
 
-    unmix      `unmix.train.Trainer.train_step` fed by `unmix.loader.DataLoader` (`nb_workers` worker
-               processes decode the FLAC chunks and compute the magnitudes) over
-               `unmix.datasets.MagnitudeDataset` of `unmix.datasets.load_datasets("musdb", is_wav=True)`
+    unmix      `unmix.train.Trainer(fast=True).train_step`, the CPU training of `unmix train` (the
+               coarse functions of `unmix.ops`, torch's Adam of `unmix.solver`), fed by
+               `unmix.loader.DataLoader` (`nb_workers` worker processes decode the FLAC chunks and
+               compute the magnitudes, frames first) over `unmix.datasets.MagnitudeDataset` of
+               `unmix.datasets.load_datasets("musdb", is_wav=True)`
     reference  `benchmarks/reference_train_worker.py` in the torch venv: the loop of the reference's
                scripts/train.py (encoder STFT in the step, Adam with weight decay, MSE), a torch
                DataLoader with `nb_workers` workers over the reference's MUSDBDataset.__getitem__
