@@ -69,6 +69,9 @@ def _add_separate(sub):
     p.add_argument("--duration", type=float, default=None, help="seconds to separate (default: to the end)")
     p.add_argument("--ext", default=".wav", choices=[".wav", ".flac"], help="output format")
     p.add_argument("--jobs", type=int, default=1, help="files separated in parallel processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="separate on the Dask cluster of this scheduler (tcp://host:8786) instead of local "
+                        "processes; paths must be the same on every worker")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
                    help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
@@ -86,7 +89,7 @@ def _run_separate(args):
                    device=args.device)
     file_options = dict(outdir=args.outdir, ext=args.ext, start=args.start, duration=args.duration,
                         force=args.force, downmix=args.downmix)
-    failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs)
+    failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs, scheduler=args.scheduler)
     return 1 if failures else 0
 
 
@@ -230,6 +233,12 @@ def _add_evaluate(sub):
                    help="scores folder, one per model and settings (kept in its settings.json): tracks scored "
                         "there are skipped, other settings are refused (default: eval/<model or oracle name>)")
     p.add_argument("--cores", type=int, default=1, help="tracks evaluated in parallel processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the tracks on the Dask cluster of this scheduler (tcp://host:8786) instead of "
+                        "local processes; paths must be the same on every worker")
+    p.add_argument("--scorer", default="fast", choices=["fast", "museval"],
+                   help="BSSEval v4 implementation: fast (unmix's, museval's numbers within 1e-3 dB, "
+                        "default) or museval itself")
     p.add_argument("--tracks", nargs="+", default=None, metavar="NAME", help="evaluate only these tracks")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a per-track SDR box plot")
     return p
@@ -242,8 +251,9 @@ def _run_evaluate(args):
         args.root, subset=args.subset, is_wav=args.is_wav, model=args.model, targets=args.targets,
         niter=args.niter, residual=args.residual, wiener_win_len=args.wiener_win_len, backend=args.backend,
         oracle=args.oracle, outdir=args.outdir, evaldir=args.evaldir, cores=args.cores, tracks=args.tracks,
-        plot=args.plot)
-    print(f"{result.method}: median over 1 s frames, then over {len(result.tracks)} tracks (dB)")
+        plot=args.plot, scorer=args.scorer, scheduler=args.scheduler)
+    print(f"{result.method}: median over 1 s frames, then over {len(result.tracks)} tracks (dB), "
+          f"scorer {result.scorer}")
     print(result.table)
     print(f"wrote {result.evaldir / 'scores.csv'} and {result.evaldir / 'scores.md'}"
           + (f", {args.plot}" if args.plot else ""))

@@ -24,6 +24,7 @@ museval's ``(nb_timesteps, nb_channels)`` only where museval is called.
 """
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -452,8 +453,11 @@ def is_done(track, evaldir, targets, outdir=None):
     return outdir is None or all(p.is_file() for p in estimate_paths(outdir, track, targets).values())
 
 
-def evaluate_track(track, estimator, evaldir, outdir=None):
+def evaluate_track(track, estimator, evaldir, outdir=None, scorer="fast", threads=None):
     """Estimate, (save,) score one track and write its JSON.
+
+    Args:
+        scorer, threads: see `score_track`.
 
     Returns:
         ``museval.TrackStore`` of its scores.
@@ -466,13 +470,13 @@ def evaluate_track(track, estimator, evaldir, outdir=None):
         for target, path in estimate_paths(outdir, track, estimates).items():
             audio_io.save(path, estimates[target], rate)
     references = musdb_references(sources, scored_targets(list(estimates)))
-    store = score_track(track.name, references, estimates, rate)
+    store = score_track(track.name, references, estimates, rate, scorer=scorer, threads=threads)
     with atomic_path(track_json_path(evaldir, track)) as tmp:  # last: it marks the track done
         tmp.write_text(store.json)
     return store
 
 
-def evaluate_track_safely(track, estimator, evaldir, outdir=None):
+def evaluate_track_safely(track, estimator, evaldir, outdir=None, scorer="fast", threads=None):
     """`evaluate_track` that reports instead of raising what a user can cause.
 
     Returns:
@@ -480,7 +484,7 @@ def evaluate_track_safely(track, estimator, evaldir, outdir=None):
     """
     start = time.time()
     try:
-        store = evaluate_track(track, estimator, evaldir, outdir)
+        store = evaluate_track(track, estimator, evaldir, outdir, scorer, threads)
         return f"{summary_line(store)} ({time.time() - start:.0f} s)", None
     except UnmixError as exc:
         error = str(exc)
@@ -521,9 +525,21 @@ def _init_worker(spec):
     _WORKER_ESTIMATOR = make_estimator(spec)
 
 
-def _worker_track(track, evaldir, outdir):
-    """In a worker process: `evaluate_track_safely` with the worker's estimator."""
-    return evaluate_track_safely(track, _WORKER_ESTIMATOR, evaldir, outdir)
+def _worker_track(track, evaldir, outdir, scorer):
+    """In a worker process: `evaluate_track_safely` with the worker's estimator (one thread)."""
+    return evaluate_track_safely(track, _WORKER_ESTIMATOR, evaldir, outdir, scorer, threads=1)
+
+
+def _cluster_track(track, spec, evaldir, outdir, scorer):
+    """In a Dask worker: `evaluate_track_safely` with the estimator of `spec`, made once per
+    worker process. One thread per track, as in a local pool: a worker runs as many tracks
+    at once as it has threads (``dask-worker --nthreads``)."""
+    from unmix import cluster
+
+    if spec[0] == "model":
+        spec = ("model", dict(spec[1], nb_threads=1))
+    estimator = cluster.worker_cached(json.dumps(spec, sort_keys=True), lambda: make_estimator(spec))
+    return evaluate_track_safely(track, estimator, evaldir, outdir, scorer, threads=1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -623,14 +639,15 @@ def _writing(path):
 SETTINGS_FILE = "settings.json"
 
 
-def run_settings(estimator, model_path, root, subset, is_wav):
+def run_settings(estimator, model_path, root, subset, is_wav, scorer="fast"):
     """The settings that decide a run's scores, as plain JSON values: the method (model
     folder or oracle), the estimator's options (`settings()` of `OracleEstimator` /
-    `ModelEstimator`) and the dataset (real path of the root, layout, subset). What cannot
-    change a score (cores, plot, outdir, the track selection) is left out."""
+    `ModelEstimator`), the dataset (real path of the root, layout, subset) and the scorer.
+    What cannot change a score (cores, scheduler, plot, outdir, the track selection) is left out."""
     settings = {"model": str(model_path) if model_path is not None else None}
     settings.update(estimator.settings())
-    settings.update(root=os.path.realpath(Path(root).expanduser()), is_wav=bool(is_wav), subset=subset)
+    settings.update(root=os.path.realpath(Path(root).expanduser()), is_wav=bool(is_wav), subset=subset,
+                    scorer=scorer)
     return json.loads(json.dumps(settings))  # tuples -> lists: compares equal to the file's
 
 
@@ -659,6 +676,7 @@ def check_settings(evaldir, settings):
     except (OSError, ValueError) as exc:
         raise UnmixError(f"cannot read {path} ({' '.join(str(exc).split())}); "
                          "use another --evaldir or remove it") from None
+    old.setdefault("scorer", "museval")  # written before unmix had its own scorer
     changed = [f"{key}: {_show(old.get(key))} -> {_show(settings.get(key))}"
                for key in sorted(set(old) | set(settings)) if old.get(key) != settings.get(key)]
     if changed:
@@ -685,11 +703,12 @@ class Evaluation:
     table: str
     evaldir: Path
     skipped: List[str]
+    scorer: str
 
 
 def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=1, residual=None,
              wiener_win_len=300, backend="auto", oracle=None, outdir=None, evaldir=None, cores=1,
-             tracks=None, plot=None, progress=True, log=None):
+             tracks=None, plot=None, progress=True, log=None, scorer="fast", scheduler=None):
     """Evaluate a model (or an oracle) on every track of a MUSDB18 subset.
 
     Args:
@@ -702,6 +721,9 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
             ``eval/<method>``); a rerun skips the tracks scored there, and refuses other settings
             (see `check_settings`).
         cores: tracks evaluated in parallel processes.
+        scorer: "fast" (`unmix.bsseval`, museval's numbers within 1e-3 dB) or "museval".
+        scheduler: address of a Dask scheduler (``tcp://host:8786``): the tracks run on its
+            workers instead of local processes (see `unmix.cluster`); `cores` is then unused.
         plot: write the per-track SDR box plot to this PNG.
         log: where progress lines go (default stderr).
 
@@ -715,6 +737,8 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
     log = log or sys.stderr
     if cores < 1:
         raise UnmixError(f"--cores must be >= 1, got {cores}")
+    if scorer not in SCORERS:
+        raise UnmixError(f"unknown scorer '{scorer}': use one of {', '.join(SCORERS)}")
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise UnmixError(f"the plot is written as PNG: give a .png path, not {plot}")
     found = find_tracks(root, subset, is_wav, tracks)
@@ -730,12 +754,16 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
               "(museval scores MUSDB targets only)", file=log)
     evaldir = Path(evaldir) if evaldir is not None else Path("eval") / method
     model_path = spec[1]["model"] if spec[0] == "model" else None
-    check_settings(evaldir, run_settings(estimator, model_path, root, subset, is_wav))
+    check_settings(evaldir, run_settings(estimator, model_path, root, subset, is_wav, scorer))
     todo = [t for t in found if not is_done(t, evaldir, estimator.targets, outdir)]
     skipped = [t.name for t in found if t not in todo]
     if skipped:
         print(f"{len(skipped)} of {len(found)} tracks already scored in {evaldir}, skipped", file=log)
-    failed = _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log)
+    run = _Run(spec, evaldir.resolve(), Path(outdir).resolve() if outdir is not None else None, scorer)
+    if scheduler is not None:
+        failed = _run_on_cluster(todo, run, scheduler, progress, log)
+    else:
+        failed = _run_tracks(todo, estimator, run, cores, progress, log)
     if failed:
         others = f"the others are scored in {evaldir}, " if failed < len(todo) else ""
         raise UnmixError(f"{failed} of {len(todo)} tracks failed (see above); {others}a rerun does only the failed ones")
@@ -743,11 +771,12 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
     per_track, scores = aggregate(load_scores([track_json_path(evaldir, t) for t in found]))
     names = [t.name for t in found]
     table = format_table(scores, published=is_musdb18_test(names))
-    caption = f"{method}: {subset}, median over 1 s frames, then over {len(names)} tracks (dB)"
+    caption = (f"{method}: {subset}, median over 1 s frames, then over {len(names)} tracks (dB); "
+               f"scored by {SCORER_NAMES[scorer]}")
     _save_tables(scores, f"{caption}\n\n{table}", evaldir)
     if plot is not None:
         plot_sdr(per_track, plot, title=f"{method}: {subset} ({len(found)} tracks)")
-    return Evaluation(method, names, per_track, scores, table, evaldir, skipped)
+    return Evaluation(method, names, per_track, scores, table, evaldir, skipped, scorer)
 
 
 def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, oracle):
@@ -764,24 +793,55 @@ def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, or
     return ("model", options), Path(folder).name
 
 
-def _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log):
+@dataclass(frozen=True)
+class _Run:
+    """What every track of a run shares: the estimator's spec and where results go."""
+
+    spec: tuple
+    evaldir: Path
+    outdir: object  # Path or None
+    scorer: str
+
+
+def _run_tracks(todo, estimator, run, cores, progress, log):
     """Evaluate `todo`, reporting each track as it ends (a failed one does not stop the others).
 
     Returns:
         the number of tracks that failed.
     """
-    bar = tqdm(total=len(todo), unit="track", desc="evaluating", disable=not progress or not todo, file=log)
+    bar = _bar(todo, progress, log)
     try:
         if cores == 1 or len(todo) <= 1:
-            results = (evaluate_track_safely(t, estimator, evaldir, outdir) for t in todo)
+            results = (evaluate_track_safely(t, estimator, run.evaldir, run.outdir, run.scorer) for t in todo)
             return _report(results, bar, log)
-        with _pool(min(cores, len(todo)), spec) as pool:
-            futures = [pool.submit(_worker_track, t, evaldir, outdir) for t in todo]
+        with _pool(min(cores, len(todo)), run.spec) as pool:
+            futures = [pool.submit(_worker_track, t, run.evaldir, run.outdir, run.scorer) for t in todo]
             return _report((f.result() for f in concurrent.futures.as_completed(futures)), bar, log)
     except BrokenProcessPool:  # a worker killed (the OOM killer, a crash)
         raise UnmixError("a worker process died (out of memory?); try fewer --cores") from None
     finally:
         bar.close()
+
+
+def _run_on_cluster(todo, run, scheduler, progress, log):
+    """`_run_tracks` on the Dask cluster at `scheduler`: one task per track."""
+    from unmix import cluster
+
+    # the workers' current folders are not ours: every path they get is absolute
+    todo = [dataclasses.replace(t, path=os.path.abspath(t.path)) for t in todo]
+    spec = ("model", dict(run.spec[1], model=os.path.abspath(run.spec[1]["model"]))) if run.spec[0] == "model" \
+        else run.spec
+    bar = _bar(todo, progress, log)
+    try:
+        tasks = cluster.map_unordered(scheduler, _cluster_track, todo, spec, run.evaldir, run.outdir, run.scorer)
+        results = (result if error is None else (None, f"{track.name}: {error}") for track, result, error in tasks)
+        return _report(results, bar, log)
+    finally:
+        bar.close()
+
+
+def _bar(todo, progress, log):
+    return tqdm(total=len(todo), unit="track", desc="evaluating", disable=not progress or not todo, file=log)
 
 
 def _report(results, bar, log):

@@ -6,6 +6,8 @@ Ctrl-C) leaves no half-written track, and an earlier result is replaced only wit
 """
 import concurrent.futures
 import contextlib
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -75,13 +77,15 @@ def _write_behind(chunks, write):
             pending.result()
 
 
-def separate_files(paths, separator_options, file_options, jobs=1):
+def separate_files(paths, separator_options, file_options, jobs=1, scheduler=None):
     """Separate every file, one failure not stopping the others.
 
     Args:
         separator_options: keyword arguments of `unmix.load_separator`.
         file_options: keyword arguments of `separate_file` (outdir, ext, start, ...).
         jobs: files processed in parallel worker processes.
+        scheduler: address of a Dask scheduler (``tcp://host:8786``): the files are separated
+            on its workers instead (see `unmix.cluster`); `jobs` is then unused.
 
     Returns:
         the number of files that failed (each reported on stderr in one line).
@@ -89,6 +93,8 @@ def separate_files(paths, separator_options, file_options, jobs=1):
     from unmix.separator import load_separator
 
     separator = load_separator(**separator_options)  # a bad model fails here, once, before any file
+    if scheduler is not None:
+        return _separate_on_cluster(paths, separator_options, file_options, scheduler)
     if jobs <= 1 or len(paths) == 1:
         failures = 0
         for path in paths:
@@ -100,6 +106,34 @@ def separate_files(paths, separator_options, file_options, jobs=1):
         futures = {pool.submit(_worker_separate, p, file_options): p for p in paths}
         done = tqdm(concurrent.futures.as_completed(futures), total=len(futures), unit="file", desc="separating")
         return sum(_report(futures[f], f.result(), file_options["outdir"]) for f in done)
+
+
+def _separate_on_cluster(paths, separator_options, file_options, scheduler):
+    """`separate_files` with one task per file on the Dask cluster at `scheduler`."""
+    from unmix import cluster, pretrained
+
+    # the workers' current folders are not ours: every path they get is absolute
+    model = os.path.abspath(pretrained.resolve_model(separator_options.get("model")))
+    options = dict(separator_options, model=model)
+    remote = dict(file_options, outdir=os.path.abspath(file_options["outdir"]))
+    given = {os.path.abspath(p): p for p in paths}
+    tasks = cluster.map_unordered(scheduler, _cluster_separate, list(given), options, remote)
+    failures = 0
+    for path, error, task_error in tqdm(tasks, total=len(given), unit="file", desc="separating"):
+        failures += _report(given[path], error or task_error, file_options["outdir"])
+    return failures
+
+
+def _cluster_separate(path, separator_options, file_options):
+    """In a Dask worker: separate `path` with a separator loaded once per worker process, on
+    one thread as in a local pool (a worker runs as many files at once as it has threads)."""
+    from unmix import cluster
+    from unmix.separator import load_separator
+
+    separator_options = dict(separator_options, nb_threads=1)
+    key = json.dumps(separator_options, sort_keys=True)
+    separator = cluster.worker_cached(key, lambda: load_separator(**separator_options))
+    return _user_error(lambda: separate_file(path, separator, **file_options))
 
 
 def _report(path, error, outdir):
