@@ -50,7 +50,7 @@ import scipy.linalg
 FILTERS_LEN = 512  # museval's distortion filter taps
 CORR_FFT = 16384  # FFT size of the blocked correlations (blocks of CORR_FFT - F + 1 samples)
 CORR_BLOCKS = 32  # blocks transformed at once (bounds memory: 32 x 16384 x channels)
-WINDOW_BATCH = 4  # windows projected at once per thread
+WINDOW_BATCH = 8  # windows projected at once per thread
 ROUNDING_DB = 150.0  # above this, a value measures rounding noise: museval decides it
 METRICS = ("SDR", "ISR", "SIR", "SAR")
 
@@ -212,9 +212,9 @@ def framing(nb_timesteps, window, hop):
 
 
 def _any_silent(sources, start, stop):
-    """museval's ``_any_source_silent`` on a window of ``(nsrc, nchan, nb_timesteps)``:
-    a source whose channels sum to zero at every sample."""
-    return bool(np.any(np.all(np.sum(sources[:, :, start:stop], axis=1, dtype=float) == 0, axis=-1)))
+    """museval's ``_any_source_silent`` on samples start..stop (None: to the end) of sources
+    ``(nchan, nb_timesteps)``: a source whose channels sum to zero at every sample."""
+    return any(not np.any(np.sum(source[:, start:stop], axis=0, dtype=float)) for source in sources)
 
 
 def _filter_spectra(c_all, c_own, fft_size):
@@ -234,13 +234,19 @@ def _filter_spectra(c_all, c_own, fft_size):
 def _window_projections(refs, spectra, starts, length, nb_taps, fft_size):
     """``P_all`` and ``P_own`` of every estimate for the windows beginning at `starts`.
 
+    Args:
+        refs: nsrc references ``(nchan, nb_timesteps)``.
+
     Returns:
         ``(len(starts), 2, nsrc, nchan, length + F - 1)``.
     """
-    nsrc, nchan, _ = refs.shape
-    segments = np.stack([refs[:, :, a:a + length].reshape(nsrc * nchan, length) for a in starts])
-    xf = scipy.fft.rfft(segments, n=fft_size, axis=-1)  # (w, P, nb_bins)
-    yf = np.matmul(np.ascontiguousarray(xf.transpose(2, 0, 1)), spectra)  # (nb_bins, w, 2P)
+    nsrc, nchan = len(refs), refs[0].shape[0]
+    segments = np.empty((length, len(starts), nsrc * nchan))  # time first: spectra come out per frequency
+    for w, a in enumerate(starts):
+        for j, ref in enumerate(refs):
+            segments[:, w, j * nchan:(j + 1) * nchan] = ref[:, a:a + length].T
+    xf = scipy.fft.rfft(segments, n=fft_size, axis=0)  # (nb_bins, w, P)
+    yf = np.matmul(xf, spectra)  # (nb_bins, w, 2P)
     out = scipy.fft.irfft(np.ascontiguousarray(yf.transpose(1, 2, 0)), n=fft_size, axis=-1)
     return out[..., : length + nb_taps - 1].reshape(len(starts), 2, nsrc, nchan, length + nb_taps - 1)
 
@@ -285,48 +291,51 @@ def check_inputs(references, estimates):
     """museval's checks (``metrics.validate``), with its messages.
 
     Args:
-        references, estimates: ``(nsrc, nchan, nb_timesteps)``.
+        references, estimates: sequences of nsrc signals ``(nchan, nb_timesteps)``.
 
     Raises:
         ValueError: as museval for different shapes or an entirely silent source.
     """
-    if references.shape != estimates.shape:
+    shapes = {np.shape(x) for x in list(references) + list(estimates)}
+    if len(shapes) > 1 or len(references) != len(estimates):
         raise ValueError(
             "The shape of estimated sources and the true sources should match. reference_sources.shape "
-            f"= {_museval_shape(references.shape)}, estimated_sources.shape = {_museval_shape(estimates.shape)}")
-    if _any_silent(references, 0, references.shape[-1]):
+            f"= {_museval_shape(references)}, estimated_sources.shape = {_museval_shape(estimates)}")
+    if _any_silent(references, 0, None):
         raise ValueError(
             "All the reference sources should be non-silent (not all-zeros), but at least one of the "
             "reference sources is all 0s, which introduces ambiguity to the evaluation. (Otherwise we "
             "can add infinitely many all-zero sources.)")
-    if _any_silent(estimates, 0, estimates.shape[-1]):
+    if _any_silent(estimates, 0, None):
         raise ValueError(
             "All the estimated sources should be non-silent (not all-zeros), but at least one of the "
             "estimated sources is all 0s. Since we require each reference source to be non-silent, "
             "having a silent estimated source will result in an underdetermined system.")
 
 
-def _museval_shape(shape):
-    return (shape[0], shape[2], shape[1])
+def _museval_shape(sources):
+    """museval's ``(nsrc, nb_timesteps, nchan)`` of a list of ``(nchan, nb_timesteps)``."""
+    nchan, n = np.shape(sources[0])
+    return (len(sources), n, nchan)
 
 
-def pad_or_truncate(references, estimates):
-    """museval's ``pad_or_truncate``: estimates cut or zero-padded to the references' length
-    (arrays ``(nsrc, nchan, nb_timesteps)``)."""
-    n = references.shape[-1]
-    if estimates.shape[-1] > n:
-        return estimates[..., :n]
-    if estimates.shape[-1] < n:
-        return np.pad(estimates, ((0, 0), (0, 0), (0, n - estimates.shape[-1])))
-    return estimates
+def pad_or_truncate(reference, estimate):
+    """museval's ``pad_or_truncate``: an estimate ``(nchan, any nb_timesteps)`` cut or
+    zero-padded to the reference's length."""
+    n = reference.shape[-1]
+    if estimate.shape[-1] > n:
+        return estimate[..., :n]
+    if estimate.shape[-1] < n:
+        return np.pad(estimate, ((0, 0), (0, n - estimate.shape[-1])))
+    return estimate
 
 
 def bss_eval_v4(references, estimates, window, hop, corr=None, nb_taps=FILTERS_LEN, workers=None):
-    """BSSEval v4 of a group of sources scored jointly (references and estimates already of
-    one shape, see `pad_or_truncate`).
+    """BSSEval v4 of a group of sources scored jointly.
 
     Args:
-        references, estimates: ``(nsrc, nchan, nb_timesteps)``.
+        references, estimates: nsrc signals ``(nchan, nb_timesteps)`` each, all of one shape
+            (see `pad_or_truncate`), any float dtype.
         window, hop: in samples.
         corr: precomputed `cross_correlations` of the reference channels with the reference
             then the estimate channels (source-major), ``(P, 2 P, F)``; computed when None.
@@ -337,10 +346,10 @@ def bss_eval_v4(references, estimates, window, hop, corr=None, nb_taps=FILTERS_L
     """
     workers = workers or default_workers()
     check_inputs(references, estimates)
-    nsrc, nchan, n = references.shape
+    nsrc, (nchan, n) = len(references), references[0].shape
     if corr is None:
-        channels = list(references.reshape(nsrc * nchan, n))
-        corr = cross_correlations(channels, channels + list(estimates.reshape(nsrc * nchan, n)), nb_taps,
+        channels = [x[c] for x in references for c in range(nchan)]
+        corr = cross_correlations(channels, channels + [x[c] for x in estimates for c in range(nchan)], nb_taps,
                                   workers=workers)
     c_all, c_own = distortion_filters(corr, nsrc, nchan, nb_taps)
     frames = framing(n, window, hop)
@@ -355,8 +364,8 @@ def bss_eval_v4(references, estimates, window, hop, corr=None, nb_taps=FILTERS_L
         if keep:
             proj = _window_projections(references, spectra, [a for a, _ in keep], length, nb_taps, fft_size)
             for k, (a, b) in enumerate(keep):
-                ref = np.asarray(references[:, :, a:b], dtype=float)
-                est = np.asarray(estimates[:, :, a:b], dtype=float)
+                ref = np.stack([x[:, a:b] for x in references]).astype(float)
+                est = np.stack([x[:, a:b] for x in estimates]).astype(float)
                 out[batch.index((a, b))] = _window_metrics(ref, est, proj[k], nb_taps)
         return out
 
@@ -382,19 +391,19 @@ def evaluate(references, estimates, win=44100, hop=44100, workers=None):
     Returns:
         ``(SDR, ISR, SIR, SAR)``, each float64 ``(nsrc, nwin)``.
     """
-    refs = np.asarray(references).transpose(0, 2, 1)
-    ests = pad_or_truncate(refs, np.asarray(estimates).transpose(0, 2, 1))
+    refs = [x.T for x in np.asarray(references)]
+    ests = [pad_or_truncate(r, x.T) for r, x in zip(refs, np.asarray(estimates))]
     scores = bss_eval_v4(refs, ests, win, hop, workers=workers)
     if needs_museval(scores):
-        return _museval_evaluate(refs, ests, win, hop)
+        scores = _museval_evaluate(refs, ests, win, hop)
     return tuple(scores)
 
 
 def _museval_evaluate(refs, ests, win, hop):
-    """museval itself on ``(nsrc, nchan, nb_timesteps)`` arrays: ``(4, nsrc, nwin)``."""
+    """museval itself on lists of ``(nchan, nb_timesteps)``: ``(4, nsrc, nwin)``."""
     import museval
 
-    return np.stack(museval.evaluate(refs.transpose(0, 2, 1), ests.transpose(0, 2, 1), win=win, hop=hop, mode="v4"))
+    return np.stack(museval.evaluate([x.T for x in refs], [x.T for x in ests], win=win, hop=hop, mode="v4"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -419,7 +428,7 @@ def eval_track(references, estimates, groups, window, hop, workers=None):
     names = list(dict.fromkeys(t for group in groups for t in group))
     n = references[names[0]].shape[-1]
     refs = {t: np.asarray(references[t]) for t in names}
-    ests = {t: pad_or_truncate(refs[t][None], np.asarray(estimates[t])[None])[0] for t in names}
+    ests = {t: pad_or_truncate(refs[t], np.asarray(estimates[t])) for t in names}
     nchan = refs[names[0]].shape[0]
     if any(refs[t].shape != (nchan, n) or ests[t].shape != (nchan, n) for t in names):
         shapes = ", ".join(f"{t} {refs[t].shape} / {ests[t].shape}" for t in names)
@@ -432,8 +441,7 @@ def eval_track(references, estimates, groups, window, hop, workers=None):
     for group in groups:
         rows = [ref_ch.index((t, c)) for t in group for c in range(nchan)]
         cols = rows + [len(ref_ch) + r for r in rows]
-        group_refs = np.stack([refs[t] for t in group])
-        group_ests = np.stack([ests[t] for t in group])
+        group_refs, group_ests = [refs[t] for t in group], [ests[t] for t in group]
         scores = bss_eval_v4(group_refs, group_ests, window, hop, corr=corr[np.ix_(rows, cols)], workers=workers)
         if needs_museval(scores):
             scores = _museval_evaluate(group_refs, group_ests, window, hop)
