@@ -29,7 +29,9 @@ about 20 ``fftconvolve`` calls per source and window. Here:
 - ``G + eps I`` is factored once (Cholesky; LU as museval when it is not positive definite)
   and solved for every estimate's channels at once;
 - each window's references are transformed once and all filters applied as one matrix
-  product per frequency (`_window_projections`); windows run on threads.
+  product per frequency; the energies of the projections and of their differences are
+  taken on those spectra (Parseval), with no inverse transform (`_window_scores`); windows
+  run on threads.
 
 The results equal museval's up to floating-point rounding: tested on a grid of cases to
 1e-3 dB (tests/test_bsseval.py). Where a value is so large (> `ROUNDING_DB`) that it measures
@@ -231,29 +233,22 @@ def _filter_spectra(c_all, c_own, fft_size):
     return np.ascontiguousarray(spectra.transpose(2, 0, 1))
 
 
-def _window_projections(refs, spectra, starts, length, nb_taps, fft_size):
-    """``P_all`` and ``P_own`` of every estimate for the windows beginning at `starts`.
-
-    Args:
-        refs: nsrc references ``(nchan, nb_timesteps)``.
-
-    Returns:
-        ``(len(starts), 2, nsrc, nchan, length + F - 1)``.
-    """
-    nsrc, nchan = len(refs), refs[0].shape[0]
-    segments = np.empty((length, len(starts), nsrc * nchan))  # time first: spectra come out per frequency
-    for w, a in enumerate(starts):
-        for j, ref in enumerate(refs):
-            segments[:, w, j * nchan:(j + 1) * nchan] = ref[:, a:a + length].T
-    xf = scipy.fft.rfft(segments, n=fft_size, axis=0)  # (nb_bins, w, P)
-    yf = np.matmul(xf, spectra)  # (nb_bins, w, 2P)
-    out = scipy.fft.irfft(np.ascontiguousarray(yf.transpose(1, 2, 0)), n=fft_size, axis=-1)
-    return out[..., : length + nb_taps - 1].reshape(len(starts), 2, nsrc, nchan, length + nb_taps - 1)
+def _window_spectra(signals, starts, length, fft_size):
+    """Spectra of windows of every channel: ``(len(starts), nsrc nchan, nb_bins)``, zero-padded
+    to `fft_size` (signals: nsrc arrays ``(nchan, nb_timesteps)``)."""
+    segments = np.stack([np.concatenate([x[:, a:a + length] for x in signals]) for a in starts])
+    return scipy.fft.rfft(segments.astype(float, copy=False), n=fft_size, axis=-1)
 
 
-def _energy(x):
-    """Sum of squares over channels and time: ``(nsrc, nchan, T)`` -> ``(nsrc,)``."""
-    return np.einsum("sct,sct->s", x, x)
+def _energies(spectra, fft_size):
+    """Energy (sum of squares over time) of signals given by their rfft spectra, by Parseval:
+    ``(..., nchan, nb_bins)`` -> ``(...)`` summed over channels."""
+    weight = np.full(spectra.shape[-1], 2.0)  # bins 1.. stand for themselves and their mirror
+    weight[0] = 1.0
+    if fft_size % 2 == 0:
+        weight[-1] = 1.0
+    power = (spectra.real ** 2 + spectra.imag ** 2) @ weight
+    return power.sum(axis=-1) / fft_size
 
 
 def _db(num, den):
@@ -263,24 +258,32 @@ def _db(num, den):
     return np.where(den == 0, np.inf, out)
 
 
-def _window_metrics(ref, est, proj, nb_taps):
-    """SDR, ISR, SIR, SAR ``(4, nsrc)`` of one window.
+def _window_scores(refs, ests, spectra, starts, length, fft_size):
+    """SDR, ISR, SIR, SAR ``(len(starts), 4, nsrc)`` of the windows beginning at `starts`.
 
-    Args:
-        ref, est: ``(nsrc, nchan, L)`` the window's references and estimates (float64).
-        proj: ``(2, nsrc, nchan, L + F - 1)`` P_all and P_own.
+    The projections ``P_all``, ``P_own`` of a window (``length + F - 1`` samples: museval keeps
+    the convolutions' tails) and the zero-padded reference and estimate windows all fit in
+    `fft_size` samples, so their energies and those of their differences are taken on their
+    spectra (Parseval) rather than transforming the projections back.
     """
-    p_all, p_own = proj
-    length = ref.shape[-1]
-    pad = ((0, 0), (0, 0), (0, nb_taps - 1))
-    s, e = np.pad(ref, pad), np.pad(est, pad)
-    energy_s = _energy(ref)
+    nsrc = len(refs)
+    sf = _window_spectra(refs, starts, length, fft_size)  # (w, P, nb_bins)
+    ef = _window_spectra(ests, starts, length, fft_size)
+    proj = np.matmul(np.ascontiguousarray(sf.transpose(2, 0, 1)), spectra)  # (nb_bins, w, 2P)
+    proj = proj.transpose(1, 2, 0).reshape(len(starts), 2, nsrc, -1, sf.shape[-1])
+    p_all, p_own = proj[:, 0], proj[:, 1]
+    shape = (len(starts), nsrc, -1, sf.shape[-1])
+    sf, ef = sf.reshape(shape), ef.reshape(shape)
+    # SDR needs no projection: in time, as museval sums it
+    ref = np.stack([np.stack([x[:, a:a + length] for x in refs]) for a in starts]).astype(float)
+    est = np.stack([np.stack([x[:, a:a + length] for x in ests]) for a in starts]).astype(float)
+    energy_s = np.einsum("wsct,wsct->ws", ref, ref)
     return np.stack([
-        _db(energy_s, _energy(est - ref)),
-        _db(energy_s, _energy(p_own - s)),
-        _db(_energy(p_own), _energy(p_all - p_own)),
-        _db(_energy(p_all), _energy(e - p_all)),
-    ]) if length else np.full((4, ref.shape[0]), np.nan)
+        _db(energy_s, np.einsum("wsct,wsct->ws", est - ref, est - ref)),
+        _db(energy_s, _energies(p_own - sf, fft_size)),
+        _db(_energies(p_own, fft_size), _energies(p_all - p_own, fft_size)),
+        _db(_energies(p_all, fft_size), _energies(ef - p_all, fft_size)),
+    ], axis=1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -359,14 +362,11 @@ def bss_eval_v4(references, estimates, window, hop, corr=None, nb_taps=FILTERS_L
     batches = [frames[i:i + WINDOW_BATCH] for i in range(0, len(frames), WINDOW_BATCH)]
 
     def score(batch):
-        keep = [(a, b) for a, b in batch if not (_any_silent(references, a, b) or _any_silent(estimates, a, b))]
+        keep = [i for i, (a, b) in enumerate(batch)
+                if not (_any_silent(references, a, b) or _any_silent(estimates, a, b))]
         out = np.full((len(batch), 4, nsrc), np.nan)
         if keep:
-            proj = _window_projections(references, spectra, [a for a, _ in keep], length, nb_taps, fft_size)
-            for k, (a, b) in enumerate(keep):
-                ref = np.stack([x[:, a:b] for x in references]).astype(float)
-                est = np.stack([x[:, a:b] for x in estimates]).astype(float)
-                out[batch.index((a, b))] = _window_metrics(ref, est, proj[k], nb_taps)
+            out[keep] = _window_scores(references, estimates, spectra, [batch[i][0] for i in keep], length, fft_size)
         return out
 
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:

@@ -7,11 +7,13 @@ MUSDB18-HQ layout ``<root>/<subset>/<track>/{mixture,vocals,drums,bass,other}.{w
    16-bit through stempeg; wav/flac by libsndfile, which for 16-bit files such as
    MUSDB18-HQ gives exactly musdb's samples, and also reads the flac folders musdb cannot);
 2. estimate the targets: with a separator, or with an oracle (see `ORACLES`);
-3. score them exactly as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops,
-   the vocals/accompaniment pair scored on its own) and write museval's per-track JSON to
+3. score them as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops, the
+   vocals/accompaniment pair scored on its own; by default with `unmix.bsseval`, museval's
+   numbers within 1e-3 dB and many times faster, or museval itself: `SCORERS`; the tracks in
+   local processes or on a Dask cluster, `unmix.cluster`) and write museval's per-track JSON to
    ``<evaldir>/<subset>/<track>.json``, atomically. That file marks the track done: a rerun
    skips it, so a crash loses at most the tracks in flight. ``<evaldir>/settings.json`` records
-   what made the scores (model or oracle, targets, filter options, dataset): a rerun with other
+   what made the scores (model or oracle, targets, filter options, dataset, scorer): a rerun with other
    settings is refused rather than mixing two methods' scores in one table.
 
 The scores are then aggregated as in MUSDB papers and ``museval.EvalStore``: the median over
