@@ -236,19 +236,23 @@ def _filter_spectra(c_all, c_own, fft_size):
 def _window_spectra(signals, starts, length, fft_size):
     """Spectra of windows of every channel: ``(len(starts), nsrc nchan, nb_bins)``, zero-padded
     to `fft_size` (signals: nsrc arrays ``(nchan, nb_timesteps)``)."""
-    segments = np.stack([np.concatenate([x[:, a:a + length] for x in signals]) for a in starts])
-    return scipy.fft.rfft(segments.astype(float, copy=False), n=fft_size, axis=-1)
+    nchan = signals[0].shape[0]
+    segments = np.zeros((len(starts), len(signals) * nchan, fft_size))  # one copy: cast and zero-padding
+    for w, a in enumerate(starts):
+        for j, x in enumerate(signals):
+            segments[w, j * nchan:(j + 1) * nchan, :length] = x[:, a:a + length]
+    return scipy.fft.rfft(segments, axis=-1, overwrite_x=True)
 
 
 def _energies(spectra, fft_size):
     """Energy (sum of squares over time) of signals given by their rfft spectra, by Parseval:
-    ``(..., nchan, nb_bins)`` -> ``(...)`` summed over channels."""
+    ``(w, nsrc, nchan, nb_bins)`` (last axis contiguous) -> ``(w, nsrc)``."""
     weight = np.full(spectra.shape[-1], 2.0)  # bins 1.. stand for themselves and their mirror
     weight[0] = 1.0
     if fft_size % 2 == 0:
         weight[-1] = 1.0
-    power = (spectra.real ** 2 + spectra.imag ** 2) @ weight
-    return power.sum(axis=-1) / fft_size
+    parts = spectra.view(np.float64)  # real, imaginary, real, ...: one pass, no temporaries
+    return np.einsum("wscf,wscf,f->ws", parts, parts, np.repeat(weight, 2)) / fft_size
 
 
 def _db(num, den):
@@ -270,7 +274,7 @@ def _window_scores(refs, ests, spectra, starts, length, fft_size):
     sf = _window_spectra(refs, starts, length, fft_size)  # (w, P, nb_bins)
     ef = _window_spectra(ests, starts, length, fft_size)
     proj = np.matmul(np.ascontiguousarray(sf.transpose(2, 0, 1)), spectra)  # (nb_bins, w, 2P)
-    proj = proj.transpose(1, 2, 0).reshape(len(starts), 2, nsrc, -1, sf.shape[-1])
+    proj = np.ascontiguousarray(proj.transpose(1, 2, 0)).reshape(len(starts), 2, nsrc, -1, sf.shape[-1])
     p_all, p_own = proj[:, 0], proj[:, 1]
     shape = (len(starts), nsrc, -1, sf.shape[-1])
     sf, ef = sf.reshape(shape), ef.reshape(shape)
