@@ -130,6 +130,9 @@ def _add_separate(sub):
                         "demucs); clamp: clip at +-0.99; none: leave samples as they are (integer formats and mp3 "
                         "clip at full scale). Each stem rescaled or clipped is named with its peak")
     p.add_argument("--jobs", type=_integer(1), default=1, help="files separated in parallel processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="separate on the Dask cluster of this scheduler (tcp://host:8786) instead of local "
+                        "processes; paths must be the same on every worker")
     p.add_argument("--backend", default="auto", choices=["auto", "onnx", "nnabla"],
                    help="network runtime: onnx (ONNX Runtime, fast) or nnabla")
     p.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
@@ -151,7 +154,7 @@ def _run_separate(args):
                    device=args.device)
     file_options = dict(outdir=args.outdir, filename=args.filename, fmt=fmt, start=args.start,
                         duration=args.duration, force=args.force, downmix=args.downmix)
-    failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs)
+    failures = stems.separate_files(args.inputs, options, file_options, jobs=args.jobs, scheduler=args.scheduler)
     return 1 if failures else 0
 
 
@@ -306,6 +309,12 @@ def _add_evaluate(sub):
                    help="scores folder, one per model and settings (kept in its settings.json): tracks scored "
                         "there are skipped, other settings are refused (default: eval/<model or oracle name>)")
     p.add_argument("--cores", type=_integer(1), default=1, help="tracks evaluated in parallel processes")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the tracks on the Dask cluster of this scheduler (tcp://host:8786) instead of "
+                        "local processes; paths must be the same on every worker")
+    p.add_argument("--scorer", default="fast", choices=["fast", "museval"],
+                   help="BSSEval v4 implementation: fast (unmix's, museval's numbers within 1e-3 dB, "
+                        "default) or museval itself")
     p.add_argument("--tracks", nargs="+", default=None, metavar="NAME", help="evaluate only these tracks")
     p.add_argument("--plot", default=None, metavar="PNG", help="write a per-track SDR box plot")
     return p
@@ -318,8 +327,9 @@ def _run_evaluate(args):
         args.root, subset=args.subset, is_wav=args.is_wav, model=args.model, targets=args.targets,
         niter=args.niter, residual=args.residual, wiener_win_len=args.wiener_win_len, backend=args.backend,
         oracle=args.oracle, outdir=args.outdir, evaldir=args.evaldir, cores=args.cores, tracks=args.tracks,
-        plot=args.plot)
-    print(f"{result.method}: median over 1 s frames, then over {len(result.tracks)} tracks (dB)")
+        plot=args.plot, scorer=args.scorer, scheduler=args.scheduler)
+    print(f"{result.method}: median over 1 s frames, then over {len(result.tracks)} tracks (dB), "
+          f"scorer {result.scorer}")
     print(result.table)
     print(f"wrote {result.evaldir / 'scores.csv'} and {result.evaldir / 'scores.md'}"
           + (f", {args.plot}" if args.plot else ""))

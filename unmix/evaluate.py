@@ -7,11 +7,13 @@ MUSDB18-HQ layout ``<root>/<subset>/<track>/{mixture,vocals,drums,bass,other}.{w
    16-bit through stempeg; wav/flac by libsndfile, which for 16-bit files such as
    MUSDB18-HQ gives exactly musdb's samples, and also reads the flac folders musdb cannot);
 2. estimate the targets: with a separator, or with an oracle (see `ORACLES`);
-3. score them exactly as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops,
-   the vocals/accompaniment pair scored on its own) and write museval's per-track JSON to
+3. score them as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops, the
+   vocals/accompaniment pair scored on its own; by default with `unmix.bsseval`, museval's
+   numbers within 1e-3 dB and many times faster, or museval itself: `SCORERS`; the tracks in
+   local processes or on a Dask cluster, `unmix.cluster`) and write museval's per-track JSON to
    ``<evaldir>/<subset>/<track>.json``, atomically. That file marks the track done: a rerun
    skips it, so a crash loses at most the tracks in flight. ``<evaldir>/settings.json`` records
-   what made the scores (model or oracle, targets, filter options, dataset): a rerun with other
+   what made the scores (model or oracle, targets, filter options, dataset, scorer): a rerun with other
    settings is refused rather than mixing two methods' scores in one table.
 
 The scores are then aggregated as in MUSDB papers and ``museval.EvalStore``: the median over
@@ -24,6 +26,7 @@ museval's ``(nb_timesteps, nb_channels)`` only where museval is called.
 """
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -52,6 +55,9 @@ MUSDB_TARGETS = {
 }
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 WIN_SECONDS = HOP_SECONDS = 1.0  # museval's (and every MUSDB paper's) framing
+# "fast": unmix.bsseval (museval's numbers to 1e-3 dB, tested; the default), "museval": museval itself
+SCORERS = ("fast", "museval")
+SCORER_NAMES = {"fast": "unmix.bsseval (BSSEval v4, equal to museval within 1e-3 dB)", "museval": "museval"}
 
 # Oracle estimates (sigsep-mus-oracle), from the true sources, on an STFT with the mixture's
 # phase; a lower or upper bound to compare a model with.
@@ -137,7 +143,7 @@ def scored_targets(names):
     return out + (["vocals", "accompaniment"] if has_acc else [])
 
 
-def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECONDS):
+def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECONDS, scorer="fast", threads=None):
     """BSSEval v4 scores of one track, as ``museval.eval_mus_track`` computes them.
 
     Args:
@@ -145,10 +151,15 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
         estimates: target -> estimate ``(nb_channels, nb_timesteps)``; names that are not MUSDB
             targets are ignored, estimates are cut or zero-padded to the references' length.
         win, hop: framing in seconds.
+        scorer: "fast" (`unmix.bsseval`: museval's numbers to 1e-3 dB, many times faster) or
+            "museval" (museval itself).
+        threads: threads of the fast scorer (default: the cores this process may use).
 
     Returns:
         ``museval.TrackStore`` (its ``.json`` is the per-track JSON museval writes).
     """
+    if scorer not in SCORERS:
+        raise UnmixError(f"unknown scorer '{scorer}': use one of {', '.join(SCORERS)}")
     museval = _museval()
     store = museval.TrackStore(win=win, hop=hop, track_name=name)
     names = [t for t in MUSDB_TARGETS if t in estimates]
@@ -161,9 +172,15 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
         groups.append((main, [t for t in main if not (has_acc and t == "vocals")]))
     if has_acc:
         groups.append((["vocals", "accompaniment"], ["vocals", "accompaniment"]))
-    for group, stored in groups:
-        sdr, isr, sir, sar = museval.evaluate([references[t].T for t in group], [estimates[t].T for t in group],
-                                              win=int(win * rate), hop=int(hop * rate), mode="v4")
+    window, step = int(win * rate), int(hop * rate)
+    if scorer == "fast":
+        from unmix import bsseval
+
+        results = bsseval.eval_track(references, estimates, [g for g, _ in groups], window, step, workers=threads)
+    else:
+        results = [museval.evaluate([references[t].T for t in group], [estimates[t].T for t in group],
+                                    win=window, hop=step, mode="v4") for group, _ in groups]
+    for (group, stored), (sdr, isr, sir, sar) in zip(groups, results):
         for i, target in enumerate(group):
             if target in stored:
                 values = {"SDR": sdr[i].tolist(), "SIR": sir[i].tolist(), "ISR": isr[i].tolist(),
@@ -320,8 +337,11 @@ def is_done(track, evaldir, targets, outdir=None):
     return outdir is None or all(p.is_file() for p in estimate_paths(outdir, track, targets).values())
 
 
-def evaluate_track(track, estimator, evaldir, outdir=None):
+def evaluate_track(track, estimator, evaldir, outdir=None, scorer="fast", threads=None):
     """Estimate, (save,) score one track and write its JSON.
+
+    Args:
+        scorer, threads: see `score_track`.
 
     Returns:
         ``museval.TrackStore`` of its scores.
@@ -334,13 +354,13 @@ def evaluate_track(track, estimator, evaldir, outdir=None):
         for target, path in estimate_paths(outdir, track, estimates).items():
             audio_io.save(path, estimates[target], rate)
     references = musdb_references(sources, scored_targets(list(estimates)))
-    store = score_track(track.name, references, estimates, rate)
+    store = score_track(track.name, references, estimates, rate, scorer=scorer, threads=threads)
     with atomic_path(track_json_path(evaldir, track)) as tmp:  # last: it marks the track done
         tmp.write_text(store.json)
     return store
 
 
-def evaluate_track_safely(track, estimator, evaldir, outdir=None):
+def evaluate_track_safely(track, estimator, evaldir, outdir=None, scorer="fast", threads=None):
     """`evaluate_track` that reports instead of raising what a user can cause.
 
     Returns:
@@ -348,7 +368,7 @@ def evaluate_track_safely(track, estimator, evaldir, outdir=None):
     """
     start = time.time()
     try:
-        store = evaluate_track(track, estimator, evaldir, outdir)
+        store = evaluate_track(track, estimator, evaldir, outdir, scorer, threads)
         return f"{summary_line(store)} ({time.time() - start:.0f} s)", None
     except UnmixError as exc:
         error = str(exc)
@@ -389,9 +409,21 @@ def _init_worker(spec):
     _WORKER_ESTIMATOR = make_estimator(spec)
 
 
-def _worker_track(track, evaldir, outdir):
-    """In a worker process: `evaluate_track_safely` with the worker's estimator."""
-    return evaluate_track_safely(track, _WORKER_ESTIMATOR, evaldir, outdir)
+def _worker_track(track, evaldir, outdir, scorer):
+    """In a worker process: `evaluate_track_safely` with the worker's estimator (one thread)."""
+    return evaluate_track_safely(track, _WORKER_ESTIMATOR, evaldir, outdir, scorer, threads=1)
+
+
+def _cluster_track(track, spec, evaldir, outdir, scorer):
+    """In a Dask worker: `evaluate_track_safely` with the estimator of `spec`, made once per
+    worker process. One thread per track, as in a local pool: a worker runs as many tracks
+    at once as it has threads (``dask-worker --nthreads``)."""
+    from unmix import cluster
+
+    if spec[0] == "model":
+        spec = ("model", dict(spec[1], nb_threads=1))
+    estimator = cluster.worker_cached(json.dumps(spec, sort_keys=True), lambda: make_estimator(spec))
+    return evaluate_track_safely(track, estimator, evaldir, outdir, scorer, threads=1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -489,14 +521,15 @@ def _writing(path):
 SETTINGS_FILE = "settings.json"
 
 
-def run_settings(estimator, model_path, root, subset, is_wav):
+def run_settings(estimator, model_path, root, subset, is_wav, scorer="fast"):
     """The settings that decide a run's scores, as plain JSON values: the method (model
     folder or oracle), the estimator's options (`settings()` of `OracleEstimator` /
-    `ModelEstimator`) and the dataset (real path of the root, layout, subset). What cannot
-    change a score (cores, plot, outdir, the track selection) is left out."""
+    `ModelEstimator`), the dataset (real path of the root, layout, subset) and the scorer.
+    What cannot change a score (cores, scheduler, plot, outdir, the track selection) is left out."""
     settings = {"model": str(model_path) if model_path is not None else None}
     settings.update(estimator.settings())
-    settings.update(root=os.path.realpath(Path(root).expanduser()), is_wav=bool(is_wav), subset=subset)
+    settings.update(root=os.path.realpath(Path(root).expanduser()), is_wav=bool(is_wav), subset=subset,
+                    scorer=scorer)
     return json.loads(json.dumps(settings))  # tuples -> lists: compares equal to the file's
 
 
@@ -525,6 +558,7 @@ def check_settings(evaldir, settings):
     except (OSError, ValueError) as exc:
         raise UnmixError(f"cannot read {path} ({' '.join(str(exc).split())}); "
                          "use another --evaldir or remove it") from None
+    old.setdefault("scorer", "museval")  # written before unmix had its own scorer
     changed = [f"{key}: {_show(old.get(key))} -> {_show(settings.get(key))}"
                for key in sorted(set(old) | set(settings)) if old.get(key) != settings.get(key)]
     if changed:
@@ -551,11 +585,12 @@ class Evaluation:
     table: str
     evaldir: Path
     skipped: List[str]
+    scorer: str
 
 
 def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=1, residual=None,
              wiener_win_len=300, backend="auto", oracle=None, outdir=None, evaldir=None, cores=1,
-             tracks=None, plot=None, progress=True, log=None):
+             tracks=None, plot=None, progress=True, log=None, scorer="fast", scheduler=None):
     """Evaluate a model (or an oracle) on every track of a MUSDB18 subset.
 
     Args:
@@ -568,6 +603,9 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
             ``eval/<method>``); a rerun skips the tracks scored there, and refuses other settings
             (see `check_settings`).
         cores: tracks evaluated in parallel processes.
+        scorer: "fast" (`unmix.bsseval`, museval's numbers within 1e-3 dB) or "museval".
+        scheduler: address of a Dask scheduler (``tcp://host:8786``): the tracks run on its
+            workers instead of local processes (see `unmix.cluster`); `cores` is then unused.
         plot: write the per-track SDR box plot to this PNG.
         log: where progress lines go (default stderr).
 
@@ -581,6 +619,8 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
     log = log or sys.stderr
     if cores < 1:
         raise UnmixError(f"--cores must be >= 1, got {cores}")
+    if scorer not in SCORERS:
+        raise UnmixError(f"unknown scorer '{scorer}': use one of {', '.join(SCORERS)}")
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise UnmixError(f"the plot is written as PNG: give a .png path, not {plot}")
     found = find_tracks(root, subset, is_wav, tracks)
@@ -596,12 +636,16 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
               "(museval scores MUSDB targets only)", file=log)
     evaldir = Path(evaldir) if evaldir is not None else Path("eval") / method
     model_path = spec[1]["model"] if spec[0] == "model" else None
-    check_settings(evaldir, run_settings(estimator, model_path, root, subset, is_wav))
+    check_settings(evaldir, run_settings(estimator, model_path, root, subset, is_wav, scorer))
     todo = [t for t in found if not is_done(t, evaldir, estimator.targets, outdir)]
     skipped = [t.name for t in found if t not in todo]
     if skipped:
         print(f"{len(skipped)} of {len(found)} tracks already scored in {evaldir}, skipped", file=log)
-    failed = _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log)
+    run = _Run(spec, evaldir.resolve(), Path(outdir).resolve() if outdir is not None else None, scorer)
+    if scheduler is not None:
+        failed = _run_on_cluster(todo, run, scheduler, progress, log)
+    else:
+        failed = _run_tracks(todo, estimator, run, cores, progress, log)
     if failed:
         others = f"the others are scored in {evaldir}, " if failed < len(todo) else ""
         raise UnmixError(f"{failed} of {len(todo)} tracks failed (see above); {others}a rerun does only the failed ones")
@@ -609,11 +653,12 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
     per_track, scores = aggregate(load_scores([track_json_path(evaldir, t) for t in found]))
     names = [t.name for t in found]
     table = format_table(scores, published=is_musdb18_test(names))
-    caption = f"{method}: {subset}, median over 1 s frames, then over {len(names)} tracks (dB)"
+    caption = (f"{method}: {subset}, median over 1 s frames, then over {len(names)} tracks (dB); "
+               f"scored by {SCORER_NAMES[scorer]}")
     _save_tables(scores, f"{caption}\n\n{table}", evaldir)
     if plot is not None:
         plot_sdr(per_track, plot, title=f"{method}: {subset} ({len(found)} tracks)")
-    return Evaluation(method, names, per_track, scores, table, evaldir, skipped)
+    return Evaluation(method, names, per_track, scores, table, evaldir, skipped, scorer)
 
 
 def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, oracle):
@@ -630,24 +675,55 @@ def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, or
     return ("model", options), Path(folder).name
 
 
-def _run_tracks(todo, estimator, spec, evaldir, outdir, cores, progress, log):
+@dataclass(frozen=True)
+class _Run:
+    """What every track of a run shares: the estimator's spec and where results go."""
+
+    spec: tuple
+    evaldir: Path
+    outdir: object  # Path or None
+    scorer: str
+
+
+def _run_tracks(todo, estimator, run, cores, progress, log):
     """Evaluate `todo`, reporting each track as it ends (a failed one does not stop the others).
 
     Returns:
         the number of tracks that failed.
     """
-    bar = tqdm(total=len(todo), unit="track", desc="evaluating", disable=not progress or not todo, file=log)
+    bar = _bar(todo, progress, log)
     try:
         if cores == 1 or len(todo) <= 1:
-            results = (evaluate_track_safely(t, estimator, evaldir, outdir) for t in todo)
+            results = (evaluate_track_safely(t, estimator, run.evaldir, run.outdir, run.scorer) for t in todo)
             return _report(results, bar, log)
-        with _pool(min(cores, len(todo)), spec) as pool:
-            futures = [pool.submit(_worker_track, t, evaldir, outdir) for t in todo]
+        with _pool(min(cores, len(todo)), run.spec) as pool:
+            futures = [pool.submit(_worker_track, t, run.evaldir, run.outdir, run.scorer) for t in todo]
             return _report((f.result() for f in concurrent.futures.as_completed(futures)), bar, log)
     except BrokenProcessPool:  # a worker killed (the OOM killer, a crash)
         raise UnmixError("a worker process died (out of memory?); try fewer --cores") from None
     finally:
         bar.close()
+
+
+def _run_on_cluster(todo, run, scheduler, progress, log):
+    """`_run_tracks` on the Dask cluster at `scheduler`: one task per track."""
+    from unmix import cluster
+
+    # the workers' current folders are not ours: every path they get is absolute
+    todo = [dataclasses.replace(t, path=os.path.abspath(t.path)) for t in todo]
+    spec = ("model", dict(run.spec[1], model=os.path.abspath(run.spec[1]["model"]))) if run.spec[0] == "model" \
+        else run.spec
+    bar = _bar(todo, progress, log)
+    try:
+        tasks = cluster.map_unordered(scheduler, _cluster_track, todo, spec, run.evaldir, run.outdir, run.scorer)
+        results = (result if error is None else (None, f"{track.name}: {error}") for track, result, error in tasks)
+        return _report(results, bar, log)
+    finally:
+        bar.close()
+
+
+def _bar(todo, progress, log):
+    return tqdm(total=len(todo), unit="track", desc="evaluating", disable=not progress or not todo, file=log)
 
 
 def _report(results, bar, log):

@@ -266,11 +266,25 @@ def _builtin_lstm(x, w0, w_rest, bias, cfg):
 def use_gpu():
     """Make cuDNN NNabla's default context (needs the nnabla-ext-cuda package and a GPU)."""
     try:
-        from nnabla.ext_utils import get_extension_context
-
-        nn.set_default_context(get_extension_context("cudnn"))
+        nn.set_default_context(extension_context("cudnn"))
     except Exception as exc:
         raise UnmixError(f"cannot use the GPU: install nnabla-ext-cuda matching your CUDA ({exc})") from None
+
+
+def extension_context(name):
+    """NNabla's context `name` ('cpu', 'cuda', 'cudnn'). A missing extension raises, as before,
+    but without NNabla's own ERROR log line: the caller turns it into its one-line message."""
+    import logging
+
+    from nnabla.ext_utils import get_extension_context
+
+    logger = logging.getLogger("nnabla")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return get_extension_context(name)
+    finally:
+        logger.setLevel(level)
 
 
 def _lstm_layer(x, w, b, hidden):

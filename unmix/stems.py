@@ -26,6 +26,7 @@ with its peak.
 """
 import concurrent.futures
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -288,13 +289,15 @@ def _write_behind(chunks, write):
 # ----------------------------------------------------------------------------------- batches
 
 
-def separate_files(paths, separator_options, file_options, jobs=1):
+def separate_files(paths, separator_options, file_options, jobs=1, scheduler=None):
     """Separate every file, one failure not stopping the others.
 
     Args:
         separator_options: keyword arguments of `unmix.load_separator`.
         file_options: keyword arguments of `separate_file` (outdir, filename, fmt, start, ...).
         jobs: files processed in parallel worker processes.
+        scheduler: address of a Dask scheduler (``tcp://host:8786``): the files are separated
+            on its workers instead (see `unmix.cluster`); `jobs` is then unused.
 
     Returns:
         the number of files that failed (each reported on stderr in one line).
@@ -314,6 +317,8 @@ def separate_files(paths, separator_options, file_options, jobs=1):
               "which the Wiener filter needs (--residual NAME names it, --niter 0 does without)", file=sys.stderr)
     plan_outputs(paths, file_options["outdir"], separator.targets, file_options.get("filename", DEFAULT_FILENAME),
                  fmt.ext)  # two inputs onto one file: refused before any work
+    if scheduler is not None:
+        return _separate_on_cluster(paths, separator_options, file_options, scheduler)
     if jobs <= 1 or len(paths) == 1:
         failures = 0
         for path in paths:
@@ -325,6 +330,35 @@ def separate_files(paths, separator_options, file_options, jobs=1):
         futures = {pool.submit(_worker_separate, p, file_options): p for p in paths}
         done = tqdm(concurrent.futures.as_completed(futures), total=len(futures), unit="file", desc="separating")
         return sum(_report(futures[f], f.result()) for f in done)
+
+
+def _separate_on_cluster(paths, separator_options, file_options, scheduler):
+    """`separate_files` with one task per file on the Dask cluster at `scheduler`."""
+    from unmix import cluster, pretrained
+
+    # the workers' current folders are not ours: every path they get is absolute
+    model = os.path.abspath(pretrained.resolve_model(separator_options.get("model")))
+    options = dict(separator_options, model=model)
+    remote = dict(file_options, outdir=os.path.abspath(file_options["outdir"]))
+    given = {os.path.abspath(p): p for p in paths}
+    tasks = cluster.map_unordered(scheduler, _cluster_separate, list(given), options, remote)
+    failures = 0
+    for path, outcome, task_error in tqdm(tasks, total=len(given), unit="file", desc="separating"):
+        failures += _report(given[path], outcome if task_error is None else (None, task_error))
+    return failures
+
+
+def _cluster_separate(path, separator_options, file_options):
+    """In a Dask worker: separate `path` with a separator loaded once per worker process, on
+    one thread as in a local pool (a worker runs as many files at once as it has threads);
+    returns ``(result, error line)`` as `_user_error`."""
+    from unmix import cluster
+    from unmix.separator import load_separator
+
+    separator_options = dict(separator_options, nb_threads=1)
+    key = json.dumps(separator_options, sort_keys=True)
+    separator = cluster.worker_cached(key, lambda: load_separator(**separator_options))
+    return _user_error(lambda: separate_file(path, separator, **file_options))
 
 
 def _report(path, outcome):

@@ -676,9 +676,10 @@ def _setup_context(context):
         return None
     try:
         import nnabla as nn
-        from nnabla.ext_utils import get_extension_context
 
-        ctx = get_extension_context(context)
+        from unmix.model import extension_context
+
+        ctx = extension_context(context)
         comm = None
         if size > 1:
             import nnabla.communicators as C
