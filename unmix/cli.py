@@ -178,7 +178,7 @@ def _run_demo(args):
 
 def _add_train(sub):
     p = sub.add_parser(
-        "train", help="train one target model (the open-unmix recipe)",
+        "train", help="train one target model (the open-unmix recipe), or X-UMX (--architecture xumx)",
         description="Train one target; --output becomes a model folder for `unmix separate --model DIR`. "
                     "Multi-GPU: mpirun -n N unmix train --context cudnn ...")
     p.add_argument("--root", default=None, help="dataset root (musdb: $MUSDB_PATH if unset)")
