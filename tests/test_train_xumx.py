@@ -128,3 +128,17 @@ def test_unsupported_xumx_options_are_one_line_errors(tmp_path, musdb_root, caps
     assert cli.main(argv + flags[next(iter(change))]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_epochs_zero_writes_a_model_folder_and_force_starts_over(tmp_path, musdb_root):
+    out = tmp_path / "m"
+    first = tr.train(tr.TrainOptions(root=str(musdb_root), output=str(out), epochs=0, **TINY))
+    assert first.epochs_trained == 0 and first.has_model
+    before = read_h5_params(out / "drums.h5")
+    with pytest.raises(tr.UnmixError, match="--force"):
+        tr.train(tr.TrainOptions(root=str(musdb_root), output=str(out), epochs=0, **TINY))
+    again = tr.train(tr.TrainOptions(root=str(musdb_root), output=str(out), epochs=0, force=True, seed=7, **TINY))
+    assert again.has_model and read_separator_json(out)["architecture"] == "xumx"
+    after, checkpoint = read_h5_params(out / "drums.h5"), read_h5_params(out / "xumx.chkpnt.h5")
+    assert np.array_equal(after["fc1/affine/W"], checkpoint["drums/fc1/affine/W"])  # the new run's weights
+    assert not np.array_equal(after["fc1/affine/W"], before["fc1/affine/W"])  # another seed: replaced
