@@ -111,7 +111,7 @@ def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
     then the loss plot."""
     import nnabla as nn
 
-    from unmix.model import save_target, write_json
+    from unmix.model import write_json
 
     folder = Path(folder)
     with signals_held():
@@ -120,22 +120,47 @@ def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
             nn.save_parameters(str(tmp), params=model.parameters, extension=".h5")
         trainer.save_solver(folder / f"{target}.solver.h5")
         if is_best:
-            save_target(folder, target, model)
-            add_to_separator_json(folder, target, model.config, summary["sample_rate"], summary["n_fft"],
-                                  summary["n_hop"])
+            _save_model(folder, target, model, summary["sample_rate"], summary["n_fft"], summary["n_hop"])
         write_json(folder / f"{target}.json", {"target": target, **state.to_json(), **summary})
     if state.epoch:
         plot_losses(folder / f"{target}_loss.png", state.curves["train_loss_history"],
-                    state.curves["valid_loss_history"], state.best_epoch, title=target)
+                    state.curves["valid_loss_history"], state.best_epoch, title=target,
+                    ylabel="MSE on magnitudes" if getattr(model, "sources", None) is None else "multi-domain loss")
 
 
-def copy_best(source, folder, target, config, sample_rate, n_fft, n_hop):
-    """Bring the best weights of `target` from the `source` folder along (a resume into another folder)."""
-    src = Path(source) / f"{target}.h5"
-    if src.is_file():
-        with signals_held(), atomic_path(Path(folder) / src.name) as tmp:
-            shutil.copyfile(src, tmp)
-        add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop)
+def _save_model(folder, target, model, sample_rate, n_fft, n_hop):
+    """The model weights: the target's into the folder's separator.json, or an X-UMX network (a
+    model with ``sources``) as the folder's one model."""
+    from unmix.model import save_target
+    from unmix.modelfolder import XUMX, save_params, write_separator_json
+
+    sources = getattr(model, "sources", None)
+    if sources is None:
+        save_target(folder, target, model)
+        add_to_separator_json(folder, target, model.config, sample_rate, n_fft, n_hop)
+        return
+    for source, params in model.get_params().items():
+        save_params(folder, source, model.config, params)
+    write_separator_json(folder, {s: model.config for s in sources}, sample_rate, n_fft, n_hop, architecture=XUMX)
+
+
+def copy_best(source, folder, target, model, sample_rate, n_fft, n_hop):
+    """Bring the best weights of `target` (X-UMX: of every source) from the `source` folder along
+    (a resume into another folder)."""
+    from unmix.modelfolder import XUMX, write_separator_json
+
+    sources = getattr(model, "sources", None)
+    names = [target] if sources is None else list(sources)
+    if not all((Path(source) / f"{name}.h5").is_file() for name in names):
+        return
+    with signals_held():
+        for name in names:
+            with atomic_path(Path(folder) / f"{name}.h5") as tmp:
+                shutil.copyfile(Path(source) / f"{name}.h5", tmp)
+    if sources is None:
+        add_to_separator_json(folder, target, model.config, sample_rate, n_fft, n_hop)
+    else:
+        write_separator_json(folder, {s: model.config for s in sources}, sample_rate, n_fft, n_hop, architecture=XUMX)
 
 
 def add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop):
@@ -186,7 +211,7 @@ def _folder_models(folder):
     return meta, configs, extra
 
 
-def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None):
+def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None, ylabel="MSE on magnitudes"):
     """Write the training and validation curves (log scale) as a PNG (matplotlib's Agg canvas,
     without pyplot, so the caller's matplotlib backend is left alone)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -205,7 +230,7 @@ def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None):
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("MSE on magnitudes")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.legend()

@@ -181,14 +181,19 @@ def _run_demo(args):
 
 def _add_train(sub):
     p = sub.add_parser(
-        "train", help="train one target model (the open-unmix recipe)",
+        "train", help="train one target model (the open-unmix recipe), or X-UMX (--architecture xumx)",
         description="Train one target; --output becomes a model folder for `unmix separate --model DIR`. "
                     "Multi-GPU: mpirun -n N unmix train --context cudnn ...")
     p.add_argument("--root", default=None, help="dataset root (musdb: $MUSDB_PATH if unset)")
     p.add_argument("--dataset", default="musdb",
                    choices=["musdb", "aligned", "sourcefolder", "trackfolder_fix", "trackfolder_var"])
     p.add_argument("--is-wav", action="store_true", help="musdb: read the MUSDB18-HQ folder layout")
-    p.add_argument("--target", default="vocals", help="target source (musdb)")
+    p.add_argument("--target", default="vocals", help="target source (musdb; ignored by xumx)")
+    p.add_argument("--architecture", default="umx", choices=["umx", "xumx"],
+                   help="umx: one target; xumx: X-UMX, one network for bass, drums, vocals and other trained "
+                        "jointly with its multi-domain combination loss (musdb, CPU)")
+    p.add_argument("--mcoef", type=float, default=10.0, help="xumx: weight of the time-domain (weighted SDR) loss")
+    p.add_argument("--valid-dur", type=float, default=10.0, help="xumx: seconds per validation chunk")
     p.add_argument("--output", default="open-unmix", help="model folder to write")
     p.add_argument("--checkpoint", default=None, metavar="DIR", help="resume the training saved in DIR")
     p.add_argument("--model", default=None, help="fine-tune from a model folder or registry name")
@@ -200,7 +205,9 @@ def _add_train(sub):
                         "weights (input statistics set) as a model folder that separates, and a checkpoint")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.001, help="learning rate")
-    p.add_argument("--patience", type=int, default=140, help="early-stopping patience (epochs)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early-stopping patience (epochs; default 140, with --architecture xumx 1000 as Sony's: "
+                        "no early stopping within the 1000 epochs)")
     p.add_argument("--lr-decay-patience", type=int, default=80, help="plateau epochs before a decay")
     p.add_argument("--lr-decay-gamma", type=float, default=0.3, help="learning-rate decay factor")
     p.add_argument("--weight-decay", type=float, default=0.00001)
@@ -262,7 +269,7 @@ def _run_train(args):
         nfft=args.nfft, nhop=args.nhop, nb_workers=args.nb_workers,
         source_augmentations=args.source_augmentations, valid_tracks=args.valid_tracks,
         dataset_options=dataset_options, context=args.context, valid_backend=args.valid_backend,
-        quiet=args.quiet)
+        quiet=args.quiet, architecture=args.architecture, mcoef=args.mcoef, valid_dur=args.valid_dur)
     result = train.train(options)
     interrupted = result.stopped == "interrupted"
     if interrupted or not args.quiet:

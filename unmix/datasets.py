@@ -738,6 +738,28 @@ class MUSDBDataset(UnmixDataset):
     def __len__(self):
         return len(self.tracks) * self.samples_per_track
 
+    def get_sources(self, index: int, epoch: int = 0,
+                    order: Sequence[str] = MUSDB_SOURCES) -> Tuple[np.ndarray, np.ndarray]:
+        """Sample `index` of `epoch` with every source: ``(x, stems)``, float32 ``(nb_channels,
+        nb_timesteps)`` and ``(4, nb_channels, nb_timesteps)`` in the given `order` (X-UMX's is
+        bass, drums, vocals, other). The same draws as `get`: the train split's x is the sum of
+        the stems."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        index %= n
+        rng = self.rng(index, epoch)
+        if self._chunked:
+            stems = self._chunk_stems(index, rng)
+            x = np.sum(list(stems.values()), axis=0)
+        else:
+            _, refs, length = self.tracks[index // self.samples_per_track]
+            stems = {s: read_chunk(refs[s], 0, length, self.nb_channels) for s in MUSDB_SOURCES}
+            x = (read_chunk(refs["mixture"], 0, length, self.nb_channels) if "mixture" in refs
+                 else np.sum(list(stems.values()), axis=0))
+        return (np.asarray(x, np.float32),
+                np.stack([np.asarray(stems[s], np.float32) for s in order]))
+
     def _get(self, index, rng):
         if self._chunked:
             return self._get_chunk(index, rng)
@@ -756,7 +778,8 @@ class MUSDBDataset(UnmixDataset):
             y = sources[self.target]
         return x, y
 
-    def _get_chunk(self, index, rng):
+    def _chunk_stems(self, index, rng):
+        """source -> augmented chunk of sample `index` (from random tracks with `random_track_mix`)."""
         seq_len = self.seq_len
         track = self.tracks[index // self.samples_per_track]
         start = _chunk_start(rng, track[2], seq_len, True)
@@ -766,6 +789,10 @@ class MUSDBDataset(UnmixDataset):
                 track = self.tracks[int(rng.integers(len(self.tracks)))]
                 start = _chunk_start(rng, track[2], seq_len, True)
             stems[source] = self._augment(read_chunk(track[1][source], start, start + seq_len), rng)
+        return stems
+
+    def _get_chunk(self, index, rng):
+        stems = self._chunk_stems(index, rng)
         x = np.sum(list(stems.values()), axis=0)
         # accompaniment: the reference subtracts the vocals from the mix
         y = x - stems["vocals"] if self.target == "accompaniment" else stems[self.target]
@@ -896,6 +923,47 @@ class MagnitudeDataset:
     def get(self, index, epoch=0):
         x, y = self.dataset.get(index, epoch)
         return tuple(model_magnitude(a, self.n_fft, self.n_hop, self.nb_channels, self.frames_first) for a in (x, y))
+
+
+class SourcesDataset:
+    """A view of a `MUSDBDataset` yielding every source: ``get(index, epoch)`` -> ``(x, stems)``
+    float32 ``(nb_channels, nb_timesteps)`` and ``(S, nb_channels, nb_timesteps)`` in the order of
+    `sources` (X-UMX's validation tracks). Picklable."""
+
+    def __init__(self, dataset, sources=("bass", "drums", "vocals", "other")):
+        if not hasattr(dataset, "get_sources"):
+            raise UnmixError(f"X-UMX trains on every MUSDB source: use --dataset musdb, not {type(dataset).__name__}")
+        self.dataset, self.sources = dataset, tuple(sources)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def set_epoch(self, epoch):
+        self.dataset.set_epoch(epoch)
+
+    def get(self, index, epoch=0):
+        return self.dataset.get_sources(index, epoch, self.sources)
+
+
+class XumxDataset(SourcesDataset):
+    """A view of a `MUSDBDataset` yielding what X-UMX's training graph reads (`unmix.model.CrossNet.
+    build_loss`), so DataLoader workers do the STFTs (center=True, as Sony's graph):
+    ``get(index, epoch)`` -> float32 ``(mix, real, imag, target_mag, target_time)``:
+    the mixture's magnitude and STFT ``(C, T, bins)`` (frames first), the sources' magnitudes
+    ``(S, C, T, bins)`` and signals ``(S, C, (T - 1) * n_hop)`` (the length of the ISTFT).
+    """
+
+    def __init__(self, dataset, n_fft, n_hop, sources=("bass", "drums", "vocals", "other")):
+        super().__init__(dataset, sources)
+        self.n_fft, self.n_hop = n_fft, n_hop
+
+    def get(self, index, epoch=0):
+        x, stems = super().get(index, epoch)
+        spec = transforms.stft(x, self.n_fft, self.n_hop, center=True, frames_first=True)
+        targets = transforms.magnitude(transforms.stft(stems, self.n_fft, self.n_hop, center=True, frames_first=True))
+        length = (spec.shape[-2] - 1) * self.n_hop
+        return (np.abs(spec).astype(np.float32), spec.real.copy(), spec.imag.copy(), targets.astype(np.float32),
+                np.ascontiguousarray(stems[..., :length]))
 
 
 class Subset:

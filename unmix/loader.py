@@ -27,25 +27,26 @@ import numpy as np
 from unmix.errors import UnmixError
 
 
-def load_batch(dataset, indices: Sequence[int], epoch: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Stack samples `indices` of `epoch`: x, y float32 ``(batch, *sample shape)``."""
-    pairs = [dataset.get(int(i), epoch) for i in indices]
-    shapes = {p[0].shape for p in pairs} | {p[1].shape for p in pairs}
-    if len(shapes) > 1:
-        raise UnmixError(f"samples of one batch differ in shape {sorted(shapes)}; "
-                         "use batch_size=1 for full tracks")
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+def load_batch(dataset, indices: Sequence[int], epoch: int) -> Tuple[np.ndarray, ...]:
+    """Stack samples `indices` of `epoch`: each array of a sample (x, y, or the several arrays of an
+    X-UMX sample) as float32 ``(batch, *its shape)``."""
+    samples = [dataset.get(int(i), epoch) for i in indices]
+    for k in range(len(samples[0])):
+        shapes = {s[k].shape for s in samples}
+        if len(shapes) > 1:
+            raise UnmixError(f"samples of one batch differ in shape {sorted(shapes)}; "
+                             "use batch_size=1 for full tracks")
+    return tuple(np.stack([s[k] for s in samples]) for k in range(len(samples[0])))
 
 
 def _to_shared(batch, name):
-    """Copy (x, y) into a new shared memory block `name`; return (name, x shape, y shape).
+    """Copy the arrays of `batch` into a new shared memory block `name`; return (name, their shapes).
 
     A 16 x 6 s stereo batch is 12 MB of audio (68 MB as the magnitudes x and y of
     `MagnitudeDataset`): through a pipe it costs the parent hundreds of ms on a busy
     machine, through shared memory one copy.
     """
-    x, y = batch
-    size = max(1, x.nbytes + y.nbytes)
+    size = max(1, sum(a.nbytes for a in batch))
     shm = shared_memory.SharedMemory(name=name, create=True, size=size)
     try:
         # reserve the pages now: a /dev/shm too small for the block (Docker's default is 64 MB)
@@ -56,26 +57,30 @@ def _to_shared(batch, name):
         shm.unlink()
         raise UnmixError(f"/dev/shm has no room for a batch of {size / 2**20:.0f} MB ({exc.strerror}): "
                          f"{_SHM_HINT}") from None
-    view_x = np.ndarray(x.shape, np.float32, shm.buf)
-    view_y = np.ndarray(y.shape, np.float32, shm.buf, offset=x.nbytes)
-    view_x[...], view_y[...] = x, y
-    del view_x, view_y  # release the buffer before close
+    offset = 0
+    for array in batch:
+        view = np.ndarray(array.shape, np.float32, shm.buf, offset=offset)
+        view[...] = array
+        offset += array.nbytes
+        del view  # release the buffer before close
     # the parent attaches, copies and unlinks; the worker's tracker must not unlink it too
     resource_tracker.unregister(shm._name, "shared_memory")
     shm.close()
-    return name, x.shape, y.shape
+    return name, tuple(a.shape for a in batch)
 
 
-def _from_shared(meta) -> Tuple[np.ndarray, np.ndarray]:
-    name, x_shape, y_shape = meta
+def _from_shared(meta) -> Tuple[np.ndarray, ...]:
+    name, shapes = meta
     shm = shared_memory.SharedMemory(name=name)
+    arrays, offset = [], 0
     try:
-        x = np.ndarray(x_shape, np.float32, shm.buf).copy()
-        y = np.ndarray(y_shape, np.float32, shm.buf, offset=x.nbytes).copy()
+        for shape in shapes:
+            arrays.append(np.ndarray(shape, np.float32, shm.buf, offset=offset).copy())
+            offset += arrays[-1].nbytes
     finally:
         shm.close()
         shm.unlink()
-    return x, y
+    return tuple(arrays)
 
 
 def _unlink_shared(name: str) -> None:

@@ -182,17 +182,34 @@ class OpenUnmix:
             return F.mean(F.squared_error(self.build(mix, training=True, dropout=dropout), target))
         from unmix import ops
 
+        x = self._fast_encoder(mix)  # (T*N, s)
+        features = self._fast_recurrence(F.reshape(x, (-1, mix.shape[0], x.shape[1])), dropout)
+        x = self._fast_decoder(F.concatenate(x, features, axis=1))
+        with nn.parameter_scope("", self._scope):
+            return ops.mask_mse(x, _param("output_scale"), _param("output_mean"), mix, target)
+
+    # -- the fast CPU training graph, in pieces (see `build_loss`; CrossNet joins them) --------
+    def _fast_encoder(self, mix):
+        """Frames-first mixture magnitude ``(N, C, T, bins)`` -> tanh(bn1(fc1(x_s))) ``(T * N, s)``."""
+        from unmix import ops
+
         cfg = self.config
-        nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
+        _, nb_channels, _, nb_bins = mix.shape
         if (nb_channels, nb_bins) != (cfg.nb_channels, cfg.nb_bins):
             raise UnmixError(f"model expects {cfg.nb_channels} channels x {cfg.nb_bins} bins (frames first), "
                              f"got {nb_channels} x {nb_bins}")
-        s = cfg.hidden_size
         with nn.parameter_scope("", self._scope):
             x = ops.scaled_affine(mix, _param("input_mean"), _param("input_scale"), _param("fc1/affine/W"),
                                   cfg.model_bins)
-            x = F.tanh(_fast_batch_norm(ops, x, "bn1"))  # (T*N, s)
-            x = F.reshape(x, (nb_frames, nb_samples, s))
+            return F.tanh(_fast_batch_norm(ops, x, "bn1"))
+
+    def _fast_recurrence(self, x, dropout):
+        """The stacked LSTM layers (dropout between them): ``(T, N, s)`` -> ``(T * N, s)``."""
+        from unmix import ops
+
+        cfg = self.config
+        nb_frames, nb_samples, s = x.shape
+        with nn.parameter_scope("", self._scope):
             with nn.parameter_scope("lstm/lstm"):
                 w0, bias = _param("weight_l0"), _param("bias")
                 w_rest = _param("weight") if cfg.nb_layers > 1 else None
@@ -201,10 +218,15 @@ class OpenUnmix:
                 if layer > 0 and dropout:
                     h = F.dropout(h, dropout)
                 h = ops.lstm_layer(h, w0 if layer == 0 else _index(w_rest, layer - 1), _index(bias, layer))
-            x = F.reshape(F.concatenate(x, h, axis=2), (nb_frames * nb_samples, 2 * s))
+        return F.reshape(h, (nb_frames * nb_samples, s))
+
+    def _fast_decoder(self, x):
+        """fc2 -> bn2 -> relu -> fc3 -> bn3: ``(T * N, 2 s)`` -> ``(T * N, C * bins)``, before the output scaling."""
+        from unmix import ops
+
+        with nn.parameter_scope("", self._scope):
             x = F.relu(_fast_batch_norm(ops, ops.affine(x, _param("fc2/affine/W")), "bn2"))
-            x = _fast_batch_norm(ops, ops.affine(x, _param("fc3/affine/W")), "bn3")
-            return ops.mask_mse(x, _param("output_scale"), _param("output_mean"), mix, target)
+            return _fast_batch_norm(ops, ops.affine(x, _param("fc3/affine/W")), "bn3")
 
     def _lstm(self, x, training, dropout=LSTM_DROPOUT):
         """Stacked (bi)LSTM over ``(nb_frames, nb_samples, hidden_size)`` -> same shape."""
@@ -428,6 +450,62 @@ class CrossNet:
 
     def nb_parameters(self):
         return sum(net.nb_parameters() for net in self.nets.values())
+
+    @property
+    def parameters(self):
+        """``<source>/<name>`` -> nn.Variable, every branch's (running statistics included): the
+        names of a training checkpoint."""
+        return {f"{s}/{k}": v for s, net in self.nets.items() for k, v in net.parameters.items()}
+
+    def trainable_parameters(self):
+        """``<source>/<name>`` -> nn.Variable for the solver (running statistics excluded)."""
+        return {f"{s}/{k}": v for s, net in self.nets.items() for k, v in net.trainable_parameters().items()}
+
+    def set_flat_params(self, params):
+        """Load the ``<source>/<name>`` -> array of a checkpoint (every name of `parameters`)."""
+        expected = set(self.parameters)
+        if set(params) != expected:
+            missing, extra = sorted(expected - set(params)), sorted(set(params) - expected)
+            raise UnmixError(f"X-UMX parameters do not match: missing {missing[:3]}, unexpected {extra[:3]}")
+        for s, net in self.nets.items():
+            net.set_params({k[len(s) + 1:]: v for k, v in params.items() if k.startswith(f"{s}/")})
+
+    def build_loss(self, mix, real, imag, target_mag, target_time, fast=True, dropout=LSTM_DROPOUT, n_hop=1024,
+                   mcoef=None):
+        """Training graph of X-UMX's multi-domain loss (`unmix.losses`): ``L_f + mcoef L_t`` of
+        the masks, from the coarse CPU functions of `unmix.ops`.
+
+        Args:
+            mix, real, imag: nn.Variable ``(N, C, T, bins)`` (frames first): the mixture's
+                magnitude and STFT (center=True).
+            target_mag: ``(N, S, C, T, bins)`` the sources' magnitudes.
+            target_time: ``(N, S, C, (T - 1) * n_hop)`` the sources' signals.
+            fast: must be True (the stock graph of this loss is not built: see the README).
+            mcoef: the weight of the time-domain loss (None: `unmix.losses.MCOEF`).
+
+        Returns:
+            nn.Variable ``()``, the loss.
+        """
+        from unmix import losses, ops
+
+        if not fast:
+            raise UnmixError("X-UMX trains on the CPU only (--context cpu): its GPU graph is not built")
+        nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
+        n_fft = 2 * (nb_bins - 1)
+        features = [net._fast_encoder(mix) for net in self.nets.values()]  # (T*N, s) each
+        c1 = _mean(features)
+        c1_frames = F.reshape(c1, (nb_frames, nb_samples, c1.shape[1]))
+        c2 = F.concatenate(c1, _mean([net._fast_recurrence(c1_frames, dropout) for net in self.nets.values()]),
+                           axis=1)
+        masks = []
+        for net in self.nets.values():
+            z = net._fast_decoder(c2)
+            with nn.parameter_scope("", net._scope):
+                masks.append(ops.spectrogram_mask(z, _param("output_scale"), _param("output_mean"), nb_samples))
+        loss_f = ops.combination_mse(mix, target_mag, *masks)
+        estimates = [ops.masked_istft(m, real, imag, n_fft, n_hop) for m in masks]
+        loss_t = ops.combination_sdr(target_time, *estimates)
+        return loss_f + (losses.MCOEF if mcoef is None else mcoef) * loss_t
 
     # -- graph --------------------------------------------------------------------------
     def build(self, mix, training=False, dropout=LSTM_DROPOUT):

@@ -16,6 +16,13 @@ The functions (shapes for Open-Unmix; r = nb_frames * nb_samples rows, frame-maj
     lstm_layer     x (T, B, I), w (D, 4, H, I + H), b (D, 4, H)       ->  (T, B, D * H), one (bi)LSTM layer
     mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, T, n)  ->  mean((relu(z * scale + mean) * mix - y)^2)
 
+and for X-UMX's losses (`unmix.losses`; S sources, L = (T - 1) * n_hop samples):
+
+    spectrogram_mask   z (r, C*n), scale, mean (n,)                    ->  relu(z * scale + mean) as (N, C, T, n)
+    combination_mse    mix (N, C, T, n), Y (N, S, C, T, n), S masks    ->  L_f of the masks x mix
+    masked_istft       mask, X real, X imag (N, C, T, n)               ->  ISTFT(mask * X) (N, C, L), center=True
+    combination_sdr    y (N, S, C, L), S estimates (N, C, L)           ->  L_t (weighted SDR, 14 combinations)
+
 The spectrograms come frames first, ``(nb_samples, nb_channels, nb_frames, nb_bins)``: the layout
 the FFT produces (`unmix.transforms.stft(frames_first=True)`), in which every frame's bins are
 contiguous, as the rows of the network are; the stock graph's ``(..., nb_bins, nb_frames)``
@@ -29,9 +36,11 @@ on a GPU the stock graph (cuDNN) stays.
 import threading
 
 import numpy as np
+import scipy.fft
 from nnabla.function import PythonFunction
+from numpy.lib.stride_tricks import sliding_window_view
 
-from unmix import jit
+from unmix import jit, losses, transforms
 
 # -- numba kernels of the LSTM ----------------------------------------------------------------------
 _F32 = np.float32
@@ -565,6 +574,236 @@ class MaskMSE(_Op):
         return True
 
 
+class SpectrogramMask(_Op):
+    """X-UMX's mask of one source: ``relu(z * scale + mean)`` with ``z`` ``(T * N, C * n)`` (rows
+    frame-major) reshaped to ``(T, N, C, n)`` and moved to the spectrogram layout ``(N, C, T, n)``.
+
+    Backward, with ``g`` the output gradient moved back to ``(T, N, C, n)`` and ``du = g`` where
+    the mask is positive (else 0): ``dz = du * scale``, ``d scale = sum du * z``, ``d mean = sum du``
+    (sums over all but the bin axis, float64).
+    """
+
+    def setup_impl(self, inputs, outputs):
+        rows, width = inputs[0].shape
+        nb_bins = inputs[1].shape[0]
+        nb_channels = width // nb_bins
+        nb_samples = self.nb_samples
+        outputs[0].reset_shape((nb_samples, nb_channels, rows // nb_samples, nb_bins), True)
+
+    def __init__(self, nb_samples, ctx=None):
+        super().__init__(ctx)
+        self.nb_samples = nb_samples
+
+    def _frames(self, array, nb_bins):
+        """``(T * N, C * n)`` -> ``(T, N, C, n)`` (a view)."""
+        return array.reshape(-1, self.nb_samples, array.shape[1] // nb_bins, nb_bins)
+
+    def forward_impl(self, inputs, outputs):
+        z, scale, mean = (inputs[k].data.data for k in range(3))
+        pre = self._frames(z, scale.shape[0]) * scale + mean
+        np.maximum(pre, 0, out=pre)
+        _arr(outputs[0].data)[...] = pre.transpose(1, 2, 0, 3)
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        if not any(propagate_down[:3]):
+            return
+        z, scale = inputs[0].data.data, inputs[1].data.data
+        mask, g = outputs[0].data.data, outputs[0].grad.data
+        du = np.where(mask > 0, g, np.float32(0)).transpose(2, 0, 1, 3)  # (T, N, C, n)
+        if propagate_down[0]:
+            _set_or_add(inputs[0].grad, (du * scale).reshape(z.shape), accum[0])
+        if propagate_down[1]:
+            d_scale = np.einsum("tncb,tncb->b", du, self._frames(z, scale.shape[0]), dtype=np.float64)
+            _set_or_add(inputs[1].grad, d_scale, accum[1])
+        if propagate_down[2]:
+            _set_or_add(inputs[2].grad, du.sum(axis=(0, 1, 2), dtype=np.float64), accum[2])
+
+    def grad_depends_output_data(self, i, o):
+        return True  # where the mask is positive
+
+    def grad_depends_input_data(self, i, j):
+        return j in (0, 1)  # d scale reads z, dz reads scale
+
+
+class CombinationMSE(_Op):
+    """X-UMX's frequency-domain loss L_f (`unmix.losses`) of the S masks: inputs ``mix``
+    ``(N, C, T, n)``, the source magnitudes ``Y`` ``(N, S, C, T, n)``, then one mask per source
+    ``(N, C, T, n)``; ``d_s = mask_s * mix - Y_s``; output the scalar
+    ``sum_{s,t} W[s,t] <d_s, d_t> / (K M)`` (float64 Gram matrix, one sample at a time).
+
+    Backward, with ``q`` the scalar's gradient and ``A = 2 W / (K M)``:
+    ``d mask_s = q * mix * sum_t A[s, t] d_t``. The mixture and the targets get none.
+    """
+
+    def setup_impl(self, inputs, outputs):
+        outputs[0].reset_shape((), True)
+
+    def _diffs(self, inputs, n):
+        """``(S, C, T, n)`` differences of sample n."""
+        mix, y = inputs[0].data.data[n], inputs[1].data.data[n]
+        return np.stack([inputs[2 + s].data.data[n] * mix for s in range(len(inputs) - 2)]) - y
+
+    def forward_impl(self, inputs, outputs):
+        nb_sources = len(inputs) - 2
+        gram = np.zeros((nb_sources, nb_sources))
+        for n in range(inputs[0].shape[0]):
+            d = self._diffs(inputs, n).reshape(nb_sources, -1).astype(np.float64)
+            gram += d @ d.T
+        _arr(outputs[0].data)[...] = losses.combination_mse(gram, inputs[0].size)
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[0] or propagate_down[1]:
+            raise NotImplementedError("CombinationMSE gives no gradient to the mixture or the targets")
+        nb_sources = len(inputs) - 2
+        coef = (float(outputs[0].grad.data) * losses.combination_mse_coefficients(nb_sources, inputs[0].size))
+        grads = {s: _arr(inputs[2 + s].grad) for s in range(nb_sources) if propagate_down[2 + s]}
+        for n in range(inputs[0].shape[0]):
+            d = self._diffs(inputs, n)
+            mix = inputs[0].data.data[n]
+            for s, grad in grads.items():
+                value = np.tensordot(coef[s].astype(np.float32), d, axes=1) * mix
+                if accum[2 + s]:
+                    grad[n] += value
+                else:
+                    grad[n] = value
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return True
+
+
+class MaskedISTFT(_Op):
+    """The time signal of a masked mixture spectrogram with the mixture's phase:
+    ``ISTFT(mask * X)`` (``mask * |X|`` with X's phase is ``mask * X``), as
+    `unmix.transforms.istft` with ``center=True`` (torch.istft): inputs mask, X's real and
+    imaginary parts ``(N, C, T, n)`` (frames first); output ``(N, C, L)``, ``L = (T - 1) * n_hop``
+    (the padding of ``n_fft // 2`` cut on both sides, as Sony's F.istft(center=True)).
+
+    Forward: ``frames_t = irfft(mask_t X_t)``, overlap-add of ``w * frames_t`` every n_hop
+    samples, division by the summed squared window ``env``, cut. It is linear in the mask; its
+    adjoint maps ``g`` ``(N, C, L)`` to ``G_t = rfft(w * h[t n_hop : t n_hop + n_fft])`` with
+    ``h`` = g / env placed back into the uncut signal (zeros outside), and
+    ``d mask = c / n_fft * (Re X Re G + Im X Im G)``, ``c = 1`` at DC and Nyquist (whose
+    imaginary parts irfft ignores), 2 elsewhere. X gets no gradient.
+    """
+
+    def __init__(self, n_fft, n_hop, ctx=None):
+        super().__init__(ctx)
+        self.n_fft, self.n_hop = n_fft, n_hop
+        self.window = transforms.hann_window(n_fft)
+
+    def setup_impl(self, inputs, outputs):
+        nb_samples, nb_channels, nb_frames, _ = inputs[0].shape
+        outputs[0].reset_shape((nb_samples, nb_channels, (nb_frames - 1) * self.n_hop), True)
+
+    def _inverse_envelope(self, nb_frames):
+        """``1 / env`` of the kept samples (1 where the envelope vanishes, as transforms.istft)."""
+        start = self.n_fft // 2
+        env = transforms._envelope(self.window, nb_frames, self.n_hop)[start:start + (nb_frames - 1) * self.n_hop]
+        return np.where(env > 1e-11, 1.0 / np.maximum(env, 1e-11), 1.0).astype(np.float32)
+
+    def forward_impl(self, inputs, outputs):
+        mask, re, im = (inputs[k].data.data for k in range(3))
+        nb_frames = mask.shape[2]
+        spec = np.empty(mask.shape, np.complex64)
+        spec.real, spec.imag = mask * re, mask * im
+        frames = scipy.fft.irfft(spec, n=self.n_fft, axis=-1, workers=2).astype(np.float32, copy=False)
+        del spec
+        full_len = self.n_fft + self.n_hop * (nb_frames - 1)
+        signal = transforms._overlap_add(frames, self.window, self.n_hop, full_len, workers=2)
+        start = self.n_fft // 2
+        out = _arr(outputs[0].data)
+        np.multiply(signal[..., start:start + out.shape[-1]], self._inverse_envelope(nb_frames), out=out)
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[1] or propagate_down[2]:
+            raise NotImplementedError("MaskedISTFT gives no gradient to the mixture")
+        if not propagate_down[0]:
+            return
+        re, im = inputs[1].data.data, inputs[2].data.data
+        g = outputs[0].grad.data
+        nb_frames = re.shape[2]
+        start = self.n_fft // 2
+        h = np.zeros(g.shape[:-1] + (self.n_fft + self.n_hop * (nb_frames - 1),), np.float32)
+        h[..., start:start + g.shape[-1]] = g * self._inverse_envelope(nb_frames)
+        frames = sliding_window_view(h, self.n_fft, axis=-1)[..., ::self.n_hop, :]  # (N, C, T, n_fft)
+        spec = scipy.fft.rfft(frames * self.window, axis=-1, workers=2)
+        del h, frames
+        spec.imag[..., 0] = 0
+        if self.n_fft % 2 == 0:
+            spec.imag[..., -1] = 0
+        grad = re * spec.real + im * spec.imag
+        weights = np.full(grad.shape[-1], 2.0 / self.n_fft, np.float32)
+        weights[0] = 1.0 / self.n_fft
+        if self.n_fft % 2 == 0:
+            weights[-1] = 1.0 / self.n_fft
+        grad *= weights
+        _set_or_add(inputs[0].grad, grad, accum[0])
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return j in (1, 2)  # the adjoint reads X
+
+
+class CombinationSDR(_Op):
+    """X-UMX's time-domain loss L_t (`unmix.losses`): inputs the source signals ``y``
+    ``(N, S, C, L)``, then one estimate per source ``(N, C, L)``; output the scalar
+    ``1 + mean`` over the 14 combinations and the N * C rows of the weighted SDR, the mixture
+    being ``sum_s y_s``. Forward: per row the float64 Gram matrix of ``v = (est_1..S, y_1..S)``.
+
+    Backward: ``d est_s[row] = q sum_j A[row, s, j] v_j[row]`` with the coefficients ``A`` of
+    `unmix.losses.combination_sdr_coefficients` (one small GEMM per row). y gets no gradient.
+    """
+
+    def setup_impl(self, inputs, outputs):
+        outputs[0].reset_shape((), True)
+
+    def _rows(self, inputs, n, c):
+        """``(2S, L)`` float64: the estimates then the targets of row (n, c)."""
+        nb_sources = len(inputs) - 1
+        y = inputs[0].data.data
+        v = [inputs[1 + s].data.data[n, c] for s in range(nb_sources)] + [y[n, s, c] for s in range(nb_sources)]
+        return np.stack(v).astype(np.float64)
+
+    def _gram(self, inputs):
+        nb_samples, _, nb_channels, _ = inputs[0].shape
+        nb_sources = len(inputs) - 1
+        gram = np.empty((nb_samples * nb_channels, 2 * nb_sources, 2 * nb_sources))
+        for n in range(nb_samples):
+            for c in range(nb_channels):
+                v = self._rows(inputs, n, c)
+                gram[n * nb_channels + c] = v @ v.T
+        return gram
+
+    def forward_impl(self, inputs, outputs):
+        _arr(outputs[0].data)[...] = losses.combination_sdr(self._gram(inputs))
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        if propagate_down[0]:
+            raise NotImplementedError("CombinationSDR gives no gradient to the targets")
+        nb_samples, nb_sources, nb_channels, _ = inputs[0].shape
+        coef = float(outputs[0].grad.data) * losses.combination_sdr_coefficients(self._gram(inputs))
+        grads = {s: _arr(inputs[1 + s].grad) for s in range(nb_sources) if propagate_down[1 + s]}
+        for n in range(nb_samples):
+            for c in range(nb_channels):
+                d = (coef[n * nb_channels + c] @ self._rows(inputs, n, c)).astype(np.float32)  # (S, L)
+                for s, grad in grads.items():
+                    if accum[1 + s]:
+                        grad[n, c] += d[s]
+                    else:
+                        grad[n, c] = d[s]
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return True
+
+
 # -- graph-building wrappers ---------------------------------------------------------------------------------
 def scaled_affine(mix, mean, scale, w, max_bin):
     """``((mix[..., :max_bin] + mean) * scale) @ w`` for ``mix`` ``(N, C, T, bins)``: ``(T * N, s)``."""
@@ -589,3 +828,23 @@ def lstm_layer(x, w, b):
 def mask_mse(z, scale, mean, mix, y):
     """MSE of ``relu(z * scale + mean) * mix`` against ``y``, both ``(N, C, T, n)``: a scalar."""
     return MaskMSE()(z, scale, mean, mix, y)
+
+
+def spectrogram_mask(z, scale, mean, nb_samples):
+    """``relu(z * scale + mean)`` of ``(T * N, C * n)`` as a spectrogram ``(N, C, T, n)``."""
+    return SpectrogramMask(nb_samples)(z, scale, mean)
+
+
+def combination_mse(mix, targets, *masks):
+    """X-UMX's L_f of the masks ``(N, C, T, n)`` applied to `mix`, against ``(N, S, C, T, n)``: a scalar."""
+    return CombinationMSE()(mix, targets, *masks)
+
+
+def masked_istft(mask, real, imag, n_fft, n_hop):
+    """``ISTFT(mask * (real + i imag))`` (center=True) of ``(N, C, T, n)``: ``(N, C, (T - 1) * n_hop)``."""
+    return MaskedISTFT(n_fft, n_hop)(mask, real, imag)
+
+
+def combination_sdr(targets, *estimates):
+    """X-UMX's L_t of the estimates ``(N, C, L)`` against ``(N, S, C, L)``: a scalar."""
+    return CombinationSDR()(targets, *estimates)

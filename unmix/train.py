@@ -59,13 +59,15 @@ from unmix import __version__
 from unmix import transforms
 from unmix.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history, remove_target,
                               save_checkpoint, signals_held)
-from unmix.datasets import MagnitudeDataset, Subset, load_datasets, model_magnitude
+from unmix.datasets import MagnitudeDataset, SourcesDataset, Subset, XumxDataset, load_datasets, model_magnitude
 from unmix.errors import UnmixError, atomic_path
 from unmix.loader import DataLoader
+from unmix.modelfolder import XUMX, XUMX_SOURCES
 from unmix.schedules import EarlyStopping, ReduceLROnPlateau
 from unmix.statistics import compute_statistics
 
 VALID_WINDOW = 512  # frames per validation window (bounds memory on long tracks)
+LSTM_BIAS = "lstm/lstm/bias"  # the LSTM biases that the CPU's Adam steps as torch's two (`unmix.solver`)
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -84,7 +86,7 @@ class TrainOptions:
     epochs: int = 1000
     batch_size: int = 16
     lr: float = 1e-3
-    patience: int = 140
+    patience: Optional[int] = None  # None: 140 (umx), 1000 (xumx: Sony's, no early stop within 1000 epochs)
     lr_decay_patience: int = 80
     lr_decay_gamma: float = 0.3
     weight_decay: float = 1e-5
@@ -105,6 +107,18 @@ class TrainOptions:
     context: str = "cpu"
     valid_backend: str = "auto"  # auto: onnx on cpu, nnabla otherwise
     quiet: bool = False
+    architecture: str = "umx"  # or "xumx": X-UMX on the four MUSDB sources (see `unmix.losses`)
+    mcoef: float = 10.0  # X-UMX: the weight of the time-domain loss
+    valid_dur: float = 10.0  # X-UMX: seconds per validation chunk (Sony's --valid_dur)
+
+    @property
+    def early_stopping_patience(self):
+        if self.patience is not None:
+            return self.patience
+        return XUMX_PATIENCE if self.architecture == XUMX else UMX_PATIENCE
+
+
+UMX_PATIENCE, XUMX_PATIENCE = 140, 1000
 
 
 @dataclass
@@ -119,11 +133,12 @@ class TrainResult:
     train_losses: list
     valid_losses: list
     stopped: str  # "completed", "early_stopping" or "interrupted"
+    sources: tuple = ()  # X-UMX: the sources of the network (the target is then "xumx")
 
     @property
     def has_model(self):
         """True when `output` holds this target's model weights (`unmix separate --model` uses them)."""
-        return (Path(self.output) / f"{self.target}.h5").is_file()
+        return all((Path(self.output) / f"{t}.h5").is_file() for t in (self.sources or [self.target]))
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -138,7 +153,28 @@ def train(options: TrainOptions):
         raise UnmixError(f"--epochs must be >= 0, got {options.epochs}")
     if options.checkpoint and options.model:
         raise UnmixError("give either --checkpoint (resume) or --model (fine-tune), not both")
+    if options.architecture == XUMX:
+        _check_xumx_options(options)
+    elif options.architecture != "umx":
+        raise UnmixError(f"unknown architecture {options.architecture!r}: use umx or xumx")
     return fit(setup(options, _setup_context(options.context)))
+
+
+def _check_xumx_options(options):
+    """What X-UMX training supports, as one-line errors before any work."""
+    o = options
+    if o.context != "cpu":
+        raise UnmixError("X-UMX trains on the CPU only (--context cpu): its loss has no GPU graph yet")
+    if o.model:
+        raise UnmixError("--model (fine-tuning) is for Open-Unmix targets; X-UMX trains from scratch or "
+                         "resumes with --checkpoint")
+    if o.dataset != "musdb":
+        raise UnmixError(f"X-UMX trains on the four MUSDB sources: use --dataset musdb, not {o.dataset}")
+    if o.nb_channels != 2:
+        raise UnmixError("X-UMX trains stereo models only (--nb-channels 2): its time-domain loss uses the "
+                         "mixture's phase per channel")
+    if o.seq_dur is None or o.seq_dur <= 0:
+        raise UnmixError("X-UMX trains on chunks: give --seq-dur > 0")
 
 
 @dataclass(frozen=True)
@@ -179,7 +215,7 @@ class Run:
     output: Path  # the model folder written
     resume_from: Optional[Path]  # the --checkpoint folder
     in_place: bool  # resuming the training saved in the output folder itself
-    target: str
+    target: str  # the file names of the training: the target, or "xumx"
     sample_rate: float
     n_fft: int
     n_hop: int
@@ -208,19 +244,25 @@ def setup(options: TrainOptions, comm=None):
         o.dataset, o.root, o.target, seq_duration=o.seq_dur, samples_per_track=o.samples_per_track,
         source_augmentations=o.source_augmentations, seed=o.seed, is_wav=o.is_wav,
         valid_tracks=o.valid_tracks, nb_channels=nb_channels, **o.dataset_options)
-    target, rate = train_ds.target, float(train_ds.sample_rate)
+    xumx = o.architecture == XUMX
+    target, rate = XUMX if xumx else train_ds.target, float(train_ds.sample_rate)
     in_place = resume_from is not None and resume_from.resolve() == output.resolve()
-    _check_clobber(output, target, in_place or o.force)
+    for name in [target] + (list(XUMX_SOURCES) if xumx else []):
+        _check_clobber(output, name, in_place or o.force)
     history = load_history(resume_from, target) if resume_from else None
     if history is not None:
+        if history.get("architecture", "umx") != o.architecture:
+            raise UnmixError(f"{resume_from} holds a training of architecture {history.get('architecture', 'umx')}, "
+                             f"not {o.architecture}")
         model, n_fft, n_hop, origin = _resumed_model(history, resume_from, target, output, rate)
     elif o.model:
         model, n_fft, n_hop, origin = _fine_tuned_model(o, target, output, rate, procs)
     else:
         model, n_fft, n_hop, origin = _new_model(o, train_ds, output, rate, procs)
-    trainer = Trainer(model, o.lr, o.weight_decay, comm, fast=o.context == "cpu")
+    loss_options = {"n_hop": n_hop, "mcoef": o.mcoef} if xumx else {}
+    trainer = Trainer(model, o.lr, o.weight_decay, comm, fast=o.context == "cpu", loss_options=loss_options)
     state = Checkpoint(ReduceLROnPlateau(o.lr, factor=o.lr_decay_gamma, patience=o.lr_decay_patience, cooldown=10),
-                       EarlyStopping(patience=o.patience))
+                       EarlyStopping(patience=o.early_stopping_patience))
     if history is not None:
         trainer.load_solver(checkpoint_file(resume_from, target, "solver"))
         state.load_json(history)
@@ -244,8 +286,8 @@ def fit(run: Run):
             for epoch in range(run.state.epoch + 1, run.options.epochs + 1):
                 if run_epoch(run, epoch):
                     stopped = "early_stopping"
-                    run.procs.say(f"early stopping after epoch {epoch}: no improvement in {run.options.patience} "
-                                  "epochs")
+                    run.procs.say(f"early stopping after epoch {epoch}: no improvement in "
+                                  f"{run.options.early_stopping_patience} epochs")
                     break
     except KeyboardInterrupt:
         stopped = "interrupted"
@@ -253,7 +295,8 @@ def fit(run: Run):
                       f"resume with --checkpoint {run.output}")
     state = run.state
     return TrainResult(run.output, run.target, state.epoch, state.best_epoch, state.stopper.best,
-                       list(state.curves["train_loss_history"]), list(state.curves["valid_loss_history"]), stopped)
+                       list(state.curves["train_loss_history"]), list(state.curves["valid_loss_history"]), stopped,
+                       tuple(getattr(run.model, "sources", ())))
 
 
 def _start_files(run: Run):
@@ -267,11 +310,12 @@ def _start_files(run: Run):
     if run.in_place or not run.procs.writer:
         return
     with signals_held():  # the old files and the first checkpoint trade places as one step
-        if holds_training(run.output, run.target):  # --force (setup refused it otherwise)
-            remove_target(run.output, run.target)
+        for name in [run.target] + list(getattr(run.model, "sources", ())):
+            if holds_training(run.output, name):  # --force (setup refused it otherwise)
+                remove_target(run.output, name)
         save(run, is_best=run.options.epochs == 0 and run.resume_from is None)
     if run.resume_from is not None:
-        copy_best(run.resume_from, run.output, run.target, run.model.config, run.sample_rate, run.n_fft, run.n_hop)
+        copy_best(run.resume_from, run.output, run.target, run.model, run.sample_rate, run.n_fft, run.n_hop)
 
 
 def run_epoch(run: Run, epoch):
@@ -306,12 +350,12 @@ def train_epoch(run: Run, epoch):
     losses = []
     bar = tqdm(loader, total=len(loader), disable=not run.procs.progress, desc=f"epoch {epoch}", leave=False,
                unit="batch")
-    for x, y in bar:
+    for batch in bar:
         if not losses:
-            run.trainer.build(x.shape)  # building draws random numbers: before the seeding
+            run.trainer.build(*(a.shape for a in batch))  # building draws random numbers: before the seeding
             nn.seed(_mixed_seed(run.options.seed, epoch, run.procs.rank))  # dropout: reproducible and resumable
         try:
-            losses.append(run.trainer.train_step(x, y))
+            losses.append(run.trainer.train_step(*batch))
         except NonFiniteLoss as exc:
             raise UnmixError(f"{exc} at epoch {epoch}, batch {len(losses) + 1}: stopped without saving these "
                              f"weights (the checkpoint of epoch {run.state.epoch} in {run.output} is intact); "
@@ -328,14 +372,20 @@ def validate(run: Run):
     if backend == "auto":
         backend = "onnx" if o.context == "cpu" else "nnabla"
     model = run.model
+    xumx = o.architecture == XUMX
     if backend == "onnx":
-        from unmix.onnx_backend import OnnxModel
+        from unmix.onnx_backend import OnnxCrossNet, OnnxModel
 
-        model = OnnxModel(run.model)  # a snapshot of the current weights, 8x faster on CPU
+        # a snapshot of the current weights, 8x faster on CPU
+        model = OnnxCrossNet((model.config, model.get_params(), model.sources)) if xumx else OnnxModel(model)
     elif backend != "nnabla":
         raise UnmixError(f"unknown validation backend {backend!r}: use auto, onnx or nnabla")
-    total, count = validation_sums(model, run.valid_loader, run.n_fft, run.n_hop, run.model.config.nb_channels,
-                                   run.procs.progress)
+    if xumx:
+        total, count = xumx_validation_sums(model, run.valid_loader, run.n_fft, run.n_hop,
+                                            int(round(o.valid_dur * run.sample_rate)), o.mcoef, run.procs.progress)
+    else:
+        total, count = validation_sums(model, run.valid_loader, run.n_fft, run.n_hop, run.model.config.nb_channels,
+                                       run.procs.progress)
     if run.procs.comm is not None:
         total, count = _all_sum(run.procs.comm, [total, count])
     if count == 0:
@@ -352,7 +402,9 @@ def save(run: Run, is_best):
 def _summary(run: Run):
     """The constant part of ``<target>.json``: the model, the signal, the options of the run."""
     o = run.options
+    extra = {"architecture": XUMX, "sources": list(run.model.sources)} if o.architecture == XUMX else {}
     return {
+        **extra,
         "config": run.model.config.to_dict(),
         "nb_parameters": run.model.nb_parameters(),
         "sample_rate": run.sample_rate,
@@ -378,7 +430,17 @@ def _resumed_model(history, folder, target, output, rate):
     from unmix.model import ModelConfig, OpenUnmix, read_h5_params
 
     path = checkpoint_file(folder, target, "chkpnt")
-    model = OpenUnmix(ModelConfig.from_dict(history["config"]), read_h5_params(path))
+    config = ModelConfig.from_dict(history["config"])
+    if history.get("architecture") == XUMX:
+        from unmix.model import CrossNet
+
+        model = CrossNet(config, sources=history["sources"])
+        try:
+            model.set_flat_params(read_h5_params(path))
+        except UnmixError as exc:
+            raise UnmixError(f"{path}: {exc}") from None
+    else:
+        model = OpenUnmix(config, read_h5_params(path))
     _check_rate(history["sample_rate"], rate, folder)
     n_fft, n_hop = int(history["n_fft"]), int(history["n_hop"])
     _check_folder(output, rate, n_fft, n_hop, model.config.nb_channels)
@@ -416,14 +478,22 @@ def _new_model(options, train_ds, output, rate, procs):
                          nb_layers=o.nb_layers, max_bin=None if max_bin >= nb_bins else max_bin,
                          unidirectional=o.unidirectional)
     _check_folder(output, rate, n_fft, n_hop, config.nb_channels)
-    model = OpenUnmix(config, seed=o.seed)
+    if o.architecture == XUMX:
+        from unmix.model import CrossNet
+
+        model = CrossNet(config, seed=o.seed)
+        nets = list(model.nets.values())  # every branch starts from the mixture's statistics, as Sony's
+    else:
+        model = OpenUnmix(config, seed=o.seed)
+        nets = [model]
     if procs.writer:
         mean, std = compute_statistics(train_ds, n_fft, n_hop, o.nb_workers, procs.progress)
-        params = model.get_params()
         m = config.model_bins
-        params["input_mean"] = (-mean[:m]).astype(np.float32)
-        params["input_scale"] = (1.0 / std[:m]).astype(np.float32)
-        model.set_params(params)
+        for net in nets:
+            params = net.get_params()
+            params["input_mean"] = (-mean[:m]).astype(np.float32)
+            params["input_scale"] = (1.0 / std[:m]).astype(np.float32)
+            net.set_params(params)
     return model, n_fft, n_hop, None
 
 
@@ -464,7 +534,11 @@ def _make_loaders(options, train_ds, valid_ds, n_fft, n_hop, nb_channels, procs,
     if o.batch_size % procs.size:
         raise UnmixError(f"--batch-size {o.batch_size} is not divisible by the {procs.size} processes")
     batch = o.batch_size // procs.size
-    train = MagnitudeDataset(train_ds, n_fft, n_hop, nb_channels, frames_first)
+    if o.architecture == XUMX:
+        train = XumxDataset(train_ds, n_fft, n_hop)
+        valid_ds = SourcesDataset(valid_ds)
+    else:
+        train = MagnitudeDataset(train_ds, n_fft, n_hop, nb_channels, frames_first)
     n = len(train) - len(train) % procs.size
     if procs.size > 1:
         train = Subset(train, np.arange(procs.rank, n, procs.size))
@@ -497,13 +571,18 @@ class Trainer:
         dropout: LSTM dropout between layers; None: the reference's (`unmix.model.LSTM_DROPOUT`).
         lstm_bias_hh: with `fast`, torch's ``b_hh`` half of the LSTM bias ``(nb_layers, D, 4, H)``
             when known (a converted reference checkpoint); None: half the bias. See `unmix.solver`.
+        loss_options: extra keywords of ``model.build_loss`` (X-UMX: ``n_hop``, ``mcoef``).
+
+    An Open-Unmix model trains on batches ``(x, y)``; an X-UMX one (`unmix.model.CrossNet`) on the
+    five arrays of `unmix.datasets.XumxDataset`.
     """
 
-    def __init__(self, model, lr=1e-3, weight_decay=1e-5, comm=None, fast=False, dropout=None, lstm_bias_hh=None):
+    def __init__(self, model, lr=1e-3, weight_decay=1e-5, comm=None, fast=False, dropout=None, lstm_bias_hh=None,
+                 loss_options=None):
         import nnabla.solvers as S
 
         self.model, self.weight_decay, self.comm = model, float(weight_decay), comm
-        self.fast, self.dropout = fast, dropout
+        self.fast, self.dropout, self.loss_options = fast, dropout, dict(loss_options or {})
         self.frames_first = fast  # the layout of the batches `train_step` takes (see `unmix.ops`)
         self.params = model.trainable_parameters()
         self.running_stats = {k: v for k, v in model.parameters.items() if k not in self.params}
@@ -511,7 +590,9 @@ class Trainer:
             from unmix.solver import Adam
 
             self.solver = Adam(alpha=lr)
-            self.solver.set_parameters(self.params, twins={"lstm/lstm/bias": lstm_bias_hh})  # b_ih + b_hh
+            # b_ih + b_hh: each LSTM bias (every X-UMX branch has one)
+            self.solver.set_parameters(self.params, twins={n: lstm_bias_hh if n == LSTM_BIAS else None
+                                                           for n in self.params if n.endswith(LSTM_BIAS)})
         else:
             self.solver = S.Adam(alpha=lr)
             self.solver.set_parameters(self.params)
@@ -524,26 +605,28 @@ class Trainer:
     def set_lr(self, lr):
         self.solver.set_learning_rate(float(lr))
 
-    def build(self, shape):
-        """The training graph for batches of `shape` (built once per shape)."""
-        return self._graph_for(shape)
+    def build(self, *shapes):
+        """The training graph for batches of these shapes (built once per shapes; one shape: x and y's)."""
+        return self._graph_for(shapes * 2 if len(shapes) == 1 else shapes)
 
-    def _graph_for(self, shape):
+    def _graph_for(self, shapes):
         import nnabla as nn
 
         from unmix.model import LSTM_DROPOUT
 
-        if self._graph is None or self._graph[0].shape != tuple(shape):
-            x, y = nn.Variable(shape), nn.Variable(shape)
+        shapes = tuple(tuple(shape) for shape in shapes)
+        if self._graph is None or tuple(v.shape for v in self._graph[0]) != shapes:
+            inputs = [nn.Variable(shape) for shape in shapes]
             dropout = LSTM_DROPOUT if self.dropout is None else self.dropout
             with nn.auto_forward(False):
-                loss = self.model.build_loss(x, y, fast=self.fast, dropout=dropout)
-            self._graph = (x, y, loss)
+                loss = self.model.build_loss(*inputs, fast=self.fast, dropout=dropout, **self.loss_options)
+            self._graph = (inputs, loss)
         return self._graph
 
-    def train_step(self, x, y):
-        """One Adam step on a batch; x, y float32 ``(nb_samples, nb_channels, nb_bins, nb_frames)``,
-        or ``(nb_samples, nb_channels, nb_frames, nb_bins)`` when `frames_first` (the fast CPU graph).
+    def train_step(self, *batch):
+        """One Adam step on a batch: x, y float32 ``(nb_samples, nb_channels, nb_bins, nb_frames)``,
+        or ``(nb_samples, nb_channels, nb_frames, nb_bins)`` when `frames_first` (the fast CPU graph);
+        X-UMX: the five arrays of `unmix.datasets.XumxDataset`, batched.
 
         Returns the batch's MSE (averaged over processes). Raises `NonFiniteLoss` before updating
         anything when the loss or a gradient is not finite. Ctrl-C (or SIGTERM) during the step
@@ -551,11 +634,12 @@ class Trainer:
         it arrived inside one of the Python functions of the CPU graph (`unmix.ops`).
         """
         with signals_held():
-            return self._step(x, y)
+            return self._step(batch)
 
-    def _step(self, x, y):
-        xv, yv, loss = self._graph_for(x.shape)
-        xv.d, yv.d = x, y
+    def _step(self, batch):
+        inputs, loss = self._graph_for([a.shape for a in batch])
+        for variable, array in zip(inputs, batch):
+            variable.d = array
         # the forward pass updates the batch-norm running statistics: keep them to undo a NaN batch
         running = {k: v.d.copy() for k, v in self.running_stats.items()}
         loss.forward(clear_no_need_grad=True)
@@ -608,8 +692,9 @@ class Trainer:
         except (OSError, KeyError, ValueError) as exc:
             raise UnmixError(f"cannot read the solver state {path}: {exc}") from None
         self.solver.set_states(states)
-        if self.fast and "hh" not in states["lstm/lstm/bias"].pstate:
-            self.solver.split_twin("lstm/lstm/bias")  # a state of NNabla's Adam: equal halves
+        for name in states:
+            if self.fast and name.endswith(LSTM_BIAS) and "hh" not in states[name].pstate:
+                self.solver.split_twin(name)  # a state of NNabla's Adam: equal halves
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -649,6 +734,46 @@ def validation_sums(model, loader, n_fft, n_hop, nb_channels, progress=False):
     total, count = 0.0, 0
     for x, y in tqdm(loader, total=len(loader), disable=not progress, desc="validation", leave=False):
         total += track_loss(model, x[0], y[0], n_fft, n_hop, nb_channels)
+        count += 1
+    return total, count
+
+
+def xumx_chunk_loss(model, x, stems, n_fft, n_hop, mcoef):
+    """X-UMX's multi-domain loss (`unmix.losses`) of one piece of a track, the network in
+    inference mode: the masks applied to the mixture's magnitude (STFT center=True), the time
+    signals their ISTFT with the mixture's phase, as Sony's validation graph.
+
+    Args:
+        model: anything called like `unmix.model.CrossNet` (CrossNet, OnnxCrossNet).
+        x: float32 ``(nb_channels, nb_timesteps)`` mixture; stems: ``(S, nb_channels, nb_timesteps)``
+            in the model's source order.
+    """
+    spec = transforms.stft(x[None], n_fft, n_hop, center=True)  # (1, C, bins, T)
+    mag = np.abs(spec).astype(np.float32)
+    estimates = model(mag)
+    est_mag = np.stack([estimates[s][0] for s in model.sources])  # (S, C, bins, T)
+    phase = np.divide(spec[0], mag[0], out=np.ones_like(spec[0]), where=mag[0] > 0)
+    length = (spec.shape[-1] - 1) * n_hop
+    est_time = transforms.istft(est_mag * phase, n_fft, n_hop, center=True, length=length)
+    target_mag = transforms.magnitude(transforms.stft(stems, n_fft, n_hop, center=True))
+    from unmix.losses import multi_domain_loss
+
+    loss, _, _ = multi_domain_loss(est_mag[:, None], target_mag[:, None], est_time[:, None],
+                                          stems[:, None, :, :length], mcoef)
+    return loss
+
+
+def xumx_validation_sums(model, loader, n_fft, n_hop, chunk, mcoef, progress=False):
+    """(sum of per-track losses, number of tracks) over the batches ``(1, C, T)``, ``(1, S, C, T)``
+    of `loader`. A track's loss is the mean over its pieces of `chunk` samples, Sony's validation:
+    the tail shorter than a chunk is left out (a track shorter than one chunk is one piece)."""
+    total, count = 0.0, 0
+    for x, stems in tqdm(loader, total=len(loader), disable=not progress, desc="validation", leave=False):
+        length = x.shape[-1]
+        starts = range(0, length - chunk + 1, chunk) if length >= chunk else [0]
+        pieces = [xumx_chunk_loss(model, x[0, :, a:a + chunk], stems[0, :, :, a:a + chunk], n_fft, n_hop, mcoef)
+                  for a in starts]
+        total += float(np.mean(pieces))
         count += 1
     return total, count
 
