@@ -31,7 +31,10 @@ def render(inst, sf2, n, tmpdir, tag, bank=None, gain=0.4, tail=2.0, fs_reverb=F
     wav = os.path.join(tmpdir, tag + ".wav")
     pm.write(mid)
     on = "1" if fs_reverb else "0"
+    # dynamic sample loading: only the samples of the used preset are read (and, for .sf3,
+    # decoded), 3.2 s instead of 16 s per part with MuseScore_General.sf3
     cmd = ["fluidsynth", "-ni", "-q", "-g", str(gain), "-r", str(SR), "-R", on, "-C", on,
+           "-o", "synth.dynamic-sample-loading=1",
            "-F", wav, "-T", "wav", "-O", "float", sf2, mid]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     x, sr = sf.read(wav, dtype="float32", always_2d=True)
