@@ -53,6 +53,7 @@ def make_activity(rng, sections, n_bars, genre, instrumental):
     act = {p: [False] * n_bars for p in PARTS}
     for b0, b1, name in sections:
         on = {p: rng.random() < pr for p, pr in SECTION_ACTIVITY[name].items()}
+        on["pad"] = on["pad"] and bool(g["pads"])
         if not (on["comp"] or on["pad"]):
             on["comp"] = True
         if instrumental:
@@ -61,8 +62,6 @@ def make_activity(rng, sections, n_bars, genre, instrumental):
         for p in PARTS:
             for b in range(b0, b1):
                 act[p][b] = bool(on[p])
-    if not g["pads"]:
-        act["pad"] = [False] * n_bars
     if rng.random() > g.get("arp", 0.15):
         act["arp"] = [False] * n_bars
     if rng.random() < 0.5:
