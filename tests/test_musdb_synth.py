@@ -1,0 +1,88 @@
+"""The training-song generator's pure-numpy parts (tools/musdb_synth/msynth): seeds, the plan,
+drum grooves, effects and the sum-exact mixdown. Rendering itself needs FluidSynth, espeak-ng
+and WORLD (its own venv, tools/musdb_synth/setup.sh) and is not run here."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools", "musdb_synth"))
+
+from msynth import drums, effects, mixing, plan, rng  # noqa: E402
+from msynth.hydrogen import gm_note  # noqa: E402
+
+
+def test_child_streams_are_reproducible_and_independent():
+    a1 = rng.child(7, "drums").random(4)
+    assert np.array_equal(a1, rng.child(7, "drums").random(4))
+    assert not np.array_equal(a1, rng.child(7, "vocals").random(4))
+    assert not np.array_equal(a1, rng.child(8, "drums").random(4))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_plan_is_seeded_and_consistent(seed):
+    p = plan.make_plan(rng.child(seed, "plan"), 20.0)
+    q = plan.make_plan(rng.child(seed, "plan"), 20.0)
+    assert p == q
+    assert p["n_bars"] * p["bar"] >= 20.5
+    assert p["sections"][0][0] == 0 and p["sections"][-1][1] == p["n_bars"]
+    assert all(len(v) == p["n_bars"] for v in p["active"].values())
+    assert p["chords"][-1][1] == pytest.approx(p["n_bars"] * p["bar"])
+    # every bar has something in "other" (comp or pad) and the harmony only sings with the lead
+    assert all(c or d for c, d in zip(p["active"]["comp"], p["active"]["pad"]))
+    assert all(v or not h for v, h in zip(p["active"]["vocals"], p["active"]["harmony"]))
+
+
+def test_drum_hits_only_in_active_bars():
+    p = plan.make_plan(rng.child(3, "plan"), 20.0, genre="rock")
+    hits = drums.groove_hits(rng.child(3, "drums"), p, "rock")
+    assert hits == sorted(hits)
+    for t, note, vel in hits:
+        assert 1 <= vel <= 127
+        assert p["active"]["drums"][min(int((t + 0.05) // p["bar"]), p["n_bars"] - 1)] or t % p["bar"] < 0.05
+
+
+def test_gm_note_from_hydrogen_names():
+    assert gm_note("Pearl Kick") == 36
+    assert gm_note("Pearl Snare Rimshot") == 40
+    assert gm_note("Sabian Hat Open") == 46
+    assert gm_note("Closed HH") == 42
+    assert gm_note("Hat Pedal") == 44
+    assert gm_note("Paiste Bell") == 53
+    assert gm_note("Tom Low") == 43
+    assert gm_note("Snare Roll") is None
+
+
+def test_effects_keep_length_and_pan_is_constant_power():
+    x = np.random.default_rng(0).normal(0, 0.1, 4410).astype(np.float32)
+    mid = effects.pan(x, 0.0)
+    assert np.allclose(mid[:, 0], x, atol=1e-6) and np.allclose(mid[:, 1], x, atol=1e-6)
+    left = effects.pan(x, -1.0)
+    assert np.allclose(left[:, 1], 0, atol=1e-6) and np.allclose(left[:, 0], np.sqrt(2) * x, atol=1e-6)
+    assert np.allclose(effects.eq(x, [("peak", 1000.0, 0.0, 1.0)]), x, atol=1e-6)
+    assert np.allclose(effects.width(mid, 0.0), mid, atol=1e-6)
+    r = np.random.default_rng(1)
+    for y in (effects.compress(x), effects.saturate(x, 3.0), effects.delay(x, 0.01, 0.5, 0.3),
+              effects.reverb(x, effects.reverb_ir(r, 0.3), 0.2)):
+        assert len(y) == len(x)
+
+
+def test_bus_gain_is_one_gain_for_all_stems():
+    r = np.random.default_rng(2)
+    stems = {k: r.normal(0, 0.2, (8000, 2)).astype(np.float32) for k in mixing.STEMS}
+    stems["drums"][:4000] *= 5
+    out = mixing.bus_gain(r, stems, -6.0, 4.0)
+    g = out["vocals"][:, 0] / stems["vocals"][:, 0]
+    for k in mixing.STEMS:
+        assert np.allclose(out[k], stems[k] * g[:, None], rtol=1e-4, atol=1e-7)
+    assert g[:4000].mean() < g[4000:].mean() <= 1.0
+
+
+def test_int16_mixture_is_the_exact_sum():
+    r = np.random.default_rng(3)
+    stems = {k: r.normal(0, 1, (5000, 2)).astype(np.float32) for k in mixing.STEMS}
+    ints, mix = mixing.to_int16(r, stems, peak_range=(1.0, 1.0))
+    assert np.array_equal(mix, sum(ints[k] for k in mixing.STEMS))
+    assert np.abs(mix).max() <= 32767 and np.abs(mix).max() > 32000
+    assert all(np.abs(v).max() <= 32767 for v in ints.values())
