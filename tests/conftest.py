@@ -19,7 +19,8 @@ from unmix.modelfolder import ModelConfig, init_params, save_params, write_separ
 TARGETS = ["vocals", "drums", "bass", "other"]
 RATE = 44100
 HAS_NNABLA = importlib.util.find_spec("nnabla") is not None
-NNABLA_MODULES = ["test_model.py", "test_train.py", "test_ops.py", "test_solver.py", "test_train_parity.py"]
+NNABLA_MODULES = ["test_model.py", "test_train.py", "test_ops.py", "test_solver.py", "test_train_parity.py",
+                  "test_ops_xumx.py", "test_train_xumx.py"]
 collect_ignore = [] if HAS_NNABLA else NNABLA_MODULES
 
 
