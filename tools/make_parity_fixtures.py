@@ -55,6 +55,12 @@ def randomize(model, gen):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
             else:  # input_scale, output_scale, batch-norm gamma
                 p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+        randomize_buffers(model, gen)
+
+
+def randomize_buffers(model, gen):
+    """Random batch-norm running statistics (torch starts them at 0 and 1); under no_grad."""
+    with torch.no_grad():
         for name, b in model.named_buffers():
             if name.endswith("running_mean"):
                 b.copy_(torch.randn(b.shape, generator=gen) * 0.3)

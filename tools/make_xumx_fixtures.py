@@ -21,12 +21,16 @@ asteroid 0.7 refuses to build its ``XUMX`` under torch 2 (its STFT code), but th
   mixture's phase (what open-unmix's Wiener filter gives for 0 iterations), open-unmix's ISTFT;
   ``sources`` the source names.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from asteroid.models.x_umx import BrokenXUMX
 from openunmix import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_parity_fixtures import randomize_buffers  # noqa: E402  (as the open-unmix fixtures)
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 SOURCES = ["bass", "drums", "vocals", "other"]
@@ -54,13 +58,7 @@ def randomize(model, gen):
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
                 else:
                     p.copy_(0.5 + torch.rand(p.shape, generator=gen))
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=gen) * 0.3)
-            elif name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=gen))
-            elif name.endswith("num_batches_tracked"):
-                b.fill_(123)
+        randomize_buffers(model, gen)
 
 
 def mixture(nb_timesteps):
