@@ -583,7 +583,6 @@ class Trainer:
 
         self.model, self.weight_decay, self.comm = model, float(weight_decay), comm
         self.fast, self.dropout, self.loss_options = fast, dropout, dict(loss_options or {})
-        self.frames_first = fast  # the layout of the batches `train_step` takes (see `unmix.ops`)
         self.params = model.trainable_parameters()
         self.running_stats = {k: v for k, v in model.parameters.items() if k not in self.params}
         if fast:  # torch's Adam to the last bit of eps (see unmix.solver); beta1 0.9, beta2 0.999, eps 1e-8
@@ -597,6 +596,11 @@ class Trainer:
             self.solver = S.Adam(alpha=lr)
             self.solver.set_parameters(self.params)
         self._graph = None
+
+    @property
+    def frames_first(self):
+        """The layout of the batches `train_step` takes: frames first for the fast CPU graph (see `unmix.ops`)."""
+        return self.fast
 
     @property
     def lr(self):
