@@ -48,7 +48,8 @@ def pick(rng, weights):
 
 def make_melody(rng, plan, lo, hi, density, words, part="vocals"):
     """Sung notes over the bars where `part` is active: two alternating motifs per phrase,
-    chord tones on strong beats, a breath bar now and then; rap stays within a few semitones."""
+    chord tones on strong beats, a breath bar now and then; rap stays within a few semitones.
+    Each 4-bar phrase usually starts from a new place in [lo, hi], so a song spans the register."""
     pitches = scale_pitches(plan["key"], plan["scale"], lo, hi)
     motifs = MOTIFS[density]
     a, b = motifs[int(rng.integers(0, len(motifs)))], motifs[int(rng.integers(0, len(motifs)))]
@@ -60,6 +61,8 @@ def make_melody(rng, plan, lo, hi, density, words, part="vocals"):
             continue
         if bar % 4 == 3 and rng.random() < 0.5:
             continue                                                  # rest bar between phrases
+        if bar % 4 == 0 and rng.random() < 0.7:
+            p = pitches[int(rng.integers(0, len(pitches)))]           # each phrase sits somewhere new
         motif = a if bar % 2 == 0 else b
         for s, d in motif:
             if rng.random() < 0.08:
@@ -155,7 +158,9 @@ def vocal_stem(rng, plan, n, tmpdir, density_choices):
         return np.zeros((n, 2), np.float32), [], dict(instrumental=True)
     lang = pick(rng, LANG_WEIGHTS)
     allv = voices()
-    voice, gender = allv[int(rng.integers(0, len(allv)))]
+    gender = "F" if rng.random() < 0.5 else "M"            # espeak-ng's variants are mostly male:
+    pool = [v for v in allv if v[1] == gender] or list(allv)  # draw the register's gender first
+    voice = pool[int(rng.integers(0, len(pool)))][0]
     espeak_lang = "en-us" if lang == "vocalise" else lang
     style = draw_style(rng)
     register = int(rng.integers(-5, 6))                    # register: where the melody sits
