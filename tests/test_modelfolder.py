@@ -7,8 +7,8 @@ import pytest
 from conftest import perturbed
 
 from unmix.errors import UnmixError
-from unmix.modelfolder import (ModelConfig, architecture, check_params, load_params, param_shapes, read_h5_params,
-                               read_separator_json, save_params, write_h5_params, write_separator_json)
+from unmix.modelfolder import (ModelConfig, architecture, check_params, half_precision, load_params, param_shapes,
+                               read_h5_params, read_separator_json, save_params, write_h5_params, write_separator_json)
 
 TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
 
@@ -73,6 +73,36 @@ def test_save_and_load_round_trip_without_nnabla(tmp_path):
     assert not list(tmp_path.glob(".*part*")), "no temporary files left"
     with pytest.raises(UnmixError, match="no target 'drums'"):
         load_params(tmp_path, "drums")
+
+
+def test_half_precision_stores_matrices_in_float16_and_loads_float32(tmp_path):
+    params = perturbed(TINY, seed=3)
+    params["input_scale"][0] = 1e5  # beyond float16's range: vectors must stay float32
+    write_separator_json(tmp_path, {"vocals": TINY}, sample_rate=44100, n_fft=64, n_hop=16)
+    save_params(tmp_path, "vocals", TINY, params, half=True)
+    with h5py.File(tmp_path / "vocals.h5", "r") as f:
+        stored = {name: f[name].dtype for name in params}
+    matrices = {"fc1/affine/W", "fc2/affine/W", "fc3/affine/W", "lstm/lstm/weight_l0", "lstm/lstm/weight"}
+    assert {k for k, v in stored.items() if v == np.float16} == matrices
+    assert all(v == np.float32 for k, v in stored.items() if k not in matrices)
+    _, loaded = load_params(tmp_path, "vocals")
+    for name, value in params.items():
+        assert loaded[name].dtype == np.float32
+        expected = value.astype(np.float16).astype(np.float32) if name in matrices else value
+        assert np.array_equal(loaded[name], expected), name
+    assert loaded["input_scale"][0] == np.float32(1e5)
+
+
+def test_half_precision_moves_network_outputs_less_than_1e3_of_their_max():
+    from unmix.onnx_backend import OnnxModel
+
+    config = ModelConfig(nb_bins=257, nb_channels=2, hidden_size=64, nb_layers=3, max_bin=200)
+    params = perturbed(config, seed=4)
+    mag = np.abs(np.random.default_rng(0).normal(size=(1, 2, 257, 40))).astype(np.float32)
+    full = OnnxModel((config, check_params(config, params)))(mag)
+    half = OnnxModel((config, check_params(config, half_precision(params))))(mag)
+    error = np.abs(half - full).max() / np.abs(full).max()
+    assert 1e-6 < error < 1e-3  # moved (the weights were rounded), but by far less than 1e-3
 
 
 def test_wrong_parameters_are_refused_before_writing(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools", "musdb_synth"))
 
-from msynth import drums, effects, mixing, plan, rng  # noqa: E402
+from msynth import drums, effects, mixing, plan, rng, vocals  # noqa: E402
 from msynth.hydrogen import gm_note  # noqa: E402
 
 
@@ -32,6 +32,24 @@ def test_plan_is_seeded_and_consistent(seed):
     # every bar has something in "other" (comp or pad) and the harmony only sings with the lead
     assert all(c or d for c, d in zip(p["active"]["comp"], p["active"]["pad"]))
     assert all(v or not h for v, h in zip(p["active"]["vocals"], p["active"]["harmony"]))
+
+
+def test_melody_phrases_span_the_register():
+    spans = []
+    for seed in range(20):
+        p = plan.make_plan(rng.child(seed, "plan"), 25.0)
+        pitches = [n[2] for n in vocals.make_melody(rng.child(seed, "vocals"), p, 50, 72, "dense", ["la"] * 32)]
+        assert all(50 <= q <= 72 for q in pitches)
+        if pitches:
+            spans.append(max(pitches) - min(pitches))
+    assert len(spans) >= 15 and np.median(spans) >= 8  # was 3-8 semitones before phrases moved
+
+
+def test_breaths_fit_the_song_when_a_phrase_starts_at_its_end():
+    n = 44100
+    notes = [(0.5, 0.8, 60, "la", 1.0), (1.02, 1.3, 62, "la", 1.0)]  # the second phrase starts after the end
+    out = vocals.breaths(np.random.default_rng(0), notes, n, 0.1)
+    assert out.shape == (n,) and np.abs(out[:22050]).max() > 0
 
 
 def test_drum_hits_only_in_active_bars():

@@ -1,36 +1,44 @@
 #!/usr/bin/env bash
-# Renders the synthetic songs the bundled default model (unmix/assets/default_model) was trained on,
-# and the bundled example mixture (unmix/assets/example). Nothing rendered here is committed except
-# the example mixture (FLAC).
+# Renders the synthetic songs the bundled default model (unmix/assets/default_model) was trained,
+# validated and tested on, and the bundled example mixture (unmix/assets/example). Nothing rendered
+# here is committed except the example mixture (FLAC).
 #
 # Uses the project's generator, tools/musdb_synth (README there: what the songs contain, statistics).
 # Needs its environment, made once by its recipe (as root, Debian 12):
 #     bash tools/musdb_synth/setup.sh      # apt: fluidsynth, 4 GM soundfonts, Hydrogen kits, avldrums,
 #                                          # espeak-ng; venv ~/.venvs/musdb-synth
-# Seeds do not collide with the shared musdb-synth-mini set (train 1000-1007, test 2000-2003).
-# The current default model and example were rendered with the earlier shared generator
-# (/work/shared/tools/musdb_synth): the same seeds now give different (richer) songs.
+# Seed ranges never overlap: shared musdb-synth-mini train 1000-1007 / test 2000-2003, the first
+# default model's songs 3000-3083, example 4000, training 5000.., validation 6000.., test 7000..
+# The first default model and the example were rendered with the earlier shared generator
+# (/work/shared/tools/musdb_synth).
 #
-#   tools/render_training_songs.sh train     # N songs (default 84) of DUR s (default 25), seeds 3000..
+#   tools/render_training_songs.sh train     # N songs (default 400) of DUR s (default 25), seeds 5000..
+#   tools/render_training_songs.sh valid     # N_VALID songs (default 16), seeds 6000.. -> OUT/valid
+#   tools/render_training_songs.sh test      # N_TEST songs (default 8), seeds 7000.. -> OUT/test
 #   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
 set -euo pipefail
 GEN=${GEN:-$(cd "$(dirname "$0")" && pwd)/musdb_synth}
 VENV=${VENV:-$HOME/.venvs/musdb-synth}
-OUT=${OUT:-/work/data/synth-train}
-N=${N:-84}
+OUT=${OUT:-/work/data/synth-v2}
+N=${N:-400}
+N_VALID=${N_VALID:-16}
+N_TEST=${N_TEST:-8}
 DUR=${DUR:-25}
-SEED=${SEED:-3000}
 JOBS=${JOBS:-2}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY="$VENV/bin/python"
 
+render() {  # subset n first-seed
+  # JOBS songs at a time in separate processes; each is written (atomically) as soon as it is
+  # done, so training can start on a partial set and a stopped run resumes where it was.
+  nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$OUT" --n "$2" --dur "$DUR" --seed "$3" \
+      --subset "$1" --jobs "$JOBS"
+}
+
 case "${1:-train}" in
-  train)
-    # JOBS songs at a time in separate processes; each is written (atomically) as soon as it is
-    # done, so training can start on a partial set and a stopped run resumes where it was.
-    nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$OUT" --n "$N" --dur "$DUR" --seed "$SEED" \
-        --subset train --jobs "$JOBS"
-    ;;
+  train) render train "$N" 5000 ;;
+  valid) render valid "$N_VALID" 6000 ;;
+  test) render test "$N_TEST" 7000 ;;
   example)
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
@@ -46,5 +54,5 @@ sf.write(sys.argv[2], audio, rate, subtype="PCM_16")
 print(os.path.basename(track), audio.shape, rate, os.path.getsize(sys.argv[2]), "bytes")
 PYEOF
     ;;
-  *) echo "usage: $0 [train|example]" >&2; exit 2 ;;
+  *) echo "usage: $0 [train|valid|test|example]" >&2; exit 2 ;;
 esac

@@ -5,7 +5,8 @@ A model folder holds
     separator.json   targets, sample_rate, n_fft, n_hop, nb_channels, architecture, and per
                      target its `ModelConfig` under "models"
     <target>.h5      the target's parameters (names and shapes of `param_shapes`), in the layout
-                     NNabla's ``nn.save_parameters`` writes: one float32 dataset per name
+                     NNabla's ``nn.save_parameters`` writes: one float32 dataset per name (or
+                     float16 for the weight matrices of a `half_precision` folder)
                      (``fc1/affine/W`` is a dataset ``W`` in group ``fc1/affine``), each with the
                      attributes ``need_grad`` (bool) and ``index`` (its position, which
                      ``nn.load_parameters`` restores the order from)
@@ -180,10 +181,32 @@ def read_h5_params(path):
     return params
 
 
-def save_params(folder, target, config, params, extra_json=None):
-    """Write ``<folder>/<target>.h5`` (checked against `config`) and, if given, ``<target>.json``."""
+def half_precision(params):
+    """`params` with the weight matrices stored as float16, the vectors kept float32.
+
+    The matrices (``*/affine/W`` and the LSTM weights) hold 98% of a network's values, so a
+    folder shrinks to about half. Biases, batch-norm parameters and statistics and the input /
+    output scaling stay float32: they are small, and ``input_scale`` (1 / std of a bin) can
+    exceed float16's largest value, 65504. `check_params` widens everything back to float32 on
+    loading, so a half-precision folder runs on every backend unchanged; how far its outputs move
+    is for the caller to check (`tools/train_default_model.sh` requires 1e-3 x max output).
+    """
+    return OrderedDict((name, np.asarray(value).astype(np.float16 if _is_matrix(name) else np.float32))
+                       for name, value in params.items())
+
+
+def _is_matrix(name):
+    return name.endswith("/affine/W") or name.startswith("lstm/lstm/weight")
+
+
+def save_params(folder, target, config, params, extra_json=None, half=False):
+    """Write ``<folder>/<target>.h5`` (checked against `config`) and, if given, ``<target>.json``.
+
+    With `half`, the weight matrices are stored in float16 (`half_precision`).
+    """
     folder = Path(folder)
-    write_h5_params(folder / f"{target}.h5", check_params(config, params))
+    params = check_params(config, params)
+    write_h5_params(folder / f"{target}.h5", half_precision(params) if half else params)
     if extra_json is not None:
         write_json(folder / f"{target}.json", extra_json)
 

@@ -118,7 +118,7 @@ def breaths(rng, notes, n, level):
         if t0 - prev_end > 0.4 and rng.random() < 0.8:
             L = int(rng.uniform(0.15, 0.35) * fx.SR)
             i0 = int((t0 - 0.05) * fx.SR) - L
-            if i0 >= 0:
+            if i0 >= 0 and i0 + L <= n:                              # (a breath must fit the song)
                 env = np.sin(np.linspace(0, np.pi, L)) ** 2
                 out[i0:i0 + L] += (rng.normal(0, 1, L) * env).astype(np.float32)
         prev_end = t1
