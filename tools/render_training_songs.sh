@@ -12,15 +12,18 @@
 # The first default model and the example were rendered with the earlier shared generator
 # (/work/shared/tools/musdb_synth).
 #
-#   tools/render_training_songs.sh train     # N songs (default 400) of DUR s (default 25), seeds 5000..
+#   tools/render_training_songs.sh train     # N songs (default 320) of DUR s (default 25), seeds 5000..
+#   tools/render_training_songs.sh train-v1  # the first default model's 84 songs (seeds 3000-3083) made
+#                                            # by the earlier generator, GEN_V1 (default ../shared's)
 #   tools/render_training_songs.sh valid     # N_VALID songs (default 16), seeds 6000.. -> OUT/valid
 #   tools/render_training_songs.sh test      # N_TEST songs (default 8), seeds 7000.. -> OUT/test
 #   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
 set -euo pipefail
 GEN=${GEN:-$(cd "$(dirname "$0")" && pwd)/musdb_synth}
+GEN_V1=${GEN_V1:-/work/shared/tools/musdb_synth}
 VENV=${VENV:-$HOME/.venvs/musdb-synth}
 OUT=${OUT:-/work/data/synth-v2}
-N=${N:-400}
+N=${N:-320}
 N_VALID=${N_VALID:-16}
 N_TEST=${N_TEST:-8}
 DUR=${DUR:-25}
@@ -28,15 +31,16 @@ JOBS=${JOBS:-2}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY="$VENV/bin/python"
 
-render() {  # subset n first-seed
+render() {  # subset n first-seed [generator]
   # JOBS songs at a time in separate processes; each is written (atomically) as soon as it is
   # done, so training can start on a partial set and a stopped run resumes where it was.
-  nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$OUT" --n "$2" --dur "$DUR" --seed "$3" \
+  nice -n 19 "$PY" "${4:-$GEN}/musdb_synth.py" --out "$OUT" --n "$2" --dur "$DUR" --seed "$3" \
       --subset "$1" --jobs "$JOBS"
 }
 
 case "${1:-train}" in
   train) render train "$N" 5000 ;;
+  train-v1) render train 84 3000 "$GEN_V1" ;;
   valid) render valid "$N_VALID" 6000 ;;
   test) render test "$N_TEST" 7000 ;;
   example)
@@ -54,5 +58,5 @@ sf.write(sys.argv[2], audio, rate, subtype="PCM_16")
 print(os.path.basename(track), audio.shape, rate, os.path.getsize(sys.argv[2]), "bytes")
 PYEOF
     ;;
-  *) echo "usage: $0 [train|valid|test|example]" >&2; exit 2 ;;
+  *) echo "usage: $0 [train|train-v1|valid|test|example]" >&2; exit 2 ;;
 esac
