@@ -1,0 +1,72 @@
+"""Score the bundled default model against its predecessor: the README's and models/README.md's tables.
+
+    python tools/score_default_model.py --new unmix/assets/default_model --previous DIR --evaldir /work/eval
+
+For each test set it runs `unmix evaluate` (BSSEval v4 SDR, median over 1 s frames, then over
+tracks; Wiener filter, niter 1) on the new model, the previous one and the oracles MIX (the
+mixture as every estimate) and IRM1, then prints one markdown table per set. Scores already in
+an evaldir are reused (`unmix evaluate` skips finished tracks), so give a retrained model a
+fresh --evaldir. The sets:
+
+- synthetic (shared): the shared musdb-synth-mini test songs (seeds 2000-2003, earlier generator)
+- synthetic (new): tools/render_training_songs.sh test (seeds 7000-7007, the project's generator)
+- real: the MUSDB18 excerpt that ships with stempeg (AAC stems; a folder test/ linking it)
+
+None of them is used in training or to choose the model.
+"""
+import argparse
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+TARGETS = ("vocals", "drums", "bass", "other")
+
+
+def evaluate(unmix, root, is_wav, what, evaldir):
+    """Run `unmix evaluate` for `what` ("--model DIR" or "--oracle NAME") into `evaldir`."""
+    cmd = [unmix, "evaluate", "--root", str(root), "--subset", "test", *what, "--evaldir", str(evaldir), "--cores", "2"]
+    if is_wav:
+        cmd.append("--is-wav")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(Path(evaldir) / "scores.csv") as f:
+        return {row["target"]: float(row["SDR"]) for row in csv.DictReader(f)}
+
+
+def table(scores):
+    """Markdown: SDR per target of each column, and the new model's gain over the previous one."""
+    names = list(scores)
+    lines = ["| target | " + " | ".join(names) + " | new - previous |", "|---" * (len(names) + 2) + "|"]
+    for t in TARGETS:
+        gain = scores["new"][t] - scores["previous"][t]
+        lines.append(f"| {t} | " + " | ".join(f"{scores[n][t]:.2f}" for n in names) + f" | **{gain:+.2f}** |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--new", required=True, help="model folder of the new default model")
+    p.add_argument("--previous", required=True, help="model folder of the previous default model")
+    p.add_argument("--evaldir", required=True, help="folder for the scores (one subfolder per set and model)")
+    p.add_argument("--shared", default="/work/shared/data/musdb-synth-mini")
+    p.add_argument("--synth", default="/work/data/synth-v2")
+    p.add_argument("--real", default="/work/data/stempeg-example")
+    p.add_argument("--unmix", default=str(Path(sys.executable).with_name("unmix")))
+    args = p.parse_args(argv)
+    sets = [("synthetic (shared)", args.shared, True), ("synthetic (new)", args.synth, True),
+            ("real (stempeg excerpt)", args.real, False)]
+    columns = [("new", ["--model", args.new]), ("previous", ["--model", args.previous]),
+               ("MIX", ["--oracle", "MIX"]), ("IRM1", ["--oracle", "IRM1"])]
+    for label, root, is_wav in sets:
+        if not (Path(root) / "test").is_dir():
+            print(f"skipping {label}: no {root}/test", file=sys.stderr)
+            continue
+        slug = label.split()[0] + "-" + Path(root).name
+        scores = {name: evaluate(args.unmix, root, is_wav, what, Path(args.evaldir) / slug / name)
+                  for name, what in columns}
+        print(f"\n{label}: {root}\n\n{table(scores)}\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
