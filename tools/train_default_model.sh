@@ -19,6 +19,7 @@ HIDDEN=${HIDDEN:-384}
 LAYERS=${LAYERS:-3}
 UNMIX=${UNMIX:-$REPO/.venv/bin/unmix}
 OUT=${OUT:-$REPO/unmix/assets/default_model}
+CURVES=${CURVES:-$REPO/models}  # the loss plots, for models/README.md
 
 train_one() {  # target
   # lr 1e-3, decayed x0.3 after 3 epochs without a better validation loss, stopped after 10:
@@ -36,4 +37,4 @@ if [ "${1:-all}" = all ]; then
   for target in vocals drums bass other; do train_one "$target" & done
   wait
 fi
-"$REPO/.venv/bin/python" "$REPO/tools/assemble_default_model.py" "$RUNS" "$OUT" "$REPO/models" --half
+"$REPO/.venv/bin/python" "$REPO/tools/assemble_default_model.py" "$RUNS" "$OUT" "$CURVES" --half
