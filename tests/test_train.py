@@ -6,6 +6,7 @@ takes well under a second per epoch.
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 import nnabla as nn
 import numpy as np
@@ -143,6 +144,26 @@ def test_track_loss_in_windows_equals_one_pass(aligned_root):
     expected = np.mean((model(X).astype(np.float64) - Y) ** 2)
     assert X.shape[-1] > 20
     assert tr.track_loss(model, x, y, 512, 128, 2, window=20) == pytest.approx(expected, rel=1e-5)
+
+
+def test_validation_sessions_take_the_blas_thread_count(monkeypatch):
+    """Four trainings side by side with OPENBLAS_NUM_THREADS=1 validated 4x slower than they trained
+    while ONNX Runtime sessions took every core each: validation follows the BLAS's threads."""
+    from threadpoolctl import threadpool_limits
+
+    from unmix import onnx_backend
+
+    with threadpool_limits(1, user_api="blas"):
+        assert tr._blas_threads() == 1
+    made = []
+    monkeypatch.setattr(onnx_backend, "OnnxModel", lambda model, nb_threads=None: made.append(nb_threads))
+    monkeypatch.setattr(tr, "validation_sums", lambda *args: (6.0, 3))
+    model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=1), seed=3)
+    run = SimpleNamespace(options=tr.TrainOptions(valid_backend="onnx"), model=model, valid_loader=None,
+                          n_fft=512, n_hop=128, procs=SimpleNamespace(progress=False, comm=None))
+    with threadpool_limits(1, user_api="blas"):
+        assert tr.validate(run) == 2.0
+    assert made == [1]
 
 
 # -- whole runs ----------------------------------------------------------------------------------------

@@ -376,8 +376,11 @@ def validate(run: Run):
     if backend == "onnx":
         from unmix.onnx_backend import OnnxCrossNet, OnnxModel
 
-        # a snapshot of the current weights, 8x faster on CPU
-        model = OnnxCrossNet((model.config, model.get_params(), model.sources)) if xumx else OnnxModel(model)
+        # a snapshot of the current weights, 8x faster on CPU; as many threads as the training's
+        # GEMMs (OPENBLAS_NUM_THREADS): runs side by side on few cores would else oversubscribe them
+        threads = _blas_threads()
+        model = (OnnxCrossNet((model.config, model.get_params(), model.sources), nb_threads=threads) if xumx
+                 else OnnxModel(model, nb_threads=threads))
     elif backend != "nnabla":
         raise UnmixError(f"unknown validation backend {backend!r}: use auto, onnx or nnabla")
     if xumx:
@@ -391,6 +394,14 @@ def validate(run: Run):
     if count == 0:
         raise UnmixError("the validation set is empty")
     return total / count
+
+
+def _blas_threads():
+    """The thread count of the BLAS that numpy uses (None if threadpoolctl finds none)."""
+    from threadpoolctl import threadpool_info
+
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return min(counts) if counts else None
 
 
 def save(run: Run, is_best):
