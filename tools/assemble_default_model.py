@@ -64,6 +64,7 @@ def assemble(runs, out, curves, half, example):
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(tmp, out)
+        out.chmod(0o755)  # not the 0o700 of the temporary folder that copytree copied
     for target in TARGETS:
         shutil.copy(runs / target / f"{target}_loss.png", curves / f"{target}_loss.png")
     return errors

@@ -20,14 +20,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 TARGETS = ("vocals", "drums", "bass", "other")
+
+
+def scorable_tracks(root):
+    """Names of the MUSDB18-HQ test tracks whose four stems all sound: BSSEval cannot score an
+    all-zero reference (the generator makes 4 % of its songs instrumental)."""
+    import soundfile as sf
+
+    def sounds(track, target):  # wav or flac
+        return any(np.any(sf.read(str(p), dtype="int16")[0]) for p in track.glob(f"{target}.*"))
+
+    return sorted(d.name for d in (Path(root) / "test").iterdir()
+                  if d.is_dir() and all(sounds(d, t) for t in TARGETS))
 
 
 def evaluate(unmix, root, is_wav, what, evaldir):
     """Run `unmix evaluate` for `what` ("--model DIR" or "--oracle NAME") into `evaldir`."""
     cmd = [unmix, "evaluate", "--root", str(root), "--subset", "test", *what, "--evaldir", str(evaldir), "--cores", "2"]
     if is_wav:
-        cmd.append("--is-wav")
+        cmd += ["--is-wav", "--tracks", *scorable_tracks(root)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(Path(evaldir) / "scores.csv") as f:
         return {row["target"]: float(row["SDR"]) for row in csv.DictReader(f)}

@@ -48,8 +48,8 @@ DEFAULT_MODEL = "umxhq"  # what None stands for: downloaded on first use
 # the package, so separation works offline: None falls back to it when DEFAULT_MODEL cannot be fetched.
 BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default_model"
 BUNDLED_NAME = "bundled"  # its name for --model
-BUNDLED_DESCRIPTION = ("small Open-Unmix (hidden size 128) trained by unmix on synthetic songs; ships with unmix "
-                       "(offline); knows synthetic music only")
+BUNDLED_DESCRIPTION = ("Open-Unmix (hidden size 384, 3 layers, float16 weights) trained by unmix on synthetic "
+                       "songs; ships with unmix (offline); knows synthetic music only")
 ENV_CACHE = "UNMIX_CACHE"
 ENV_BASE_URL = "UNMIX_MODEL_URL"
 TIMEOUT_S = 30  # per socket operation: a stalled server fails instead of hanging forever
