@@ -37,11 +37,12 @@ def scorable_tracks(root):
                   if d.is_dir() and all(sounds(d, t) for t in TARGETS))
 
 
-def evaluate(unmix, root, is_wav, what, evaldir):
-    """Run `unmix evaluate` for `what` ("--model DIR" or "--oracle NAME") into `evaldir`."""
+def evaluate(unmix, root, tracks, what, evaldir):
+    """Run `unmix evaluate` for `what` ("--model DIR" or "--oracle NAME") into `evaldir`; `tracks`
+    (of a MUSDB18-HQ folder) to score, or None for every track of a MUSDB18 (.stem.mp4) folder."""
     cmd = [unmix, "evaluate", "--root", str(root), "--subset", "test", *what, "--evaldir", str(evaldir), "--cores", "2"]
-    if is_wav:
-        cmd += ["--is-wav", "--tracks", *scorable_tracks(root)]
+    if tracks is not None:
+        cmd += ["--is-wav", "--tracks", *tracks]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(Path(evaldir) / "scores.csv") as f:
         return {row["target"]: float(row["SDR"]) for row in csv.DictReader(f)}
@@ -76,7 +77,8 @@ def main(argv=None):
             print(f"skipping {label}: no {root}/test", file=sys.stderr)
             continue
         slug = label.split()[0] + "-" + Path(root).name
-        scores = {name: evaluate(args.unmix, root, is_wav, what, Path(args.evaldir) / slug / name)
+        tracks = scorable_tracks(root) if is_wav else None  # read once for the four columns
+        scores = {name: evaluate(args.unmix, root, tracks, what, Path(args.evaldir) / slug / name)
                   for name, what in columns}
         print(f"\n{label}: {root}\n\n{table(scores)}\n", flush=True)
     return 0
