@@ -480,6 +480,30 @@ def test_a_failing_track_is_one_line_and_the_others_go_on(data, tmp_path, monkey
     assert not (evaldir / "test" / f"{TRACK_NAMES[1]}.json").exists()
 
 
+def test_a_silent_stem_is_named_and_the_other_tracks_are_scored(tmp_path):
+    """museval cannot score a source that is silent throughout (its ValueError names none)."""
+    root = write_hq(tmp_path / "root", ".wav", names=TRACK_NAMES, seconds=1.0)
+    drums = root / "test" / TRACK_NAMES[1] / "drums.wav"
+    sf.write(drums, np.zeros((RATE, 2)), RATE, subtype="PCM_16")
+    evaldir = tmp_path / "eval"
+    rc, out, err = run_cli(["evaluate", "--root", root, "--oracle", "MIX", "--targets", *TARGETS,
+                            "--evaldir", evaldir, "--cores", 1])
+    assert rc == 1 and "Traceback" not in err
+    assert (f"error: {TRACK_NAMES[1]}: the reference of drums is silent throughout, "
+            "and BSSEval cannot score a silent source") in err.splitlines()
+    assert (evaldir / "test" / f"{TRACK_NAMES[0]}.json").is_file()
+    assert not (evaldir / "test" / f"{TRACK_NAMES[1]}.json").exists()
+
+
+def test_a_silent_estimate_is_named():
+    rng = np.random.default_rng(0)
+    refs = {t: rng.standard_normal((2, RATE)) for t in ("vocals", "drums")}
+    estimates = dict(refs, vocals=np.zeros((2, RATE)))
+    for scorer in ev.SCORERS:
+        with pytest.raises(UnmixError, match="^Song: the estimate of vocals is silent throughout"):
+            ev.score_track("Song", refs, estimates, RATE, scorer=scorer)
+
+
 def test_a_dead_worker_is_one_line(data, tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "evaluate_track", lambda *args, **kwargs: os._exit(1))  # as the OOM killer would
     rc, out, err = run_cli(["evaluate", "--root", data["flac"], "--oracle", "MIX", "--targets", *TARGETS,

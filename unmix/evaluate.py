@@ -172,6 +172,7 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
         groups.append((main, [t for t in main if not (has_acc and t == "vocals")]))
     if has_acc:
         groups.append((["vocals", "accompaniment"], ["vocals", "accompaniment"]))
+    _check_not_silent(name, references, estimates, [t for group, _ in groups for t in group])
     window, step = int(win * rate), int(hop * rate)
     if scorer == "fast":
         from unmix import bsseval
@@ -188,6 +189,19 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
                 store.add_target(target_name=target, values=values)
     store.validate()
     return store
+
+
+def _check_not_silent(name, references, estimates, targets):
+    """UnmixError naming the first all-zero reference or estimate among `targets`.
+
+    BSSEval cannot score a track where a source is silent throughout (museval raises a
+    ValueError that names no source); MUSDB18's own tracks have none, but a user's folder can.
+    """
+    for kind, signals in (("reference", references), ("estimate", estimates)):
+        silent = [t for t in dict.fromkeys(targets) if not np.any(signals[t])]
+        if silent:
+            raise UnmixError(f"{name}: the {kind} of {', '.join(silent)} is silent throughout, "
+                             "and BSSEval cannot score a silent source")
 
 
 def _museval():
