@@ -104,3 +104,26 @@ def test_int16_mixture_is_the_exact_sum():
     assert np.array_equal(mix, sum(ints[k] for k in mixing.STEMS))
     assert np.abs(mix).max() <= 32767 and np.abs(mix).max() > 32000
     assert all(np.abs(v).max() <= 32767 for v in ints.values())
+
+
+def test_check_dataset_counts_foreign_metadata_in_the_audio_table_only(tmp_path, capsys):
+    """The first default model's songs (../shared's generator, another info.json layout) sit in the
+    same training set: the statistics tool scores their audio and leaves their metadata out."""
+    import soundfile as sf
+
+    import check_dataset
+
+    rate, rng_ = 44100, np.random.default_rng(0)
+    folder = tmp_path / "train" / "Synth 3000 - old"
+    folder.mkdir(parents=True)
+    stems = {s: np.round(rng_.uniform(-0.1, 0.1, (rate, 2)) * 32767).astype(np.int16) for s in check_dataset.STEMS}
+    for name, audio in dict(stems, mixture=sum(a.astype(np.int32) for a in stems.values()).astype(np.int16)).items():
+        sf.write(str(folder / f"{name}.wav"), audio, rate, subtype="PCM_16")
+    meta = tmp_path / "_meta" / folder.name
+    meta.mkdir(parents=True)
+    (meta / "info.json").write_text('{"plan": ["mode", "key"], "vocals": {"voice": "m1"}}')
+    check_dataset.audio_summary([str(folder)], None, None)
+    check_dataset.meta_summary(str(tmp_path), [str(folder)])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "1 tracks; max |mixture - sum(stems)| over all: 0 LSB"
+    assert out[-1] == "1 songs have another generator's metadata and are left out below"

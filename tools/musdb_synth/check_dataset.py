@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Statistics of a rendered set (MUSDB18-HQ layout + the generator's _meta/ folder).
 
-    python check_dataset.py ROOT [--subset train] [--png DIR] [--json FILE]
+    python check_dataset.py ROOT [--subset train] [--png DIR] [--json FILE] [--meta-only]
 
 Audio, per stem over all songs: loudness (BS.1770 LUFS of the active part, integrated over the
 song), silence ratio (100 ms frames below -50 dBFS), spectral centroid (median per song; the
 spread across songs), and per track max |mixture - sum(stems)| in LSB (must be 0).
 Metadata: vocal pitch range, and how often each genre, GM program, soundfont, drum kit,
 voice, language, lyric density and effect is used. --png writes one 5-panel log spectrogram
-per song.
+per song. Songs whose info.json is not of this generator (the first default model's songs, rendered
+by ../shared/tools/musdb_synth) count in the audio statistics only.
 """
 import argparse
 import collections
@@ -129,16 +130,24 @@ def main():
     ap.add_argument("--subset", default="train")
     ap.add_argument("--png", default=None, help="folder for spectrogram PNGs")
     ap.add_argument("--json", default=None, help="write the per-track statistics here")
+    ap.add_argument("--meta-only", action="store_true", help="skip the audio statistics (minutes for 400 songs)")
     a = ap.parse_args()
     tracks = sorted(d for d in glob.glob(os.path.join(a.root, a.subset, "*")) if os.path.isdir(d))
     if not tracks:
         raise SystemExit("no tracks in %s" % os.path.join(a.root, a.subset))
+    if not a.meta_only:
+        audio_summary(tracks, a.png, a.json)
+    meta_summary(a.root, tracks)
+
+
+def audio_summary(tracks, png_dir, json_path):
+    """Print the audio table (and write PNGs and the per-track JSON)."""
     res = []
     for t in tracks:
         png = None
-        if a.png:
-            os.makedirs(a.png, exist_ok=True)
-            png = os.path.join(a.png, os.path.basename(t).replace(" ", "_") + ".png")
+        if png_dir:
+            os.makedirs(png_dir, exist_ok=True)
+            png = os.path.join(png_dir, os.path.basename(t).replace(" ", "_") + ".png")
         res.append(track_stats(t, png))
     print("%d tracks; max |mixture - sum(stems)| over all: %d LSB" % (len(res), max(r["max_abs_mix_minus_sum_lsb"] for r in res)))
     print("%-8s %22s %22s %28s" % ("stem", "LUFS mean (min..max)", "silence mean (min..max)", "centroid Hz median (p10..p90)"))
@@ -151,27 +160,39 @@ def main():
         print("%-8s %7.1f (%5.1f..%5.1f) %9.2f (%4.2f..%4.2f) %10.0f (%5.0f..%5.0f)" % (
             k, lu.mean() if len(lu) else np.nan, lu.min() if len(lu) else np.nan, lu.max() if len(lu) else np.nan,
             si.mean(), si.min(), si.max(), np.median(ce), np.percentile(ce, 10), np.percentile(ce, 90)))
-    metas = []
+    if json_path:
+        with open(json_path, "w") as fh:
+            json.dump(res, fh, indent=1)
+
+
+def meta_summary(root, tracks):
+    """Print what the songs of this generator use (from root/_meta/<track>/info.json)."""
+    metas, other = [], 0
     for t in tracks:
-        p = os.path.join(a.root, "_meta", os.path.basename(t), "info.json")
+        p = os.path.join(root, "_meta", os.path.basename(t), "info.json")
         if os.path.exists(p):
             with open(p) as fh:
-                metas.append(json.load(fh))
+                meta = json.load(fh)
+            if isinstance(meta.get("plan"), dict) and "genre" in meta["plan"]:
+                metas.append(meta)
+            else:
+                other += 1
+    if other:
+        print("%d songs have another generator's metadata and are left out below" % other)
     if metas:
         vs = [m["vocals"] for m in metas if not m["vocals"].get("instrumental")]
         if vs:
+            span = np.array([v["pitch_hi"] - v["pitch_lo"] for v in vs])
             print("vocal pitch range: lowest MIDI %d, highest %d; per song span %s semitones" % (
                 min(v["pitch_lo"] for v in vs), max(v["pitch_hi"] for v in vs),
-                sorted(v["pitch_hi"] - v["pitch_lo"] for v in vs)))
+                sorted(span.tolist()) if len(span) <= 20 else "median %d (p10 %d .. p90 %d)" % (
+                    np.median(span), np.percentile(span, 10), np.percentile(span, 90))))
         bpm = [m["plan"]["bpm"] for m in metas]
         print("tempo: %.0f..%.0f bpm; songs with a dropped-out stem in some bars: %d of %d" % (
             min(bpm), max(bpm), sum(any(v < m["plan"]["n_bars"] for k, v in m["plan"]["active_bars"].items()
                                         if k in ("drums", "bass", "vocals")) for m in metas), len(metas)))
         for name, cnt in usage(metas).items():
             print("%s (%d distinct): %s" % (name, len(cnt), ", ".join("%s %d" % kv for kv in cnt.most_common())))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(res, fh, indent=1)
 
 
 if __name__ == "__main__":
