@@ -30,7 +30,7 @@ CURVES=${CURVES:-$REPO/models}  # the loss plots, for models/README.md
 
 train_one() {  # target [--checkpoint DIR]
   # lr 1e-3, decayed x0.3 after 3 epochs without a better validation loss, stopped after 10:
-  # an epoch is 404 songs x 1 sample / batch 8 = 50 steps, so the schedule acts within the budget.
+  # an epoch is 404 songs x SAMPLES_PER_TRACK / batch 8 = 50 (100) steps, so the schedule acts within the budget.
   OPENBLAS_NUM_THREADS=1 nice -n 10 timeout -s INT -k 300 "$SECONDS_PER_TARGET" "$UNMIX" train \
     --root "$ROOT" --dataset musdb --is-wav --target "$1" --output "$RUNS/$1" "${@:2}" \
     --epochs 1000 --batch-size 8 --seq-dur 3 --samples-per-track "$SAMPLES_PER_TRACK" --random-track-mix \

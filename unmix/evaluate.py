@@ -192,7 +192,7 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
 
 
 def _check_not_silent(name, references, estimates, targets):
-    """UnmixError naming the first all-zero reference or estimate among `targets`.
+    """UnmixError naming the `targets` whose reference (or else whose estimate) is all zeros.
 
     BSSEval cannot score a track where a source is silent throughout (museval raises a
     ValueError that names no source); MUSDB18's own tracks have none, but a user's folder can.

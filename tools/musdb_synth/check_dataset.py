@@ -142,13 +142,10 @@ def main():
 
 def audio_summary(tracks, png_dir, json_path):
     """Print the audio table (and write PNGs and the per-track JSON)."""
-    res = []
-    for t in tracks:
-        png = None
-        if png_dir:
-            os.makedirs(png_dir, exist_ok=True)
-            png = os.path.join(png_dir, os.path.basename(t).replace(" ", "_") + ".png")
-        res.append(track_stats(t, png))
+    if png_dir:
+        os.makedirs(png_dir, exist_ok=True)
+    res = [track_stats(t, os.path.join(png_dir, os.path.basename(t).replace(" ", "_") + ".png") if png_dir else None)
+           for t in tracks]
     print("%d tracks; max |mixture - sum(stems)| over all: %d LSB" % (len(res), max(r["max_abs_mix_minus_sum_lsb"] for r in res)))
     print("%-8s %22s %22s %28s" % ("stem", "LUFS mean (min..max)", "silence mean (min..max)", "centroid Hz median (p10..p90)"))
     for k in ("mixture",) + STEMS:
