@@ -1,5 +1,5 @@
 """The training-song generator's pure-numpy parts (tools/musdb_synth/msynth): seeds, the plan,
-drum grooves, effects and the sum-exact mixdown. Rendering itself needs FluidSynth, espeak-ng
+drum grooves, effects, the analog synth and the sum-exact mixdown. Rendering itself needs FluidSynth, espeak-ng
 and WORLD (its own venv, tools/musdb_synth/setup.sh) and is not run here."""
 import os
 import sys
@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools", "musdb_synth"))
 
-from msynth import drums, effects, mixing, plan, rng, vocals  # noqa: E402
+from msynth import analog, drums, effects, mixing, plan, rng, vocals  # noqa: E402
 from msynth.hydrogen import gm_note  # noqa: E402
 
 
@@ -127,3 +127,76 @@ def test_check_dataset_counts_foreign_metadata_in_the_audio_table_only(tmp_path,
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "1 tracks; max |mixture - sum(stems)| over all: 0 LSB"
     assert out[-1] == "1 songs have another generator's metadata and are left out below"
+
+
+def _notes(*specs):
+    """pretty_midi-like instrument: .notes with start, end, pitch, velocity (pretty_midi is not in
+    the project's venv; the analog synth only reads these four fields)."""
+    from types import SimpleNamespace as NS
+    return NS(notes=[NS(start=a, end=b, pitch=p, velocity=v) for a, b, p, v in specs])
+
+
+def test_polyblep_saw_has_far_less_aliasing_than_a_naive_saw():
+    f0, L = 3000.0, 1 << 15
+    dph = np.full(L, f0 / effects.SR)
+    ph = np.cumsum(dph)
+    freqs = np.fft.rfftfreq(L, 1 / effects.SR)
+    harmonic = np.abs((freqs / f0) - np.round(freqs / f0)) * f0 < 30        # bins at k * f0
+    win = np.hanning(L)
+
+    def alias_db(x):
+        P = np.abs(np.fft.rfft(x * win)) ** 2
+        return 10 * np.log10(P[~harmonic & (freqs < 15000)].sum() / P[harmonic].sum())
+
+    naive = 2 * (ph % 1.0) - 1
+    assert alias_db(analog.oscillator(ph, dph, "saw")) < alias_db(naive) - 10
+    slow = np.full(L, 200.0 / effects.SR)
+    pulse = analog.oscillator(np.cumsum(slow), slow, "pulse", 0.25)
+    assert abs(pulse.mean()) < 0.02                                          # no DC
+    assert np.median(pulse[pulse > 0]) == pytest.approx(0.5, abs=0.01)     # 2 * width
+    assert np.median(pulse[pulse < 0]) == pytest.approx(-1.5, abs=0.01)    # -2 * (1 - width)
+
+
+def test_adsr_attack_sustain_release():
+    sr = effects.SR
+    env = analog.adsr(sr, hold=sr // 2, att=0.01, dec=0.05, sus=0.4, rel=0.1)
+    assert env[0] == 0 and env[int(0.01 * sr)] == pytest.approx(1.0, abs=1e-3)
+    assert env[sr // 2 - 1] == pytest.approx(0.4, abs=1e-3)               # sustained while held
+    assert env[sr // 2 + int(0.1 * sr)] < 0.4 * 0.01                        # released within rel
+    assert np.all(np.diff(env[sr // 2:]) <= 0)
+
+
+def test_lowpass_sweep_follows_its_cutoff():
+    x = np.random.default_rng(0).normal(0, 1, 2 * effects.SR)
+    half = effects.SR
+    cut = np.where(np.arange(len(x)) < half, 500.0, 8000.0)
+    y = analog.lowpass_sweep(x, cut, q=0.7071)
+    hi = lambda z: np.sum(np.abs(np.fft.rfft(z))[np.fft.rfftfreq(len(z), 1 / effects.SR) > 3000] ** 2)
+    assert hi(y[half + 2000:]) > 100 * hi(y[2000:half])                   # 8 kHz passes, 500 Hz cuts
+    still = analog.lowpass_sweep(x, np.full(len(x), 1000.0), q=2.0)       # constant cutoff: one filter
+    b1 = effects.biquad("lowpass", 1000.0, q=2.0)
+    b2 = effects.biquad("lowpass", 1000.0, q=0.7071)
+    from scipy import signal
+    np.testing.assert_allclose(still, signal.lfilter(*b2, signal.lfilter(*b1, x)), atol=1e-9)
+
+
+@pytest.mark.parametrize("role", sorted(analog.ROLES))
+def test_analog_render_plays_the_notes(role):
+    patch = analog.draw_patch(np.random.default_rng(3), role)
+    assert patch == analog.draw_patch(np.random.default_rng(3), role)    # seeded
+    patch.update(vib_st=0.0, lfo_oct=0.0, noise=0.0)
+    pitch = 45 if role == "bass" else 69
+    n = 2 * effects.SR
+    y = analog.render(_notes((0.5, 1.0, pitch, 100)), n, patch, np.random.default_rng(1))
+    assert y.shape == (n, 2) and y.dtype == np.float32
+    assert np.abs(y).max() == pytest.approx(0.5, rel=1e-4)
+    assert not np.any(y[:int(0.5 * effects.SR)])                           # nothing before the note
+    end = int((1.0 + 1.2 * patch["rel"]) * effects.SR) + 2
+    assert not np.any(y[end:])                                             # released, then silent
+    seg = y[int(0.5 * effects.SR):int(0.9 * effects.SR)].mean(axis=1)
+    P = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    freqs = np.fft.rfftfreq(len(seg), 1 / effects.SR)
+    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    peaks = freqs[np.argsort(P)[-3:]]                                      # strongest partials are harmonics
+    k = peaks / f0 if not patch["sub"] else 2 * peaks / f0
+    assert np.all(np.abs(k - np.round(k)) < 0.1), (peaks, f0)

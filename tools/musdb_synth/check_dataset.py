@@ -104,7 +104,13 @@ def usage(metas):
         for stem in ("bass", "other"):
             for p in m[stem]:
                 c["GM program (%s)" % stem][p["program"]] += 1
-                c["soundfont"][p["soundfont"]] += 1
+                if "analog" in p:                                     # played by the analog synth
+                    a = p["analog"]
+                    c["soundfont"]["analog synth"] += 1
+                    c["analog patch (%s)" % stem]["%s:%s x%d%s" % (a["role"], a["wave"], a["unison"],
+                                                                   "+sub" if a["sub"] else "")] += 1
+                else:
+                    c["soundfont"][p["soundfont"]] += 1
                 c["part style"]["%s:%s" % (p["part"], p.get("style", "-"))] += 1
                 for fx in ("comp", "saturation", "reverb", "automation_db"):
                     c["effect (bass/other parts)"][fx] += fx in p["strip"]

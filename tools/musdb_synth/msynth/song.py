@@ -14,7 +14,7 @@ import numpy as np
 import pretty_midi
 import soundfile as sf
 
-from . import assets, drums, fluid
+from . import analog, assets, drums, fluid
 from . import effects as fx
 from . import mixing, parts, vocals
 from .genres import GENRES
@@ -23,6 +23,8 @@ from .plan import make_plan
 from .rng import child
 
 OTHER_PARTS = ("comp", "comp2", "pad", "lead", "arp")
+# GM synth programs (synth bass, leads, pads, FX) that the analog synth may play instead of a soundfont
+SYNTH_PROGRAMS = frozenset([38, 39] + list(range(80, 104)))
 
 
 def track_name(seed, plan):
@@ -71,9 +73,11 @@ def drums_stem(rng, plan, n, dur, tmpdir):
     return out, drums.kick_times(hits), info
 
 
-def melodic_stem(rng, insts, n, dur, tmpdir, kind):
-    """Render pretty_midi parts, each with its own randomly drawn GM soundfont and channel
-    strip, and sum them. Returns ((n, 2), [info per part])."""
+def melodic_stem(rng, insts, n, dur, tmpdir, kind, synth_rng=None, analog_p=0.0):
+    """Render pretty_midi parts, each with its own randomly drawn GM soundfont (or, for a synth
+    program with probability analog_p, an analog-synth patch) and channel strip, and sum them.
+    synth_rng draws only the analog choices and patches, so analog_p = 0 gives the songs of the
+    generator before the analog synth. Returns ((n, 2), [info per part])."""
     out, infos = np.zeros((n, 2), np.float32), []
     pans = list(rng.permutation([-0.7, -0.35, 0.0, 0.35, 0.7]))
     gms = assets.gm_soundfonts()
@@ -82,14 +86,18 @@ def melodic_stem(rng, insts, n, dur, tmpdir, kind):
             continue
         sf2 = gms[int(rng.integers(0, len(gms)))]
         fluid.add_ccs(inst, volume=int(rng.integers(90, 120)), pan=64)
-        y = fluid.render(inst, sf2, n, tmpdir, "%s%d" % (kind, i))
+        if analog_p > 0 and inst.program in SYNTH_PROGRAMS and synth_rng.random() < analog_p:
+            patch = analog.draw_patch(synth_rng, analog.PART_ROLE.get(inst.name, "lead"))
+            y, source = analog.render(inst, n, patch, synth_rng), dict(analog=patch)
+        else:
+            y, source = fluid.render(inst, sf2, n, tmpdir, "%s%d" % (kind, i)), dict(soundfont=os.path.basename(sf2))
         if not np.any(y):
             continue
         pos = None if kind == "bass" else float(pans[i % len(pans)] + rng.normal(0, 0.1))
         y, strip = mixing.channel_strip(rng, y, n, dur, kind, pan_pos=pos)
         y *= 10 ** (rng.normal(0, 3) / 20) / (mixing.rms_active(y) + 1e-9)
         out += y
-        infos.append(dict(info, part=inst.name, soundfont=os.path.basename(sf2), strip=strip))
+        infos.append(dict(info, part=inst.name, strip=strip, **source))
     return out, infos
 
 
@@ -105,13 +113,14 @@ def write_track(tdir, ints, mix_i, fmt):
     os.replace(tmp, tdir)
 
 
-def render_song(seed, dur, out_root, subset, fmt="wav", genre=None):
-    """Render song `seed` (dur seconds) into out_root/subset; returns (track name, info)."""
+def render_song(seed, dur, out_root, subset, fmt="wav", genre=None, analog_p=0.0):
+    """Render song `seed` (dur seconds) into out_root/subset; returns (track name, info).
+    analog_p: probability that a part with a GM synth program is played by the analog synth."""
     n = int(round(dur * fx.SR))
     plan = make_plan(child(seed, "plan"), dur, genre)
     g = GENRES[plan["genre"]]
     name = track_name(seed, plan)
-    info = dict(seed=seed, dur=dur, plan={k: v for k, v in plan.items() if k not in ("chords", "scale", "active")})
+    info = dict(seed=seed, dur=dur, analog_p=analog_p, plan={k: v for k, v in plan.items() if k not in ("chords", "scale", "active")})
     info["plan"]["chords"] = [(round(a, 3), round(b, 3), d) for a, b, d, _ in plan["chords"]]
     info["plan"]["active_bars"] = {k: int(sum(v)) for k, v in plan["active"].items()}
     tmpdir = tempfile.mkdtemp(prefix="msynth_")
@@ -121,14 +130,15 @@ def render_song(seed, dur, out_root, subset, fmt="wav", genre=None):
         stems["drums"], kicks, info["drums"] = drums_stem(child(seed, "drums"), plan, n, dur, tmpdir)
         rng = child(seed, "bass")
         bass = parts.bass_part(rng, plan, g["bass"][0], g["bass"][1], kicks)
-        stems["bass"], info["bass"] = melodic_stem(rng, [bass], n, dur, tmpdir, "bass")
+        stems["bass"], info["bass"] = melodic_stem(rng, [bass], n, dur, tmpdir, "bass", child(seed, "analog-bass"), analog_p)
         rng = child(seed, "other")
         other = [parts.comp_part(rng, plan, *g["comp"]), parts.comp_part(rng, plan, *g["comp"], part="comp2")]
         if g["pads"]:
             other.append(parts.pad_part(rng, plan, g["pads"]))
         other.append(parts.lead_part(rng, plan, g["leads"], vnotes))
         other.append(parts.arp_part(rng, plan, g["leads"] + g["comp"][0]))
-        stems["other"], info["other"] = melodic_stem(rng, other, n, dur, tmpdir, "other")
+        stems["other"], info["other"] = melodic_stem(rng, other, n, dur, tmpdir, "other", child(seed, "analog-other"),
+                                                    analog_p)
         rng = child(seed, "mix")
         info["mix"] = dict(ltas_strength=float(rng.uniform(0.2, 0.8)), eq_db={})
         for k in mixing.STEMS:
