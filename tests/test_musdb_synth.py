@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools", "
 
 from msynth import analog, drums, effects, mixing, plan, rng, vocals  # noqa: E402
 from msynth.hydrogen import gm_note  # noqa: E402
+from msynth.singer import Singer  # noqa: E402
 
 
 def test_child_streams_are_reproducible_and_independent():
@@ -200,3 +201,29 @@ def test_analog_render_plays_the_notes(role):
     peaks = freqs[np.argsort(P)[-3:]]                                      # strongest partials are harmonics
     k = peaks / f0 if not patch["sub"] else 2 * peaks / f0
     assert np.all(np.abs(k - np.round(k)) < 0.1), (peaks, f0)
+
+
+def _bare_singer(band):
+    """A Singer without pyworld (extend_band is pure numpy): fs_an 22050, the source's band."""
+    s = Singer.__new__(Singer)
+    s.fs, s.band = 22050, band
+    return s
+
+
+def test_extend_band_keeps_espeaks_envelope_and_extrapolates_above_a_16k_voice():
+    nb = 513                                                          # WORLD's bins for fft 1024
+    f = np.arange(nb) * 22050 / 1024
+    sp = np.tile(1e-3 * np.exp(-f / 3000.0), (2, 1))
+    sp[:, f > 8000] = 1e-12                                           # a 16 kHz voice: nothing above 8 kHz
+    ap = np.full((2, nb), 0.2)
+    voiced = np.array([True, False])
+    wide, _, _ = _bare_singer(11025.0).extend_band(sp, ap, voiced)
+    np.testing.assert_array_equal(wide[:, :nb], sp)                  # espeak-ng: analysed bins kept
+    narrow, ap_hi, _ = _bare_singer(8000.0).extend_band(sp, ap, voiced)
+    f_hi = np.arange(narrow.shape[1]) * 44100 / 2048
+    keep = f_hi <= 8000
+    np.testing.assert_array_equal(narrow[:, keep], sp[:, f <= 8000])
+    ref = np.log(sp[:, (f > 8000 * 8000 / 11025) & (f < 10500 * 8000 / 11025)]).mean(axis=1)
+    at = np.argmin(np.abs(f_hi - 2 * 9250 * 8000 / 11025))           # one octave above the pivot
+    np.testing.assert_allclose(np.log(narrow[:, at]), ref - np.array([2.76, 1.15]), atol=0.01)
+    assert np.all(ap_hi[:, ~keep] == 0.9) and np.all(ap_hi[:, keep] == 0.2)

@@ -21,10 +21,10 @@ def render_one(job):
     """Worker: render one song, return a one-line summary (or the error, so one bad seed does
     not stop a long run)."""
     from msynth.song import render_song
-    seed, dur, out, subset, fmt, genre, analog_p = job
+    seed, dur, out, subset, fmt, genre, analog_p, festival_p = job
     t = time.time()
     try:
-        name, info = render_song(seed, dur, out, subset, fmt, genre, analog_p)
+        name, info = render_song(seed, dur, out, subset, fmt, genre, analog_p, festival_p)
     except Exception as e:                       # reported and counted; the run goes on
         return False, "seed %d FAILED: %s: %s" % (seed, type(e).__name__, e)
     v = info["vocals"]
@@ -55,13 +55,17 @@ def main(argv=None):
     ap.add_argument("--analog", type=float, default=0.6, metavar="P",
                     help="probability that a part with a GM synth program (synth bass, lead, pad, FX) is "
                          "played by the analog synth instead of a soundfont (0: the generator before it)")
+    ap.add_argument("--festival", type=float, default=0.5, metavar="P",
+                    help="probability that an English or vocalise song is sung by one of Festival's "
+                         "recorded-speaker voices of the singer's gender instead of espeak-ng (0: the "
+                         "generator before it)")
     ap.add_argument("--jobs", type=int, default=1, help="songs rendered in parallel processes")
     a = ap.parse_args(argv)
-    if a.n < 1 or a.jobs < 1 or a.dur <= 1 or not 0 <= a.analog <= 1 or not (0 <= a.seed and a.seed + a.n <= 100000):
-        print("error: need --n >= 1, --jobs >= 1, --dur > 1, 0 <= --analog <= 1 and seeds in 0..99999", file=sys.stderr)
+    if a.n < 1 or a.jobs < 1 or a.dur <= 1 or not 0 <= a.analog <= 1 or not 0 <= a.festival <= 1 or not (0 <= a.seed and a.seed + a.n <= 100000):
+        print("error: need --n >= 1, --jobs >= 1, --dur > 1, 0 <= --analog, --festival <= 1 and seeds in 0..99999", file=sys.stderr)
         return 2
     skip = done_seeds(a.out, a.subset)
-    jobs = [(s, a.dur, a.out, a.subset, a.format, a.genre, a.analog) for s in range(a.seed, a.seed + a.n) if s not in skip]
+    jobs = [(s, a.dur, a.out, a.subset, a.format, a.genre, a.analog, a.festival) for s in range(a.seed, a.seed + a.n) if s not in skip]
     if len(jobs) < a.n:
         print("%d songs already there, rendering %d" % (a.n - len(jobs), len(jobs)), flush=True)
     t0, failed = time.time(), 0

@@ -2,11 +2,13 @@
 
 GM soundfonts: fluid-soundfont-gm, timgm6mb-soundfont, musescore-general-soundfont,
 fluidr3mono-gm-soundfont. Drum-only soundfonts: avldrums.lv2-soundfont. Hydrogen kits:
-hydrogen-data, hydrogen-drumkits. Voices: espeak-ng's variants.
+hydrogen-data, hydrogen-drumkits. Voices: espeak-ng's variants; Festival's recorded-speaker voices
+(festival, festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts).
 """
 import functools
 import glob
 import os
+import shutil
 import subprocess
 
 from .hydrogen import H2Kit
@@ -22,6 +24,10 @@ DRUM_SOUNDFONTS = [
     "/usr/lib/lv2/avldrums.lv2/Red_Zeppelin_4_LV2.sf2",
 ]
 H2_ROOT = "/usr/share/hydrogen/data/drumkits"
+# Festival voices made from recordings of one speaker each (diphone concatenation, HTS): their
+# spectral envelopes are real voices', unlike espeak-ng's formant synthesis. English only.
+FESTIVAL_ROOT = "/usr/share/festival/voices"
+FESTIVAL_VOICES = {"kal_diphone": "M", "ked_diphone": "M", "cmu_us_slt_arctic_hts": "F"}
 # Hydrogen kits by kind (the rest of the folder is used as "acoustic" if it is a full kit)
 H2_KIND = {"TR808EmulationKit": "electronic", "HardElectro1": "electronic", "ElectricEmpireKit": "electronic",
            "VariBreaks": "electronic", "Gimme A Hand 1.0": "percussion", "circAfrique v4": "percussion"}
@@ -86,3 +92,12 @@ def voices():
         if len(f) >= 5 and f[3] not in BAD_VARIANTS:
             res.append((os.path.basename(f[4]), f[2].split("/")[-1]))
     return tuple(res)
+
+
+@functools.lru_cache(maxsize=None)
+def festival_voices():
+    """[(voice, gender 'M'/'F')] of the Festival voices installed; empty without Festival."""
+    if not shutil.which("festival"):
+        return ()
+    found = {os.path.basename(d) for d in glob.glob(os.path.join(FESTIVAL_ROOT, "*", "*"))}
+    return tuple((v, g) for v, g in FESTIVAL_VOICES.items() if v in found)

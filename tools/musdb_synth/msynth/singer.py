@@ -1,4 +1,4 @@
-"""The WORLD-vocoder singer: each syllable is spoken by espeak-ng, analysed with WORLD
+"""The WORLD-vocoder singer: each syllable is spoken by espeak-ng or a Festival voice, analysed with WORLD
 (f0, spectral envelope, aperiodicity), time-stretched to the note and re-synthesised on a sung
 f0 contour (portamento, scoops, glides, vibrato, drift), with formant shift, breathiness and
 consonant emphasis set per singer.
@@ -27,12 +27,43 @@ def draw_style(rng):
 class Singer:
     """sing(word, midi, dur, prev_hz, vel) -> (audio at SR, seconds of consonant before the onset)."""
 
-    def __init__(self, rng, voice, language, style, tmpdir, fs_an=22050, frame_ms=5.0):
+    def __init__(self, rng, voice, language, style, tmpdir, fs_an=22050, frame_ms=5.0, engine="espeak"):
         import pyworld                                          # imported here: only vocals need it
         self.pw = pyworld
         self.rng, self.voice, self.lang, self.style, self.tmp = rng, voice, language, style, tmpdir
-        self.fs, self.fp = fs_an, frame_ms
-        self.cache = {}
+        self.fs, self.fp, self.engine = fs_an, frame_ms, engine
+        self.band = fs_an / 2.0                                 # highest frequency the speech source has
+        self.cache, self.spoken = {}, {}
+
+    def speak(self, word):
+        """The spoken syllable at fs_an (float64), by the singer's engine."""
+        if self.engine == "festival":
+            if word not in self.spoken:
+                self.festival([word])
+            return self.spoken[word]
+        return self.espeak(word)
+
+    def festival(self, words):
+        """Speak several words with one Festival process (its start-up costs more than a word)
+        into self.spoken; the source's band (8 kHz for the 16 kHz diphone voices) sets self.band."""
+        words = [w for w in dict.fromkeys(words) if w not in self.spoken]
+        if not words:
+            return
+        base = os.path.join(self.tmp, "fest_%d" % (abs(hash((self.voice, tuple(words)))) % 10 ** 12))
+        lines = ["(voice_%s)" % self.voice]
+        for i, w in enumerate(words):
+            lines.append('(utt.save.wave (utt.synth (Utterance Text "%s")) "%s_%d.wav" \'riff)'
+                         % (w.replace('"', "").replace("\\", ""), base, i))
+        with open(base + ".scm", "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        subprocess.run(["festival", "-b", base + ".scm"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        os.remove(base + ".scm")
+        for i, w in enumerate(words):
+            x, sr = sf.read("%s_%d.wav" % (base, i), dtype="float64")
+            os.remove("%s_%d.wav" % (base, i))
+            self.band = min(self.fs, sr) / 2.0
+            self.spoken[w] = self.trim(signal.resample_poly(x, self.fs, sr) if sr != self.fs else x)
 
     def espeak(self, word):
         """The spoken syllable at fs_an, leading/trailing silence trimmed (float64)."""
@@ -44,6 +75,10 @@ class Singer:
         os.remove(wav)
         if sr != self.fs:
             x = signal.resample_poly(x, self.fs, sr)
+        return self.trim(x)
+
+    def trim(self, x):
+        """x without its leading/trailing silence (below 1 % of the peak)."""
         nz = np.nonzero(np.abs(x) > 0.01 * (np.abs(x).max() + 1e-12))[0]
         return x[max(nz[0] - 100, 0): nz[-1] + 200] if len(nz) else np.zeros(int(0.2 * self.fs))
 
@@ -51,7 +86,7 @@ class Singer:
         """(sp, ap, voiced) of a syllable on the 44.1 kHz frequency grid (cached per word)."""
         if word in self.cache:
             return self.cache[word]
-        x = self.espeak(word)
+        x = self.speak(word)
         f0, t = self.pw.dio(x, self.fs, frame_period=self.fp, f0_floor=60, f0_ceil=600)
         f0 = self.pw.stonemask(x, f0, t, self.fs)
         sp = self.pw.cheaptrick(x, f0, t, self.fs)
@@ -68,23 +103,26 @@ class Singer:
         return self.cache[word]
 
     def extend_band(self, sp, ap, voiced):
-        """Envelope for synthesis at 44.1 kHz: identical below fs_an/2, above it the 8-10.5 kHz
-        level extrapolated at -12 dB/oct (voiced) or -5 dB/oct (unvoiced, sibilants), with
+        """Envelope for synthesis at 44.1 kHz: identical below the source's band (fs_an/2 = 11025
+        Hz for espeak-ng), above it the level of the band's top quarter (8-10.5 kHz for espeak-ng)
+        extrapolated at -12 dB/oct (voiced) or -5 dB/oct (unvoiced, sibilants), with
         aperiodicity >= 0.9 (air and breath noise)."""
         nb = sp.shape[1]
         fft_an = (nb - 1) * 2
         fft_hi = fft_an * SR // self.fs
         f_an = np.arange(nb) * self.fs / fft_an
         f_hi = np.arange(fft_hi // 2 + 1) * SR / fft_hi
-        ref = np.log(sp[:, (f_an > 8000) & (f_an < 10500)] + 1e-16).mean(axis=1, keepdims=True)
+        lo_ref, hi_ref = 8000 * self.band / 11025, 10500 * self.band / 11025
+        ref = np.log(sp[:, (f_an > lo_ref) & (f_an < hi_ref)] + 1e-16).mean(axis=1, keepdims=True)
         slope = np.where(voiced, 2.76, 1.15)[:, None]           # ln-power per octave
-        hi = f_hi > f_an[-1]
+        hi = f_hi > self.band
         sp_hi = np.empty((len(sp), len(f_hi)))
         sp_hi[:, :nb] = sp
-        sp_hi[:, hi] = np.exp(ref - slope * np.log2(f_hi[hi] / 9250.0)[None, :])
+        sp_hi[:, hi] = np.exp(ref - slope * np.log2(f_hi[hi] / (9250.0 * self.band / 11025))[None, :])
         ap_hi = np.empty_like(sp_hi)
         ap_hi[:, :nb] = ap
-        ap_hi[:, hi] = np.maximum(ap[:, -1:], 0.9)
+        top = np.searchsorted(f_an, self.band, side="right") - 1      # the source's last bin
+        ap_hi[:, hi] = np.maximum(ap[:, top:top + 1], 0.9)
         return sp_hi, ap_hi, voiced
 
     def contour(self, n_frames, head, target_hz, prev_hz, glide_to):

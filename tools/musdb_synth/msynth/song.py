@@ -113,20 +113,23 @@ def write_track(tdir, ints, mix_i, fmt):
     os.replace(tmp, tdir)
 
 
-def render_song(seed, dur, out_root, subset, fmt="wav", genre=None, analog_p=0.0):
+def render_song(seed, dur, out_root, subset, fmt="wav", genre=None, analog_p=0.0, festival_p=0.0):
     """Render song `seed` (dur seconds) into out_root/subset; returns (track name, info).
-    analog_p: probability that a part with a GM synth program is played by the analog synth."""
+    analog_p: probability that a part with a GM synth program is played by the analog synth;
+    festival_p: probability that an English song is sung by a Festival voice. With both 0 the
+    song is the one of the generator before these two options."""
     n = int(round(dur * fx.SR))
     plan = make_plan(child(seed, "plan"), dur, genre)
     g = GENRES[plan["genre"]]
     name = track_name(seed, plan)
-    info = dict(seed=seed, dur=dur, analog_p=analog_p, plan={k: v for k, v in plan.items() if k not in ("chords", "scale", "active")})
+    info = dict(seed=seed, dur=dur, analog_p=analog_p, festival_p=festival_p, plan={k: v for k, v in plan.items() if k not in ("chords", "scale", "active")})
     info["plan"]["chords"] = [(round(a, 3), round(b, 3), d) for a, b, d, _ in plan["chords"]]
     info["plan"]["active_bars"] = {k: int(sum(v)) for k, v in plan["active"].items()}
     tmpdir = tempfile.mkdtemp(prefix="msynth_")
     try:
         stems = {}
-        stems["vocals"], vnotes, info["vocals"] = vocals.vocal_stem(child(seed, "vocals"), plan, n, tmpdir, g["density"])
+        stems["vocals"], vnotes, info["vocals"] = vocals.vocal_stem(child(seed, "vocals"), plan, n, tmpdir, g["density"],
+                                                                 child(seed, "festival"), festival_p)
         stems["drums"], kicks, info["drums"] = drums_stem(child(seed, "drums"), plan, n, dur, tmpdir)
         rng = child(seed, "bass")
         bass = parts.bass_part(rng, plan, g["bass"][0], g["bass"][1], kicks)

@@ -6,7 +6,7 @@ Sung notes are tuples (start_s, end_s, midi, word, velocity).
 import numpy as np
 
 from . import effects as fx
-from .assets import voices
+from .assets import festival_voices, voices
 from .plan import active, chord_at, section_at, step_time
 from .singer import Singer, draw_style
 from .theory import scale_pitches
@@ -25,6 +25,7 @@ LYRICS = {
     "ru": "любовь ночь свет огонь дом жизнь солнце море небо сердце время мечта всегда",
     "vocalise": "la na da oh ah ooh hey yeah whoa mm",
 }
+FESTIVAL_LANGS = ("en-us", "en-gb", "vocalise")             # Festival's voices here speak English
 LANG_WEIGHTS = {"en-us": 45, "en-gb": 10, "es": 8, "it": 5, "pt-br": 5, "fr-fr": 6, "de": 5, "sv": 3, "ru": 3,
                 "vocalise": 10}
 # rhythm motifs (step, length) per bar by lyric density
@@ -152,8 +153,12 @@ def vocal_chain(rng, x, n):
     return y, info
 
 
-def vocal_stem(rng, plan, n, tmpdir, density_choices):
-    """(stem (n, 2), lead notes, info). Silent (zeros) for instrumental songs."""
+def vocal_stem(rng, plan, n, tmpdir, density_choices, voice_rng=None, festival_p=0.0):
+    """(stem (n, 2), lead notes, info). Silent (zeros) for instrumental songs.
+
+    An English (or vocalise) song is sung by a Festival voice of the singer's gender with
+    probability festival_p, drawn from voice_rng only: festival_p = 0 gives the songs of the
+    generator before Festival voices."""
     if plan["instrumental"] or not any(plan["active"]["vocals"]):
         return np.zeros((n, 2), np.float32), [], dict(instrumental=True)
     lang = pick(rng, LANG_WEIGHTS)
@@ -168,10 +173,16 @@ def vocal_stem(rng, plan, n, tmpdir, density_choices):
     density = str(rng.choice(density_choices))
     words = [str(w) for w in rng.choice(LYRICS[lang].split(), size=32)]
     notes = make_melody(rng, plan, lo + register, hi + register - (8 if density == "rap" else 0), density, words)
-    singer = Singer(rng, voice, espeak_lang, style, tmpdir)
+    engine = "espeak"
+    fest = [v for v, g in festival_voices() if g == gender] if lang in FESTIVAL_LANGS else []
+    if fest and festival_p > 0 and voice_rng.random() < festival_p:
+        voice, engine = fest[int(voice_rng.integers(0, len(fest)))], "festival"
+    singer = Singer(rng, voice, espeak_lang, style, tmpdir, engine=engine)
+    if engine == "festival":
+        singer.festival(words)                             # one Festival process for all the lyrics
     lead = sing_line(singer, notes, n, rng, glide_p=style["glide_p"])
     st = np.stack([lead, lead], axis=1)
-    info = dict(language=lang, voice=voice, gender=gender, density=density, register=register, n_notes=len(notes),
+    info = dict(language=lang, voice=voice, engine=engine, gender=gender, density=density, register=register, n_notes=len(notes),
                 pitch_lo=min((p for _, _, p, _, _ in notes), default=0), pitch_hi=max((p for _, _, p, _, _ in notes), default=0),
                 **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in style.items()})
     if rng.random() < 0.35:                                # double-tracked lead, panned
@@ -182,8 +193,11 @@ def vocal_stem(rng, plan, n, tmpdir, density_choices):
     if any(plan["active"]["harmony"]):
         interval = int(rng.choice([2, -2, 5, -3, 7]))
         hstyle = dict(style, formant=style["formant"] * float(rng.uniform(0.95, 1.08)), vib_depth=style["vib_depth"] * 0.7)
-        hsinger = Singer(rng, allv[int(rng.integers(0, len(allv)))][0] if rng.random() < 0.4 else voice,
-                         espeak_lang, hstyle, tmpdir)
+        if rng.random() < 0.4:                             # another espeak-ng voice, or the lead's
+            hvoice, hengine = allv[int(rng.integers(0, len(allv)))][0], "espeak"
+        else:
+            hvoice, hengine = voice, engine
+        hsinger = Singer(rng, hvoice, espeak_lang, hstyle, tmpdir, engine=hengine)
         hn = harmony_notes(rng, plan, notes, interval)
         harm = sing_line(hsinger, hn, n, rng, timing_sd=0.008)
         wide = fx.width(fx.haas_double(harm * float(rng.uniform(0.35, 0.7)), float(rng.uniform(0.008, 0.02)), 0.7),
