@@ -10,20 +10,29 @@
 # Seed ranges never overlap: shared musdb-synth-mini train 1000-1007 / test 2000-2003, the first
 # default model's songs 3000-3083, example 4000, training 5000.., validation 6000.., test 7000..
 # The first default model and the example were rendered with the earlier shared generator
-# (/work/shared/tools/musdb_synth).
+# (/work/shared/tools/musdb_synth). train, valid and test are the songs of the generator before its
+# analog synth and Festival voices (--analog 0 --festival 0); train-v3 and valid-v3 add songs with
+# both (the defaults, 0.6 and 0.5) for the fine-tuning stage, and link-v3 makes the dataset root
+# that holds all of them (OUT_V3/{train,valid,test} of symlinks).
 #
 #   tools/render_training_songs.sh train     # N songs (default 320) of DUR s (default 25), seeds 5000..
 #   tools/render_training_songs.sh train-v1  # the first default model's 84 songs (seeds 3000-3083) made
 #                                            # by the earlier generator, GEN_V1 (default ../shared's)
 #   tools/render_training_songs.sh valid     # N_VALID songs (default 16), seeds 6000.. -> OUT/valid
 #   tools/render_training_songs.sh test      # N_TEST songs (default 8), seeds 7000.. -> OUT/test
+#   tools/render_training_songs.sh train-v3  # N_V3 songs (default 160), seeds 5320.. -> OUT_NEW/train
+#   tools/render_training_songs.sh valid-v3  # 8 songs, seeds 6016-6023 -> OUT_NEW/valid
+#   tools/render_training_songs.sh link-v3   # OUT_V3 = OUT's and OUT_NEW's songs (test: OUT's)
 #   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
 set -euo pipefail
 GEN=${GEN:-$(cd "$(dirname "$0")" && pwd)/musdb_synth}
 GEN_V1=${GEN_V1:-/work/shared/tools/musdb_synth}
 VENV=${VENV:-$HOME/.venvs/musdb-synth}
 OUT=${OUT:-/work/data/synth-v2}
+OUT_NEW=${OUT_NEW:-/work/data/synth-v3new}
+OUT_V3=${OUT_V3:-/work/data/synth-v3}
 N=${N:-320}
+N_V3=${N_V3:-160}
 N_VALID=${N_VALID:-16}
 N_TEST=${N_TEST:-8}
 DUR=${DUR:-25}
@@ -34,8 +43,25 @@ PY="$VENV/bin/python"
 render() {  # subset n first-seed [generator]
   # JOBS songs at a time in separate processes; each is written (atomically) as soon as it is
   # done, so training can start on a partial set and a stopped run resumes where it was.
+  local opts=(--analog 0 --festival 0)
+  [ -n "${4:-}" ] && opts=()                      # the earlier generator has neither option
   nice -n 19 "$PY" "${4:-$GEN}/musdb_synth.py" --out "$OUT" --n "$2" --dur "$DUR" --seed "$3" \
-      --subset "$1" --jobs "$JOBS"
+      --subset "$1" --jobs "$JOBS" "${opts[@]}"
+}
+
+render_v3() {  # subset n first-seed: with the analog synth and Festival voices (the defaults)
+  nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$OUT_NEW" --n "$2" --dur "$DUR" --seed "$3" \
+      --subset "$1" --jobs "$JOBS" --analog 0.6 --festival 0.5
+}
+
+link_v3() {  # OUT_V3/<subset>/<track> -> the track folders of OUT and OUT_NEW
+  for subset in train valid test; do
+    mkdir -p "$OUT_V3/$subset"
+    for d in "$OUT/$subset"/*/ "$OUT_NEW/$subset"/*/; do
+      [ -d "$d" ] && ln -sfn "${d%/}" "$OUT_V3/$subset/$(basename "$d")"
+    done
+  done
+  echo "$OUT_V3: $(ls "$OUT_V3/train" | wc -l) train, $(ls "$OUT_V3/valid" | wc -l) valid, $(ls "$OUT_V3/test" | wc -l) test"
 }
 
 case "${1:-train}" in
@@ -43,10 +69,14 @@ case "${1:-train}" in
   train-v1) render train 84 3000 "$GEN_V1" ;;
   valid) render valid "$N_VALID" 6000 ;;
   test) render test "$N_TEST" 7000 ;;
+  train-v3) render_v3 train "$N_V3" 5320 ;;
+  valid-v3) render_v3 valid 8 6016 ;;
+  link-v3) link_v3 ;;
   example)
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
-    nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$tmp" --n 1 --dur 10 --seed 4000 --subset example
+    nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$tmp" --n 1 --dur 10 --seed 4000 --subset example \
+        --analog 0 --festival 0
     mkdir -p "$REPO/unmix/assets/example"
     # mixture only, 16-bit FLAC (the stems stay out of the package)
     "$PY" - "$tmp/example" "$REPO/unmix/assets/example/example.flac" <<'PYEOF'
@@ -58,5 +88,5 @@ sf.write(sys.argv[2], audio, rate, subtype="PCM_16")
 print(os.path.basename(track), audio.shape, rate, os.path.getsize(sys.argv[2]), "bytes")
 PYEOF
     ;;
-  *) echo "usage: $0 [train|train-v1|valid|test|example]" >&2; exit 2 ;;
+  *) echo "usage: $0 [train|train-v1|valid|test|train-v3|valid-v3|link-v3|example]" >&2; exit 2 ;;
 esac

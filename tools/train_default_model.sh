@@ -10,6 +10,9 @@
 #
 #   tools/train_default_model.sh            # train the four targets, then assemble
 #   tools/train_default_model.sh resume     # go on from the checkpoints in RUNS, then assemble
+#   tools/train_default_model.sh finetune   # start TARGETS from the models in FROM/<target> (fresh
+#                                           # optimizer and schedule, lr LR) on ROOT; the other
+#                                           # targets are linked from FROM; then assemble
 #   tools/train_default_model.sh assemble   # only gather RUNS/<target> into OUT
 #
 # The shipped model: `train` with SECONDS_PER_TARGET=4300 (24 epochs of 50 steps), then `resume`
@@ -22,6 +25,9 @@ RUNS=${RUNS:-/work/runs/default-v2}
 SECONDS_PER_TARGET=${SECONDS_PER_TARGET:-5400}
 SAMPLES_PER_TRACK=${SAMPLES_PER_TRACK:-1}
 SEED=${SEED:-42}
+LR=${LR:-0.001}
+FROM=${FROM:-/work/runs/default-v2}
+TARGETS=${TARGETS:-vocals drums bass other}
 HIDDEN=${HIDDEN:-384}
 LAYERS=${LAYERS:-3}
 UNMIX=${UNMIX:-$REPO/.venv/bin/unmix}
@@ -29,13 +35,13 @@ OUT=${OUT:-$REPO/unmix/assets/default_model}
 CURVES=${CURVES:-$REPO/models}  # the loss plots, for models/README.md
 
 train_one() {  # target [--checkpoint DIR]
-  # lr 1e-3, decayed x0.3 after 3 epochs without a better validation loss, stopped after 10:
+  # lr 1e-3 (LR), decayed x0.3 after 3 epochs without a better validation loss, stopped after 10:
   # an epoch is 404 songs x SAMPLES_PER_TRACK / batch 8 = 50 (100) steps, so the schedule acts within the budget.
   OPENBLAS_NUM_THREADS=1 nice -n 10 timeout -s INT -k 300 "$SECONDS_PER_TARGET" "$UNMIX" train \
     --root "$ROOT" --dataset musdb --is-wav --target "$1" --output "$RUNS/$1" "${@:2}" \
     --epochs 1000 --batch-size 8 --seq-dur 3 --samples-per-track "$SAMPLES_PER_TRACK" --random-track-mix \
     --hidden-size "$HIDDEN" --nb-layers "$LAYERS" --nb-channels 2 --bandwidth 16000 --nfft 4096 --nhop 1024 \
-    --lr 0.001 --lr-decay-patience 3 --lr-decay-gamma 0.3 --patience 10 \
+    --lr "$LR" --lr-decay-patience 3 --lr-decay-gamma 0.3 --patience 10 \
     --nb-workers 0 --seed "$SEED" --quiet >> "$RUNS/$1.log" 2>&1 || true
 }
 
@@ -43,7 +49,15 @@ mkdir -p "$RUNS"
 case "${1:-all}" in
   all) for target in vocals drums bass other; do train_one "$target" --force & done; wait ;;
   resume) for target in vocals drums bass other; do train_one "$target" --checkpoint "$RUNS/$target" & done; wait ;;
+  finetune)
+    for target in vocals drums bass other; do
+      case " $TARGETS " in
+        *" $target "*) train_one "$target" --model "$FROM/$target" --force & ;;
+        *) ln -sfn "$FROM/$target" "$RUNS/$target" ;;
+      esac
+    done
+    wait ;;
   assemble) ;;
-  *) echo "usage: $0 [all|resume|assemble]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|resume|finetune|assemble]" >&2; exit 2 ;;
 esac
 "$REPO/.venv/bin/python" "$REPO/tools/assemble_default_model.py" "$RUNS" "$OUT" "$CURVES" --half
