@@ -21,6 +21,9 @@
 #   tools/render_training_songs.sh valid     # N_VALID songs (default 16), seeds 6000.. -> OUT/valid
 #   tools/render_training_songs.sh test      # N_TEST songs (default 8), seeds 7000.. -> OUT/test
 #   tools/render_training_songs.sh train-v3  # N_V3 songs (default 160), seeds 5320.. -> OUT_NEW/train
+#   tools/render_training_songs.sh synth-v3  # 10 songs in each of 8 synth-heavy genres, --analog 0.9,
+#                                            # seeds 5480-5559 -> OUT_NEW/train, and one valid song
+#                                            # each of synthpop, edm, house, pop: seeds 6024-6027
 #   tools/render_training_songs.sh valid-v3  # 8 songs, seeds 6016-6023 -> OUT_NEW/valid
 #   tools/render_training_songs.sh link-v3   # OUT_V3 = OUT's and OUT_NEW's songs (test: OUT's)
 #   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
@@ -54,6 +57,21 @@ render_v3() {  # subset n first-seed: with the analog synth and Festival voices 
       --subset "$1" --jobs "$JOBS" --analog 0.6 --festival 0.5
 }
 
+synth_v3() {  # 10 songs per synth-heavy genre: about a tenth of the parts of a natural draw are analog
+  local seed=5480 genre
+  for genre in synthpop edm house pop rnb trap disco hiphop; do
+    nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$OUT_NEW" --n 10 --dur "$DUR" --seed "$seed" \
+        --subset train --jobs "$JOBS" --analog 0.9 --festival 0.5 --genre "$genre"
+    seed=$((seed + 10))
+  done
+  seed=6024
+  for genre in synthpop edm house pop; do
+    nice -n 19 "$PY" "$GEN/musdb_synth.py" --out "$OUT_NEW" --n 1 --dur "$DUR" --seed "$seed" \
+        --subset valid --analog 0.9 --festival 0.5 --genre "$genre"
+    seed=$((seed + 1))
+  done
+}
+
 link_v3() {  # OUT_V3/<subset>/<track> -> the track folders of OUT and OUT_NEW
   for subset in train valid test; do
     mkdir -p "$OUT_V3/$subset"
@@ -70,6 +88,7 @@ case "${1:-train}" in
   valid) render valid "$N_VALID" 6000 ;;
   test) render test "$N_TEST" 7000 ;;
   train-v3) render_v3 train "$N_V3" 5320 ;;
+  synth-v3) synth_v3 ;;
   valid-v3) render_v3 valid 8 6016 ;;
   link-v3) link_v3 ;;
   example)
@@ -88,5 +107,5 @@ sf.write(sys.argv[2], audio, rate, subtype="PCM_16")
 print(os.path.basename(track), audio.shape, rate, os.path.getsize(sys.argv[2]), "bytes")
 PYEOF
     ;;
-  *) echo "usage: $0 [train|train-v1|valid|test|train-v3|valid-v3|link-v3|example]" >&2; exit 2 ;;
+  *) echo "usage: $0 [train|train-v1|valid|test|train-v3|synth-v3|valid-v3|link-v3|example]" >&2; exit 2 ;;
 esac
