@@ -13,7 +13,7 @@
 # (/work/shared/tools/musdb_synth). train, valid and test are the songs of the generator before its
 # analog synth and Festival voices (--analog 0 --festival 0); train-v3 and valid-v3 add songs with
 # both (the defaults, 0.6 and 0.5) for the fine-tuning stage, and link-v3 makes the dataset root
-# that holds all of them (OUT_V3/{train,valid,test} of symlinks).
+# that holds all of them (OUT_V3/{train,valid,test} of symlinks; training reads train and valid only).
 #
 #   tools/render_training_songs.sh train     # N songs (default 320) of DUR s (default 25), seeds 5000..
 #   tools/render_training_songs.sh train-v1  # the first default model's 84 songs (seeds 3000-3083) made
@@ -25,6 +25,7 @@
 #                                            # seeds 5480-5559 -> OUT_NEW/train, and one valid song
 #                                            # each of synthpop, edm, house, pop: seeds 6024-6027
 #   tools/render_training_songs.sh valid-v3  # 8 songs, seeds 6016-6023 -> OUT_NEW/valid
+#   tools/render_training_songs.sh test-v3   # 8 test songs with both, seeds 7008-7015 -> OUT_NEW/test
 #   tools/render_training_songs.sh link-v3   # OUT_V3 = OUT's and OUT_NEW's songs (test: OUT's)
 #   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
 set -euo pipefail
@@ -90,6 +91,7 @@ case "${1:-train}" in
   train-v3) render_v3 train "$N_V3" 5320 ;;
   synth-v3) synth_v3 ;;
   valid-v3) render_v3 valid 8 6016 ;;
+  test-v3) render_v3 test 8 7008 ;;
   link-v3) link_v3 ;;
   example)
     tmp=$(mktemp -d)
@@ -107,5 +109,5 @@ sf.write(sys.argv[2], audio, rate, subtype="PCM_16")
 print(os.path.basename(track), audio.shape, rate, os.path.getsize(sys.argv[2]), "bytes")
 PYEOF
     ;;
-  *) echo "usage: $0 [train|train-v1|valid|test|train-v3|synth-v3|valid-v3|link-v3|example]" >&2; exit 2 ;;
+  *) echo "usage: $0 [train|train-v1|valid|test|train-v3|synth-v3|valid-v3|test-v3|link-v3|example]" >&2; exit 2 ;;
 esac

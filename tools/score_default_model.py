@@ -10,6 +10,8 @@ fresh --evaldir. The sets:
 
 - synthetic (shared): the shared musdb-synth-mini test songs (seeds 2000-2003, earlier generator)
 - synthetic (new): tools/render_training_songs.sh test (seeds 7000-7007, the project's generator)
+- synthetic (analog/Festival): tools/render_training_songs.sh test-v3 (seeds 7008-7015, the
+  project's generator with its analog synth and Festival voices)
 - real: the MUSDB18 excerpt that ships with stempeg (AAC stems; a folder test/ linking it)
 
 None of them is used in training or to choose the model.
@@ -65,11 +67,12 @@ def main(argv=None):
     p.add_argument("--evaldir", required=True, help="folder for the scores (one subfolder per set and model)")
     p.add_argument("--shared", default="/work/shared/data/musdb-synth-mini")
     p.add_argument("--synth", default="/work/data/synth-v2")
+    p.add_argument("--synth-v3", default="/work/data/synth-v3new")
     p.add_argument("--real", default="/work/data/stempeg-example")
     p.add_argument("--unmix", default=str(Path(sys.executable).with_name("unmix")))
     args = p.parse_args(argv)
     sets = [("synthetic (shared)", args.shared, True), ("synthetic (new)", args.synth, True),
-            ("real (stempeg excerpt)", args.real, False)]
+            ("synthetic (analog/Festival)", args.synth_v3, True), ("real (stempeg excerpt)", args.real, False)]
     columns = [("new", ["--model", args.new]), ("previous", ["--model", args.previous]),
                ("MIX", ["--oracle", "MIX"]), ("IRM1", ["--oracle", "IRM1"])]
     for label, root, is_wav in sets:
