@@ -84,7 +84,7 @@ def melodic_stem(rng, insts, n, dur, tmpdir, kind, synth_rng=None, analog_p=0.0)
     for i, (inst, info) in enumerate(insts):
         if not inst.notes:
             continue
-        sf2 = gms[int(rng.integers(0, len(gms)))]
+        sf2 = gms[int(rng.integers(0, len(gms)))]                # drawn for analog parts too: same stream
         fluid.add_ccs(inst, volume=int(rng.integers(90, 120)), pan=64)
         if analog_p > 0 and inst.program in SYNTH_PROGRAMS and synth_rng.random() < analog_p:
             patch = analog.draw_patch(synth_rng, analog.PART_ROLE.get(inst.name, "lead"))
