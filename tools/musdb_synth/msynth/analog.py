@@ -12,7 +12,7 @@ draws its own patch (a dict of plain floats/strings, stored in info.json).
 import numpy as np
 from scipy import signal
 
-from .effects import SR
+from .effects import SR, biquad
 
 WAVES = ("saw", "pulse", "tri")
 # patch ranges per role: amp attack/decay/sustain/release (s, s, 0..1, s); cutoff (Hz) at rest
@@ -97,12 +97,7 @@ def lowpass_sweep(x, cutoffs, q):
     grid = np.linspace(lc.min(), lc.max(), k)
     ys = []
     for g in grid:
-        w0 = 2 * np.pi * 2 ** g / SR
-        cw, sw = np.cos(w0), np.sin(w0)
-        sos = []
-        for qq in (q, 0.7071):
-            alpha = sw / (2 * qq)
-            sos.append(np.array([(1 - cw) / 2, 1 - cw, (1 - cw) / 2, 1 + alpha, -2 * cw, 1 - alpha]) / (1 + alpha))
+        sos = [np.concatenate(biquad("lowpass", 2 ** g, q=qq)) for qq in (q, 0.7071)]
         ys.append(signal.sosfilt(np.array(sos), x))
     if k == 1:
         return ys[0]
