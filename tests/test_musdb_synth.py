@@ -227,3 +227,14 @@ def test_extend_band_keeps_espeaks_envelope_and_extrapolates_above_a_16k_voice()
     at = np.argmin(np.abs(f_hi - 2 * 9250 * 8000 / 11025))           # one octave above the pivot
     np.testing.assert_allclose(np.log(narrow[:, at]), ref - np.array([2.76, 1.15]), atol=0.01)
     assert np.all(ap_hi[:, ~keep] == 0.9) and np.all(ap_hi[:, keep] == 0.2)
+
+
+@pytest.mark.parametrize("bad", [["--analog", "1.5"], ["--festival", "-0.1"], ["--seed", "99998", "--n", "5"]])
+def test_generator_refuses_bad_options_in_one_line_and_writes_nothing(tmp_path, capsys, bad):
+    import musdb_synth
+    out = tmp_path / "set"
+    assert musdb_synth.main(["--out", str(out), *bad]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["error: need --n >= 1, --jobs >= 1, --dur > 1, 0 <= --analog, --festival <= 1 and seeds in "
+                   "0..99999"]
+    assert not out.exists()
