@@ -15,7 +15,7 @@
 #                                           # targets are linked from FROM; then assemble
 #   tools/train_default_model.sh assemble   # only gather RUNS/<target> into OUT
 #
-# The shipped model: `train` with SECONDS_PER_TARGET=4300 (24 epochs of 50 steps), then `resume`
+# The shipped model: `all` (the default) with SECONDS_PER_TARGET=4300 (24 epochs of 50 steps), then `resume`
 # with SECONDS_PER_TARGET=8000 SAMPLES_PER_TRACK=2 SEED=43 (epochs of 100 steps: validation, a
 # third of the wall time at 50 steps, runs half as often; a new seed draws new excerpts).
 set -euo pipefail
