@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml | apt
 	$(call new_venv,$(VENV),3.10)
 	$(PY) -m pip install -q -e '.[test,train]'
 	@echo "compiling the numba kernels (once)"
-	$(PY) -c "import unmix.separator; unmix.separator.warm_up_kernels()"
+	$(PY) -c "import unmix.separation.separator; unmix.separation.separator.warm_up_kernels()"
 	@touch $(STAMP)
 
 $(STAMP312): pyproject.toml | apt

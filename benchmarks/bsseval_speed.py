@@ -1,7 +1,7 @@
-"""Time unmix's BSSEval v4 scorer (unmix.bsseval) against museval on the same 4-target track.
+"""Time unmix's BSSEval v4 scorer (unmix.evaluation.bsseval) against museval on the same 4-target track.
 
 The track is the synthetic test songs of ../shared/data/musdb-synth-mini (12 s each) put end
-to end until it lasts `--minutes`; the estimates are the IRM1 oracle's (unmix.evaluate's
+to end until it lasts `--minutes`; the estimates are the IRM1 oracle's (unmix.evaluation.evaluate's
 `oracle_estimates`), song by song. Each scorer runs in its own fresh process, which reports
 its time (scoring only, the arrays already in memory) and its peak resident memory
 (``ru_maxrss``, including the ~0.2-1 GB of arrays both start with). Wall time and CPU time
@@ -30,7 +30,7 @@ RATE = 44100
 
 def make_track(minutes, root):
     """``(references, estimates)``: target -> float64 / float32 ``(2, minutes * 60 * RATE)``."""
-    from unmix.evaluate import find_tracks, load_track, oracle_estimates
+    from unmix.evaluation.evaluate import find_tracks, load_track, oracle_estimates
 
     songs = find_tracks(root, "test", is_wav=True) + find_tracks(root, "train", is_wav=True)
     need = int(minutes * 60 * RATE)
@@ -56,7 +56,7 @@ def run_scorer(scorer, data_path, out_path):
     ests = {t: data[f"est_{t}"] for t in TARGETS}
     start, cpu = time.perf_counter(), _cpu_seconds()
     if scorer == "fast":
-        from unmix import bsseval
+        from unmix.evaluation import bsseval
 
         scores = bsseval.eval_track(refs, ests, [list(TARGETS)], RATE, RATE)[0]
     else:
@@ -111,7 +111,7 @@ def main():
             print(f"{minutes:g} min: fast {fast['seconds']:.1f} s wall, {fast['cpu']:.1f} s CPU "
                   f"({fast['peak_mb']:.0f} MB); museval {slow['seconds']:.1f} s wall, {slow['cpu']:.1f} s CPU "
                   f"({slow['peak_mb']:.0f} MB); max difference {diff:.2g} dB", flush=True)
-    print("\n| track | unmix.bsseval wall / CPU | museval wall / CPU | speed-up wall / CPU "
+    print("\n| track | unmix.evaluation.bsseval wall / CPU | museval wall / CPU | speed-up wall / CPU "
           "| peak memory unmix / museval | max difference |")
     print("|---|---:|---:|---:|---:|---:|")
     for minutes, r, diff in rows:

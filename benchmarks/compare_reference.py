@@ -133,9 +133,13 @@ def run_child(impl, model, song, niter, threads, outdir, torch_python):
 def unmix_child(model, audio, niter, threads, outdir):
     """The unmix side: `unmix separate` for one file (as the CLI does it), with stage timers."""
     t0 = time.perf_counter()
-    from unmix import audio as audio_io
-    from unmix import filtering, model as _model, onnx_backend as _onnx, stems, transforms  # noqa: F401
-    from unmix.separator import load_separator
+    from unmix.io import audio as audio_io
+    from unmix.dsp import filtering
+    from unmix.models import nnabla_graph as _model
+    from unmix.models import onnx_graph as _onnx
+    from unmix.separation import stems
+    from unmix.dsp import transforms# noqa: F401
+    from unmix.separation.separator import load_separator
 
     timers = {}
     t1 = time.perf_counter()

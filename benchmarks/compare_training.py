@@ -9,11 +9,11 @@ Both sides train one target (vocals) of the reference recipe's model (2049 bins,
 tracks: the valid split is held out by the same rule), batches of `batch_size` random-mix
 excerpts of `seq_dur` seconds with gain and channel-swap augmentations:
 
-    unmix      `unmix.train.Trainer(fast=True).train_step`, the CPU training of `unmix train` (the
-               coarse functions of `unmix.ops`, torch's Adam of `unmix.solver`), fed by
-               `unmix.loader.DataLoader` (`nb_workers` worker processes decode the FLAC chunks and
-               compute the magnitudes, frames first) over `unmix.datasets.MagnitudeDataset` of
-               `unmix.datasets.load_datasets("musdb", is_wav=True)`
+    unmix      `unmix.training.train.Trainer(fast=True).train_step`, the CPU training of `unmix train` (the
+               coarse functions of `unmix.models.fast_ops`, torch's Adam of `unmix.training.solver`), fed by
+               `unmix.training.loader.DataLoader` (`nb_workers` worker processes decode the FLAC chunks and
+               compute the magnitudes, frames first) over `unmix.training.datasets.MagnitudeDataset` of
+               `unmix.training.datasets.load_datasets("musdb", is_wav=True)`
     reference  `benchmarks/reference_train_worker.py` in the torch venv: the loop of the reference's
                scripts/train.py (encoder STFT in the step, Adam with weight decay, MSE), a torch
                DataLoader with `nb_workers` workers over the reference's MUSDBDataset.__getitem__
@@ -56,10 +56,10 @@ def unmix_worker(cfg):
     """Warm-up + timed steps of unmix's training loop; returns the JSON record."""
     import nnabla as nn
 
-    from unmix import datasets
-    from unmix.loader import DataLoader
-    from unmix.model import ModelConfig, OpenUnmix
-    from unmix.train import Trainer
+    from unmix.training import datasets
+    from unmix.training.loader import DataLoader
+    from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
+    from unmix.training.train import Trainer
 
     train_ds, _ = datasets.load_datasets("musdb", cfg["root"], cfg["target"], seq_duration=cfg["seq_dur"],
                                          samples_per_track=cfg["samples_per_track"], seed=cfg["seed"],
@@ -68,7 +68,7 @@ def unmix_worker(cfg):
                          hidden_size=cfg["hidden_size"], nb_layers=cfg["nb_layers"], max_bin=cfg["max_bin"])
     model = OpenUnmix(config, seed=cfg["seed"])
     stats, params, m = np.load(cfg["stats"]), model.get_params(), config.model_bins
-    params["input_mean"] = (-stats["mean"][:m]).astype(np.float32)  # as unmix.train._new_model
+    params["input_mean"] = (-stats["mean"][:m]).astype(np.float32)  # as unmix.training.train._new_model
     params["input_scale"] = (1.0 / stats["std"][:m]).astype(np.float32)
     model.set_params(params)
     trainer = Trainer(model, cfg["lr"], cfg["weight_decay"], fast=True)  # as `unmix train` on the CPU
@@ -82,7 +82,7 @@ def unmix_worker(cfg):
         t0, c0 = time.perf_counter(), time.process_time()
         x, y = next(it)
         t1 = time.perf_counter()
-        if k == 0:  # as unmix.train.train_epoch: build once, then seed the dropout
+        if k == 0:  # as unmix.training.train.train_epoch: build once, then seed the dropout
             trainer.build(x.shape)
             nn.seed(cfg["seed"])
             build_s = time.perf_counter() - t1
@@ -109,9 +109,9 @@ def _peak_rss_mb():
 # -- the driver -----------------------------------------------------------------------------------
 def prepare(root, target, seq_dur, nb_channels, folder):
     """Statistics and the decoded track cache of the reference; returns (train track names, rate)."""
-    from unmix import datasets
-    from unmix.musdb import MUSDB_SOURCES
-    from unmix.statistics import compute_statistics
+    from unmix.training import datasets
+    from unmix.io.musdb import MUSDB_SOURCES
+    from unmix.training.statistics import compute_statistics
 
     train_ds, _ = datasets.load_datasets("musdb", root, target, seq_duration=seq_dur, samples_per_track=1,
                                          is_wav=True, nb_channels=nb_channels)
@@ -131,7 +131,7 @@ def write_wav_copy(root, target, nb_channels, folder):
     """The training tracks as MUSDB18-HQ WAV folders (16-bit, as MUSDB18-HQ): what musdb reads."""
     import soundfile as sf
 
-    from unmix import datasets
+    from unmix.training import datasets
 
     train_ds, _ = datasets.load_datasets("musdb", root, target, seq_duration=None, samples_per_track=1,
                                          is_wav=True, nb_channels=nb_channels)
@@ -255,7 +255,7 @@ def main(argv=None):
     if args.unmix_worker:
         print(json.dumps(unmix_worker(json.loads(Path(args.unmix_worker).read_text()))), flush=True)
         return
-    from unmix.train import bandwidth_to_max_bin
+    from unmix.training.train import bandwidth_to_max_bin
 
     info = {**machine_info(), "load_before": os.getloadavg(), "command": " ".join(sys.argv)}
     print(f"# {info['nproc']} x {info['cpu']}, load {info['load_before'][0]:.2f}, {info['date_utc']}", flush=True)

@@ -22,7 +22,7 @@ RATE = 44100
 
 def make_model(folder, architecture="umx"):
     """An umxhq-sized model folder with random weights (no NNabla needed)."""
-    from unmix.modelfolder import XUMX_SOURCES, ModelConfig, init_params, save_params, write_separator_json
+    from unmix.models.model_folder import XUMX_SOURCES, ModelConfig, init_params, save_params, write_separator_json
 
     config = ModelConfig(nb_bins=2049, nb_channels=2, hidden_size=512, nb_layers=3, max_bin=1487)
     targets = list(XUMX_SOURCES) if architecture == "xumx" else ["vocals", "drums", "bass", "other"]

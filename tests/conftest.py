@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unmix.modelfolder import ModelConfig, init_params, save_params, write_separator_json
+from unmix.models.model_folder import ModelConfig, init_params, save_params, write_separator_json
 
 TARGETS = ["vocals", "drums", "bass", "other"]
 RATE = 44100

@@ -8,7 +8,7 @@ channel order and start, and mixtures can be checked exactly.
 import numpy as np
 import soundfile as sf
 
-from unmix.musdb import MUSDB_SOURCES
+from unmix.io.musdb import MUSDB_SOURCES
 
 RATE = 8000
 FRAMES = 8000  # 1 s tracks

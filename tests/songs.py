@@ -1,4 +1,4 @@
-"""Tiny synthetic songs for the training tests: every dataset kind of `unmix.datasets`, written in
+"""Tiny synthetic songs for the training tests: every dataset kind of `unmix.training.datasets`, written in
 tmp_path as 8 kHz float WAVs of 1.5 s (a tone, noise bursts, a bass tone and soft noise)."""
 import numpy as np
 import soundfile as sf

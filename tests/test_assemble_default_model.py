@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import make_model_folder, tone
 
-from unmix import audio
-from unmix.modelfolder import load_params
+from unmix.io import audio
+from unmix.models.model_folder import load_params
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))
 import assemble_default_model as assemble  # noqa: E402

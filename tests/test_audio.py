@@ -1,4 +1,4 @@
-"""Tests for unmix.audio: reading (libsndfile and ffmpeg), resampling, channels, writing."""
+"""Tests for unmix.io.audio: reading (libsndfile and ffmpeg), resampling, channels, writing."""
 import dataclasses
 import os
 import shutil
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from unmix import audio
+from unmix.io import audio
 from unmix.errors import UnmixError
 
 RATE = 44100
@@ -399,7 +399,7 @@ def test_error_stream_of_single_stream_file(files):
 
 
 def test_stream_writer_equals_one_shot_save(tmp_path):
-    from unmix.audio import StreamWriter, save
+    from unmix.io.audio import StreamWriter, save
 
     audio = np.random.default_rng(0).uniform(-1.5, 1.5, (2, 5000)).astype(np.float32)
     for ext in (".wav", ".flac"):
@@ -414,7 +414,7 @@ def test_stream_writer_equals_one_shot_save(tmp_path):
 
 @pytest.mark.parametrize("shape", [(2, 3000), (3000, 2), (1, 7), (7, 1), (3, 3), (0, 2), (2, 0)])
 def test_transposed_is_a_contiguous_float32_copy_of_the_transpose(shape):
-    from unmix.audio import transposed
+    from unmix.io.audio import transposed
 
     audio = np.random.default_rng(0).standard_normal(shape)
     out = transposed(audio)

@@ -1,4 +1,4 @@
-"""unmix.bsseval against museval itself: every finite value within 1e-3 dB, NaN and inf exactly
+"""unmix.evaluation.bsseval against museval itself: every finite value within 1e-3 dB, NaN and inf exactly
 where museval has them, the same errors.
 
 Signals are short (a few 1 s windows) so that museval, which solves a dense 1024-4096 square
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from unmix import bsseval
-from unmix import evaluate as ev
+from unmix.evaluation import bsseval
+from unmix.evaluation import evaluate as ev
 
 RATE = 44100
 TOL_DB = 1e-3

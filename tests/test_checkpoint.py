@@ -1,4 +1,4 @@
-"""unmix.checkpoint: the progress survives its JSON, one target's files go without the others', signals wait."""
+"""unmix.training.checkpoint: the progress survives its JSON, one target's files go without the others', signals wait."""
 import json
 import os
 import signal
@@ -6,9 +6,9 @@ import signal
 import pytest
 from conftest import make_model_folder
 
-from unmix.checkpoint import CURVES, Checkpoint, holds_training, remove_target, signals_held
-from unmix.modelfolder import read_h5_params, read_separator_json, target_config
-from unmix.schedules import EarlyStopping, ReduceLROnPlateau
+from unmix.training.checkpoint import CURVES, Checkpoint, holds_training, remove_target, signals_held
+from unmix.models.model_folder import read_h5_params, read_separator_json, target_config
+from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 
 LOSSES = [1.0, 0.8, 0.9, 0.85, 0.7, 0.75]
 
@@ -18,7 +18,7 @@ def new_state():
 
 
 def run_epochs(state, losses, first_epoch=1):
-    """Step the schedules on `losses` as `unmix.train.run_epoch` does; returns the (lr, stop) decisions."""
+    """Step the schedules on `losses` as `unmix.training.train.run_epoch` does; returns the (lr, stop) decisions."""
     decisions = []
     for epoch, loss in enumerate(losses, start=first_epoch):
         lr = state.scheduler.lr
@@ -79,9 +79,9 @@ def test_sigint_is_held_while_writing():
 
 def test_no_open_unmix_target_is_added_to_an_xumx_folder(tmp_path):
     from conftest import make_xumx_folder
-    from unmix.checkpoint import add_to_separator_json
+    from unmix.training.checkpoint import add_to_separator_json
     from unmix.errors import UnmixError
-    from unmix.modelfolder import ModelConfig, read_separator_json
+    from unmix.models.model_folder import ModelConfig, read_separator_json
 
     folder = make_xumx_folder(tmp_path / "x")
     before = (folder / "separator.json").read_text()

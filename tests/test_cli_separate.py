@@ -229,7 +229,7 @@ def test_without_nnabla_its_features_say_how_to_get_it_in_one_line(tiny_model, s
 
 
 def test_stems_are_written_behind_in_order_and_a_failed_write_stops_the_work():
-    from unmix.stems import _write_behind
+    from unmix.separation.stems import _write_behind
 
     written = []
     _write_behind(iter(range(5)), written.append)

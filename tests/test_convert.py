@@ -1,4 +1,4 @@
-"""unmix.convert: open-unmix-pytorch and Sony NNabla weights -> model folder, checked against torch.
+"""unmix.weights.convert: open-unmix-pytorch and Sony NNabla weights -> model folder, checked against torch.
 
 The parity fixtures hold random-weight open-unmix-pytorch models, their inputs and
 the reference outputs (tools/make_parity_fixtures.py); converted models must give
@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
-from unmix import convert
-from unmix import modelfolder as model
+from unmix.weights import convert
+from unmix.models import model_folder
 from unmix.cli import main
 from unmix.errors import UnmixError
 
@@ -31,14 +31,14 @@ def load_case(case):
 
 
 def onnx_net(config, params):
-    from unmix.onnx_backend import OnnxModel
+    from unmix.models.onnx_graph import OnnxModel
 
     return OnnxModel((config, params), nb_threads=1)
 
 
 def load_target(folder, target):
     """The converted target of a model folder, run by ONNX Runtime."""
-    return onnx_net(*model.load_params(folder, target))
+    return onnx_net(*model_folder.load_params(folder, target))
 
 
 def assert_matches_reference(net, mag, ref):
@@ -51,7 +51,7 @@ def assert_matches_reference(net, mag, ref):
 def test_state_dict_parity(case):
     sd, kwargs, mag, ref = load_case(case)
     config, params = convert.state_dict_to_params(sd)
-    assert config == model.ModelConfig(nb_bins=kwargs["nb_bins"], nb_channels=kwargs["nb_channels"],
+    assert config == model_folder.ModelConfig(nb_bins=kwargs["nb_bins"], nb_channels=kwargs["nb_channels"],
                                        hidden_size=kwargs["hidden_size"], nb_layers=kwargs["nb_layers"],
                                        max_bin=kwargs.get("max_bin"),
                                        unidirectional=kwargs.get("unidirectional", False))
@@ -62,7 +62,7 @@ def test_state_dict_parity(case):
 @pytest.mark.nnabla
 @pytest.mark.parametrize("case", CASES)
 def test_state_dict_parity_in_nnabla(case):
-    from unmix.model import OpenUnmix
+    from unmix.models.nnabla_graph import OpenUnmix
 
     sd, _, mag, ref = load_case(case)
     assert_matches_reference(OpenUnmix(*convert.state_dict_to_params(sd)), mag, ref)
@@ -137,7 +137,7 @@ def test_cli_converts_training_folder(tmp_path, capsys):
     out = tmp_path / "converted"
     code, io = run_cli(capsys, src, out)
     assert code == 0 and str(out) in io.out
-    meta = model.read_separator_json(out)
+    meta = model_folder.read_separator_json(out)
     assert meta["targets"] == ["vocals"]
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"], meta["nb_channels"]) == (22050, 4096, 512, 2)
     assert json.loads((out / "vocals.json").read_text()) == history
@@ -151,29 +151,29 @@ def test_cli_published_names_and_defaults(tmp_path, capsys):
     shutil.copy(FIXTURES / "parity_stereo_bi.pth", src / "drums-7e4f4ff5.pth")
     out = tmp_path / "umx"
     assert run_cli(capsys, src, out, "--targets", "vocals")[0] == 0
-    meta = model.read_separator_json(out)
+    meta = model_folder.read_separator_json(out)
     assert meta["targets"] == ["vocals"] and not (out / "drums.h5").exists()
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"]) == (44100, 4096, 1024)
     _, _, mag, ref = load_case("stereo_bi")
     assert_matches_reference(load_target(out, "vocals"), mag, ref)
     # a single published file works too, and all targets of a folder by default
     assert run_cli(capsys, src / "drums-7e4f4ff5.pth", tmp_path / "one")[0] == 0
-    assert model.read_separator_json(tmp_path / "one")["targets"] == ["drums"]
+    assert model_folder.read_separator_json(tmp_path / "one")["targets"] == ["drums"]
     assert run_cli(capsys, src, tmp_path / "all")[0] == 0
-    assert model.read_separator_json(tmp_path / "all")["targets"] == ["drums", "vocals"]
+    assert model_folder.read_separator_json(tmp_path / "all")["targets"] == ["drums", "vocals"]
 
 
 def test_separator_state_dict(tmp_path):
     # torch.save(separator.state_dict()): every target in one file, with the STFT window and rate
     _, _, mag, ref = load_case("one_layer")
     out = convert.convert(FIXTURES / "parity_separator.pth", tmp_path / "sep")
-    meta = model.read_separator_json(out)
+    meta = model_folder.read_separator_json(out)
     assert meta["targets"] == ["bass", "drums"]
     assert (meta["sample_rate"], meta["n_fft"], meta["n_hop"]) == (16000, 512, 128)
     for target in ("bass", "drums"):
         assert_matches_reference(load_target(out, target), mag, ref)
     out = convert.convert(FIXTURES / "parity_separator.pth", tmp_path / "drums", targets=["drums"])
-    assert model.read_separator_json(out)["targets"] == ["drums"]
+    assert model_folder.read_separator_json(out)["targets"] == ["drums"]
 
 
 def test_existing_output_needs_force(tmp_path, capsys):
@@ -224,7 +224,7 @@ def test_failed_write_keeps_previous_folder(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(model, "write_separator_json", disk_full)
+    monkeypatch.setattr(model_folder, "write_separator_json", disk_full)
     with pytest.raises(UnmixError, match="cannot write .*No space left on device"):
         convert.convert(src, out, force=True)
     assert (out / "vocals.h5").read_bytes() == before
@@ -268,7 +268,7 @@ def test_sony_h5_with_target_scopes(tmp_path, capsys):
     folder.mkdir()
     write_h5(folder / "bass.h5", sony_names(params1))
     assert run_cli(capsys, folder, tmp_path / "out_bass")[0] == 0
-    meta = model.read_separator_json(tmp_path / "out_bass")
+    meta = model_folder.read_separator_json(tmp_path / "out_bass")
     assert meta["targets"] == ["bass"] and meta["n_fft"] == 512 and meta["n_hop"] == 128
     assert_matches_reference(load_target(tmp_path / "out_bass", "bass"), mag1, ref1)
 

@@ -1,4 +1,4 @@
-"""unmix.datasets on tiny synthetic datasets written in tmp_path (the ramps of `ramps`)."""
+"""unmix.training.datasets on tiny synthetic datasets written in tmp_path (the ramps of `ramps`)."""
 import shutil
 from pathlib import Path
 
@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 from ramps import FRAMES, RATE, SEQ, SEQ_LEN, decode, make_musdb, make_trackfolder, ramp, ramp_slice, write
 
-from unmix import datasets, musdb
+from unmix.training import datasets
+from unmix.io import musdb
 from unmix.errors import UnmixError
 
 SYNTH = Path("/work/shared/data/musdb-synth-mini")

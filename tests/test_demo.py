@@ -4,9 +4,11 @@ import pytest
 import soundfile as sf
 from conftest import make_model_folder
 
-from unmix import cli, demo, pretrained
+from unmix import cli
+from unmix.separation import demo
+from unmix.weights import registry
 from unmix.errors import UnmixError
-from unmix.modelfolder import read_separator_json
+from unmix.models.model_folder import read_separator_json
 
 TARGETS = ("vocals", "drums", "bass", "other")
 
@@ -19,11 +21,11 @@ def empty_cache(tmp_path, monkeypatch):
 
 
 def test_bundled_model_and_example_ship_with_the_package():
-    meta = read_separator_json(pretrained.BUNDLED_MODEL)
+    meta = read_separator_json(registry.BUNDLED_MODEL)
     assert meta["targets"] == list(TARGETS) and meta["sample_rate"] == 44100.0
     assert {(m["hidden_size"], m["nb_layers"]) for m in meta["models"].values()} == {(384, 3)}
-    assert not list(pretrained.BUNDLED_MODEL.glob("*.solver.h5"))  # no training leftovers shipped
-    size = sum(p.stat().st_size for p in pretrained.BUNDLED_MODEL.iterdir())
+    assert not list(registry.BUNDLED_MODEL.glob("*.solver.h5"))  # no training leftovers shipped
+    size = sum(p.stat().st_size for p in registry.BUNDLED_MODEL.iterdir())
     assert size < 50e6  # float16 weight matrices (91 MB in float32): the package stays under 60 MB
     # ... checked when it was assembled (tools/assemble_default_model.py) to move no output by more
     # than 1e-3 of its maximum
@@ -34,10 +36,10 @@ def test_bundled_model_and_example_ship_with_the_package():
 
 
 def test_default_is_umxhq_when_cached_else_bundled_offline(empty_cache, capsys):
-    assert pretrained.resolve_model(None, progress=False) == pretrained.BUNDLED_MODEL
+    assert registry.resolve_model(None, progress=False) == registry.BUNDLED_MODEL
     assert "notice: cannot download umxhq" in capsys.readouterr().err
-    cached = make_model_folder(empty_cache / pretrained.DEFAULT_MODEL, hidden_size=4)
-    assert pretrained.resolve_model(None) == cached  # found in the cache: no download, no notice
+    cached = make_model_folder(empty_cache / registry.DEFAULT_MODEL, hidden_size=4)
+    assert registry.resolve_model(None) == cached  # found in the cache: no download, no notice
     assert capsys.readouterr().err == ""
 
 

@@ -21,9 +21,9 @@ import soundfile as sf
 from conftest import make_model_folder
 
 from unmix import cli
-from unmix import evaluate as ev
+from unmix.evaluation import evaluate as ev
 from unmix.errors import UnmixError
-from unmix.separator import Separator
+from unmix.separation.separator import Separator
 
 RATE = 44100
 SECONDS = 2.0
@@ -383,7 +383,7 @@ def test_settings_json_records_what_made_the_scores(data, model_run):
     assert settings == {"model": str(model_run["model"].resolve()), "targets": TARGETS, "niter": 1,
                         "wiener_win_len": 300, "residual": None, "softmask": False, "backend": "onnx",
                         "root": str(data["wav"].resolve()), "is_wav": True, "subset": "test", "scorer": "fast"}
-    assert "scored by unmix.bsseval" in (model_run["evaldir"] / "scores.md").read_text()
+    assert "scored by unmix.evaluation.bsseval" in (model_run["evaldir"] / "scores.md").read_text()
 
 
 def test_scorer_is_recorded_and_a_rerun_with_the_other_is_refused(data, tmp_path):
@@ -568,7 +568,7 @@ def _blas_threads():
 def test_pool_workers_run_blas_on_one_thread():
     import concurrent.futures
 
-    from unmix import evaluate as ev
+    from unmix.evaluation import evaluate as ev
 
     with concurrent.futures.ProcessPoolExecutor(1, initializer=ev._init_worker,
                                                 initargs=(("oracle", "MIX", ["vocals"]),)) as pool:

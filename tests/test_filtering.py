@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from unmix.errors import UnmixError
-from unmix.filtering import expectation_maximization, get_local_gaussian_model, wiener, wiener_planar, wiener_windowed
+from unmix.dsp.filtering import expectation_maximization, get_local_gaussian_model, wiener, wiener_planar, wiener_windowed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "wiener_reference.npz"
 MIN_SNR_DB = 60.0

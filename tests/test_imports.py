@@ -31,11 +31,11 @@ def logging_state():
 
 before = logging_state()
 import unmix
-modules = sorted(m.name for m in pkgutil.iter_modules(unmix.__path__) if m.name != "__main__")
+modules = sorted(m.name for m in pkgutil.walk_packages(unmix.__path__, "unmix.") if m.name != "unmix.__main__")
 has_nnabla = importlib.util.find_spec("nnabla") is not None
 for name in modules:
     try:
-        importlib.import_module(f"unmix.{name}")
+        importlib.import_module(name)
     except ModuleNotFoundError as exc:  # the training modules, where NNabla is not installed
         if has_nnabla or exc.name != "nnabla":
             raise
@@ -44,7 +44,8 @@ report = {"modules": modules, "backend_after_import": matplotlib.get_backend(),
           "changed_loggers": sorted(n for n in before if after.get(n) != before[n]),
           "mallopt_after_import": len(mallopt)}
 
-from unmix import demo, evaluate
+from unmix.separation import demo
+from unmix.evaluation import evaluate
 out = Path(sys.argv[2])
 audio = np.random.default_rng(0).normal(size=(2, 8000)).astype(np.float32) * 0.1
 demo.plot_spectrograms(audio, {"vocals": audio / 2}, 8000, out / "spec.png")
@@ -67,7 +68,8 @@ def test_imports_leave_process_state_alone_and_separation_tunes_malloc_once(tiny
                           text=True, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert {"cli", "separator", "demo", "evaluate", "stems", "train"} <= set(report["modules"])
+    assert {"unmix.cli", "unmix.separation.separator", "unmix.separation.demo", "unmix.evaluation.evaluate",
+            "unmix.separation.stems", "unmix.training.train"} <= set(report["modules"])
     assert report["backend_after_import"] == "svg" and report["backend_after_plots"] == "svg"
     assert report["pyplot_figures"] == 0
     assert report["changed_loggers"] == []

@@ -4,7 +4,7 @@ import threading
 import numba
 import pytest
 
-from unmix import jit
+from unmix.dsp import jit
 
 
 def test_kernels_compile_without_a_writable_cache(monkeypatch):

@@ -1,4 +1,4 @@
-"""unmix.loader: batches, epochs, worker processes, shared memory and its cleanup."""
+"""unmix.training.loader: batches, epochs, worker processes, shared memory and its cleanup."""
 import multiprocessing
 import os
 from pathlib import Path
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from ramps import SEQ, SEQ_LEN, make_musdb, make_trackfolder, ramp, write
 
-import unmix.loader
-from unmix import datasets
+import unmix.training.loader
+from unmix.training import datasets
 from unmix.errors import UnmixError
-from unmix.loader import DataLoader
+from unmix.training.loader import DataLoader
 
 
 def test_loader_batches_and_epochs(tmp_path):
@@ -106,7 +106,7 @@ ORPHAN_PARENT = """
 import multiprocessing, os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_loader import ZerosDataset
-from unmix.loader import DataLoader
+from unmix.training.loader import DataLoader
 loader = DataLoader(ZerosDataset(), 1, shuffle=False, nb_workers=1, prefetch=3, start_method="fork")
 batches = iter(loader)  # held: a dropped iterator stops its workers
 next(batches)
@@ -139,8 +139,8 @@ def test_a_full_dev_shm_is_a_clear_error(monkeypatch):
     def no_room(fd, offset, size):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(unmix.loader.os, "posix_fallocate", no_room)
+    monkeypatch.setattr(unmix.training.loader.os, "posix_fallocate", no_room)
     name = f"unmix_test_{os.getpid()}_full"
     with pytest.raises(UnmixError, match=r"/dev/shm has no room for a batch of 2 MB .*--shm-size"):
-        unmix.loader._to_shared((np.zeros(2**18, np.float32), np.zeros(2**18, np.float32)), name)
+        unmix.training.loader._to_shared((np.zeros(2**18, np.float32), np.zeros(2**18, np.float32)), name)
     assert not Path("/dev/shm", name).exists()  # the block made for it is removed again

@@ -1,10 +1,10 @@
-"""unmix.losses against the X-UMX losses written out as Sony's x-umx/loss.py and asteroid's X-UMX
+"""unmix.models.losses against the X-UMX losses written out as Sony's x-umx/loss.py and asteroid's X-UMX
 recipe define them (float64, one combination at a time), values and gradients."""
 import itertools
 
 import numpy as np
 
-from unmix import losses
+from unmix.models import losses
 
 EPS = 1e-10
 

@@ -1,4 +1,4 @@
-"""unmix.model: shapes, parameter layout, training vs inference graph, folders."""
+"""unmix.models.nnabla_graph: shapes, parameter layout, training vs inference graph, folders."""
 import json
 
 import nnabla as nn
@@ -8,7 +8,7 @@ import pytest
 
 from conftest import perturbed
 from unmix.errors import UnmixError
-from unmix.model import (CrossNet, ModelConfig, OpenUnmix, _run, load_crossnet, load_target, param_shapes,
+from unmix.models.nnabla_graph import (CrossNet, ModelConfig, OpenUnmix, _run, load_crossnet, load_target, param_shapes,
                          read_separator_json, save_target, write_separator_json)
 
 pytestmark = pytest.mark.nnabla
@@ -144,7 +144,7 @@ def test_use_gpu_without_cuda_extension_is_a_clear_error():
         pytest.skip("a CUDA extension is installed here")
     except ImportError:
         pass
-    from unmix.model import use_gpu
+    from unmix.models.nnabla_graph import use_gpu
     with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
         use_gpu()
 

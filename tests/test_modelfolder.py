@@ -1,4 +1,4 @@
-"""unmix.modelfolder: model folders without NNabla, in exactly the layout NNabla writes and reads."""
+"""unmix.models.model_folder: model folders without NNabla, in exactly the layout NNabla writes and reads."""
 import json
 
 import h5py
@@ -7,7 +7,7 @@ import pytest
 from conftest import perturbed
 
 from unmix.errors import UnmixError
-from unmix.modelfolder import (ModelConfig, architecture, check_params, half_precision, load_params, param_shapes,
+from unmix.models.model_folder import (ModelConfig, architecture, check_params, half_precision, load_params, param_shapes,
                                read_h5_params, read_separator_json, save_params, write_h5_params, write_separator_json)
 
 TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
@@ -32,7 +32,7 @@ def h5_dump(path):
 
 @pytest.mark.nnabla
 def test_h5_is_what_nnabla_save_parameters_writes(tmp_path):
-    from unmix.model import OpenUnmix
+    from unmix.models.nnabla_graph import OpenUnmix
 
     model = OpenUnmix(TINY, perturbed(TINY))
     import nnabla as nn
@@ -94,7 +94,7 @@ def test_half_precision_stores_matrices_in_float16_and_loads_float32(tmp_path):
 
 
 def test_half_precision_moves_network_outputs_less_than_1e3_of_their_max():
-    from unmix.onnx_backend import OnnxModel
+    from unmix.models.onnx_graph import OnnxModel
 
     config = ModelConfig(nb_bins=257, nb_channels=2, hidden_size=64, nb_layers=3, max_bin=200)
     params = perturbed(config, seed=4)

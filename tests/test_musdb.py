@@ -1,11 +1,12 @@
-"""unmix.musdb: MUSDB18 / MUSDB18-HQ track discovery and reading, one rule for training and evaluation."""
+"""unmix.io.musdb: MUSDB18 / MUSDB18-HQ track discovery and reading, one rule for training and evaluation."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 from ramps import make_musdb, ramp, write
 
-from unmix import datasets, musdb
+from unmix.training import datasets
+from unmix.io import musdb
 from unmix.errors import UnmixError
 
 

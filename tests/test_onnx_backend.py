@@ -1,4 +1,4 @@
-"""unmix.onnx_backend: ONNX graph parity with the NNabla model, dynamic shapes, export and CLI.
+"""unmix.models.onnx_graph: ONNX graph parity with the NNabla model, dynamic shapes, export and CLI.
 
 Only the parity tests (marked nnabla) need NNabla: graphs are built from parameter arrays."""
 import json
@@ -10,8 +10,8 @@ import pytest
 from conftest import make_model_folder, perturbed
 from unmix.cli import main
 from unmix.errors import UnmixError
-from unmix.modelfolder import ModelConfig, save_params, write_separator_json
-from unmix.onnx_backend import (CONFIG_KEY, SOURCES_KEY, OnnxCrossNet, OnnxModel, build_onnx, build_xumx_onnx, export,
+from unmix.models.model_folder import ModelConfig, save_params, write_separator_json
+from unmix.models.onnx_graph import (CONFIG_KEY, SOURCES_KEY, OnnxCrossNet, OnnxModel, build_onnx, build_xumx_onnx, export,
                                 stage_models)
 
 STEREO = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
@@ -34,7 +34,7 @@ def assert_parity(ref, out):
 
 
 def nnabla_model(config, params):
-    from unmix.model import OpenUnmix
+    from unmix.models.nnabla_graph import OpenUnmix
 
     return OpenUnmix(config, params)
 
@@ -201,7 +201,7 @@ def test_nnabla_backend_on_an_exported_folder_is_one_line(tiny_model, song, tmp_
 
 
 def test_stages_cut_from_a_full_graph_are_checked_graphs_equal_to_the_built_stages():
-    from unmix.onnx_backend import stage_models
+    from unmix.models.onnx_graph import stage_models
 
     params = perturbed(STEREO)
     cut = stage_models(build_onnx(STEREO, params), STEREO)
@@ -224,7 +224,7 @@ def xumx_params(config, sources=XSOURCES):
 @pytest.mark.nnabla
 @pytest.mark.parametrize("name", ["stereo_bidirectional_max_bin", "mono", "unidirectional"])
 def test_xumx_parity_with_nnabla_over_frame_counts(name):
-    from unmix.model import CrossNet
+    from unmix.models.nnabla_graph import CrossNet
 
     config = CONFIGS[name]
     params = xumx_params(config)
@@ -290,7 +290,7 @@ def test_xumx_export_file_and_folder_and_wrong_loaders(tiny_xumx, tmp_path, caps
 
 def test_exported_xumx_folder_separates_like_its_source(tiny_xumx, tmp_path):
     from conftest import tone
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     export(tiny_xumx, tmp_path / "exported")
     audio = tone(0.5)

@@ -1,12 +1,12 @@
-"""unmix.ops against the stock NNabla graph they replace: outputs, running statistics and
+"""unmix.models.fast_ops against the stock NNabla graph they replace: outputs, running statistics and
 gradients, on tiny shapes and on the shapes of a umxhq training step."""
 import nnabla as nn
 import nnabla.functions as F
 import numpy as np
 import pytest
 
-from unmix import ops
-from unmix.model import BN_DECAY, BN_EPS, _lstm_layer
+from unmix.models import fast_ops
+from unmix.models.nnabla_graph import BN_DECAY, BN_EPS, _lstm_layer
 
 pytestmark = pytest.mark.nnabla
 
@@ -55,7 +55,7 @@ SPECTRA = [(2, 2, 9, 6, 7, 4), (16, 2, 2049, 255, 1487, 512)]  # N, C, bins, T, 
 @pytest.mark.parametrize("rows,inputs,outputs", AFFINE)
 def test_affine(rows, inputs, outputs):
     x, w = RNG.normal(size=(rows, inputs)), RNG.normal(size=(inputs, outputs)) / np.sqrt(inputs)
-    check(ops.affine, lambda x, w: F.affine(x, w), [(x, True), (w, True)], 2e-5)
+    check(fast_ops.affine, lambda x, w: F.affine(x, w), [(x, True), (w, True)], 2e-5)
 
 
 @pytest.mark.parametrize("nb_samples,nb_channels,nb_bins,nb_frames,max_bin,hidden", SPECTRA)
@@ -71,7 +71,7 @@ def test_scaled_affine(nb_samples, nb_channels, nb_bins, nb_frames, max_bin, hid
         return F.affine(F.reshape(x, (nb_frames * nb_samples, nb_channels * max_bin)), w)
 
     inputs = [(mix, False), (mean, True), (scale, True), (w, True)]
-    check(lambda m, a, s, w: ops.scaled_affine(m, a, s, w, max_bin), stock, inputs, 5e-5)
+    check(lambda m, a, s, w: fast_ops.scaled_affine(m, a, s, w, max_bin), stock, inputs, 5e-5)
 
 
 @pytest.mark.parametrize("rows,features", [(12, 5), (16 * 255, 2 * 2049)])
@@ -80,7 +80,7 @@ def test_batch_norm_and_running_statistics(rows, features):
     beta, gamma = RNG.normal(size=(1, features)), RNG.uniform(0.5, 1.5, (1, features))
     mean, var = RNG.normal(size=(1, features)), RNG.uniform(0.5, 1.5, (1, features))
     inputs = [(x, True), (beta, True), (gamma, True), (mean, False), (var, False)]
-    vars_f, vars_s = check(lambda *v: ops.batch_norm(*v, decay_rate=BN_DECAY, eps=BN_EPS),
+    vars_f, vars_s = check(lambda *v: fast_ops.batch_norm(*v, decay_rate=BN_DECAY, eps=BN_EPS),
                            lambda *v: F.batch_normalization(*v, axes=[1], decay_rate=BN_DECAY, eps=BN_EPS,
                                                             batch_stat=True), inputs, 5e-5)
     for k in (3, 4):  # running mean and (unbiased) variance, updated in place as NNabla does
@@ -97,7 +97,7 @@ def test_lstm_layer(nb_frames, nb_samples, nb_inputs, hidden, directions):
     w = RNG.uniform(-bound, bound, (directions, 4, hidden, nb_inputs + hidden))
     b = RNG.uniform(-bound, bound, (directions, 4, hidden))
     inputs = [(x, True), (w, True), (b, True)]
-    check(ops.lstm_layer, lambda x, w, b: _lstm_layer(x, w, b, hidden), inputs, 2e-5)
+    check(fast_ops.lstm_layer, lambda x, w, b: _lstm_layer(x, w, b, hidden), inputs, 2e-5)
 
 
 @pytest.mark.parametrize("nb_samples,nb_channels,nb_bins,nb_frames,_max_bin,_hidden", SPECTRA)
@@ -114,11 +114,11 @@ def test_mask_mse(nb_samples, nb_channels, nb_bins, nb_frames, _max_bin, _hidden
 
     inputs = [(z, True), (scale, True), (mean, True), (mix, False), (y, False)]
     # NNabla's F.mean sums 16.7 M float32 values in float32 (0.1% off): compare with float64
-    out, grads, _ = run(ops.mask_mse, inputs)
+    out, grads, _ = run(fast_ops.mask_mse, inputs)
     pre = (z.reshape(nb_frames, nb_samples, nb_channels, nb_bins) * scale + mean).transpose(1, 2, 0, 3)
     np.testing.assert_allclose(out, np.mean((np.maximum(pre, 0) * mix - y) ** 2), rtol=1e-6)
     if z.size < 1e6:
-        check(ops.mask_mse, stock, inputs, 5e-5)
+        check(fast_ops.mask_mse, stock, inputs, 5e-5)
     else:
         du = 2 * (np.maximum(pre, 0) * mix - y) * mix * (pre > 0) / pre.size
         assert_close(grads[1], np.einsum("nctk,tnck->k", du, z.reshape(nb_frames, nb_samples, nb_channels, nb_bins)),
@@ -129,15 +129,15 @@ def test_mask_mse(nb_samples, nb_channels, nb_bins, nb_frames, _max_bin, _hidden
 
 def test_gradients_accumulate_where_a_variable_is_used_twice():
     x, w = RNG.normal(size=(4, 3)), RNG.normal(size=(3, 2))
-    _, (gx, gw), _ = run(lambda x, w: ops.affine(x, w) + ops.affine(x, w), [(x, True), (w, True)])
-    _, (gx1, gw1), _ = run(lambda x, w: ops.affine(x, w), [(x, True), (w, True)])
+    _, (gx, gw), _ = run(lambda x, w: fast_ops.affine(x, w) + fast_ops.affine(x, w), [(x, True), (w, True)])
+    _, (gx1, gw1), _ = run(lambda x, w: fast_ops.affine(x, w), [(x, True), (w, True)])
     np.testing.assert_allclose(gx, 2 * gx1, rtol=1e-6)
     np.testing.assert_allclose(gw, 2 * gw1, rtol=1e-6)
 
 
 def test_rational_tanh_and_sigmoid():
     x = np.linspace(-20, 20, 200001).astype(np.float32)
-    tanh = np.array([ops._tanh(v) for v in x[::100]])
-    sigmoid = np.array([ops._sigmoid(v) for v in x[::100]])
+    tanh = np.array([fast_ops._tanh(v) for v in x[::100]])
+    sigmoid = np.array([fast_ops._sigmoid(v) for v in x[::100]])
     assert np.abs(tanh - np.tanh(x[::100].astype(np.float64))).max() < 5e-7
     assert np.abs(sigmoid - 1 / (1 + np.exp(-x[::100].astype(np.float64)))).max() < 5e-7

@@ -1,4 +1,4 @@
-"""The X-UMX loss ops of unmix.ops (mask, combination MSE, masked ISTFT, combination SDR) against
+"""The X-UMX loss ops of unmix.models.fast_ops (mask, combination MSE, masked ISTFT, combination SDR) against
 the stock NNabla graph of the same formulas (Sony's x-umx/loss.py written with F functions), the
 numpy ISTFT, F.istft and the float64 formulas of tests/test_losses.py."""
 import itertools
@@ -9,7 +9,8 @@ import pytest
 from test_losses import ref_loss
 from test_ops import assert_close, check, variable
 
-from unmix import ops, transforms
+from unmix.models import fast_ops
+from unmix.dsp import transforms
 
 pytestmark = pytest.mark.nnabla
 
@@ -63,7 +64,7 @@ def test_spectrogram_mask_matches_stock(nb_samples, nb_channels, nb_frames, nb_b
         x = x * F.reshape(scale, (1, 1, 1, nb_bins)) + F.reshape(mean, (1, 1, 1, nb_bins))
         return F.transpose(F.relu(x), (1, 2, 0, 3))
 
-    check(lambda z, s, m: ops.spectrogram_mask(z, s, m, nb_samples), stock, [(z, True), (scale, True), (mean, True)],
+    check(lambda z, s, m: fast_ops.spectrogram_mask(z, s, m, nb_samples), stock, [(z, True), (scale, True), (mean, True)],
           1e-5)
 
 
@@ -72,8 +73,8 @@ def test_combination_mse_matches_stock_and_formula():
     mix, y = RNG.random(shape), RNG.random((2, 4) + shape[1:])
     masks = [(RNG.random(shape) * 1.5, True) for _ in range(4)]
     inputs = [(mix, False), (y, False)] + masks
-    vars_f, _ = check(ops.combination_mse, stock_mse, inputs, 1e-5)
-    loss = ops.combination_mse(*vars_f)
+    vars_f, _ = check(fast_ops.combination_mse, stock_mse, inputs, 1e-5)
+    loss = fast_ops.combination_mse(*vars_f)
     loss.forward()
     est = np.stack([m[0] * mix for m in masks])
     want = ref_loss(est, np.moveaxis(y, 1, 0), np.ones((4, 1, 1, 2)), np.ones((4, 1, 1, 2)))[1]
@@ -83,8 +84,8 @@ def test_combination_mse_matches_stock_and_formula():
 def test_combination_sdr_matches_stock_and_formula():
     y = RNG.normal(size=(2, 4, 2, 50))
     est = [(y[:, s] + 0.7 * RNG.normal(size=(2, 2, 50)), True) for s in range(4)]
-    vars_f, _ = check(ops.combination_sdr, stock_sdr, [(y, False)] + est, 2e-5)
-    loss = ops.combination_sdr(*vars_f)
+    vars_f, _ = check(fast_ops.combination_sdr, stock_sdr, [(y, False)] + est, 2e-5)
+    loss = fast_ops.combination_sdr(*vars_f)
     loss.forward()
     want = ref_loss(np.zeros((4, 1)), np.zeros((4, 1)), np.stack([e[0] for e in est]), np.moveaxis(y, 1, 0))[2]
     np.testing.assert_allclose(float(loss.d), want, rtol=1e-6)
@@ -102,7 +103,7 @@ def _spectrum(shape, n_fft, n_hop):
 def test_masked_istft_forward(n_fft, n_hop, nb_frames):
     re, im = _spectrum((2, 2, nb_frames), n_fft, n_hop)
     mask = RNG.random(re.shape).astype(np.float32)
-    out = ops.masked_istft(variable(mask), variable(re), variable(im), n_fft, n_hop)
+    out = fast_ops.masked_istft(variable(mask), variable(re), variable(im), n_fft, n_hop)
     out.forward()
     spec = np.swapaxes(mask * (re + 1j * im), -1, -2)
     want = transforms.istft(spec, n_fft, n_hop, center=True, length=(nb_frames - 1) * n_hop)
@@ -122,7 +123,7 @@ def test_masked_istft_gradient_is_the_adjoint(n_fft, n_hop, nb_frames):
     # the output is linear in the mask: d<y, g>/d mask[i] = <ISTFT(X e_i), g> for every index i
     re, im = _spectrum((1, 2, nb_frames), n_fft, n_hop)
     mask_v, re_v, im_v = variable(np.zeros_like(re)), variable(re, False), variable(im, False)
-    out = ops.masked_istft(mask_v, re_v, im_v, n_fft, n_hop)
+    out = fast_ops.masked_istft(mask_v, re_v, im_v, n_fft, n_hop)
     g = RNG.normal(size=out.shape).astype(np.float32)
     mask_v.grad.zero()
     out.forward()

@@ -1,4 +1,4 @@
-"""unmix.pretrained: the registry table, and download -> verify -> convert -> cache.
+"""unmix.weights.registry: the registry table, and download -> verify -> convert -> cache.
 
 Every download goes to a loopback HTTP server on 127.0.0.1 serving tiny Sony-style NNabla
 .h5 files made here; the registry is patched to hold entries that point to it. Nothing
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from conftest import make_model_folder
 
-from unmix import pretrained
+from unmix.weights import registry as pretrained
 from unmix.errors import UnmixError
-from unmix.modelfolder import ModelConfig, init_params, load_params, read_separator_json, save_params, write_separator_json
-from unmix.pretrained import MODELS, PretrainedModel, WeightFile, cache_root, list_models, resolve_model
+from unmix.models.model_folder import ModelConfig, init_params, load_params, read_separator_json, save_params, write_separator_json
+from unmix.weights.registry import MODELS, PretrainedModel, WeightFile, cache_root, list_models, resolve_model
 
 TINY = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=2, max_bin=20)
 TARGETS = ("vocals", "drums")
@@ -252,7 +252,7 @@ def test_sha512_mismatch_is_caught_too(server, registry, tmp_path):
 
 def test_verified_downloads_survive_a_failed_conversion(server, registry, tmp_path, monkeypatch):
     publish_h5(server, registry)
-    from unmix import convert
+    from unmix.weights import convert
 
     real = convert.convert
 

@@ -1,4 +1,4 @@
-"""unmix.pth: torch's zip and legacy checkpoints read without torch, and never run.
+"""unmix.weights.pth: torch's zip and legacy checkpoints read without torch, and never run.
 
 The .pth fixtures were written by torch itself (tools/make_parity_fixtures.py); the
 malicious and malformed files are crafted here with plain pickle and raw opcodes.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unmix import pth
+from unmix.weights import pth
 from unmix.errors import UnmixError
 
 FIXTURES = Path(__file__).parent / "fixtures"

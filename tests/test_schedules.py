@@ -1,10 +1,10 @@
-"""unmix.schedules against the learning rates of torch's ReduceLROnPlateau and the stops of the
+"""unmix.training.schedules against the learning rates of torch's ReduceLROnPlateau and the stops of the
 reference's EarlyStopping, their JSON state and resume."""
 import json
 
 import numpy as np
 
-from unmix.schedules import EarlyStopping, ReduceLROnPlateau
+from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 
 
 # -- the reference's numbers -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""unmix.separator against open-unmix-pytorch's Separator (committed fixtures), and its contract.
+"""unmix.separation.separator against open-unmix-pytorch's Separator (committed fixtures), and its contract.
 
 The networks run in ONNX Runtime, as `unmix separate` runs them (no NNabla needed); the test
 marked nnabla runs the same cases with the NNabla networks."""
@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unmix.convert import state_dict_to_params
+from unmix.weights.convert import state_dict_to_params
 from unmix.errors import UnmixError
-from unmix.modelfolder import ModelConfig, init_params
-from unmix.onnx_backend import OnnxModel
-from unmix.separator import Separator
+from unmix.models.model_folder import ModelConfig, init_params
+from unmix.models.onnx_graph import OnnxModel
+from unmix.separation.separator import Separator
 
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "separator.npz")
 N_FFT, N_HOP, RATE, WIN = FIXTURES["signal"]
@@ -55,7 +55,7 @@ def test_matches_reference_separator(case):
 @pytest.mark.nnabla
 @pytest.mark.parametrize("case", ["niter1", "niter0_residual"])
 def test_matches_reference_separator_with_nnabla_networks(case):
-    from unmix.model import OpenUnmix
+    from unmix.models.nnabla_graph import OpenUnmix
 
     check_case(case, {target: OpenUnmix(*weights) for target, weights in reference_params().items()})
 
@@ -138,9 +138,10 @@ def test_result_does_not_depend_on_thread_count():
 @pytest.mark.parametrize("nb_channels,niter,softmask,residual", [(2, 1, False, None), (1, 0, True, "rest"),
                                                                  (2, 3, False, "rest")])
 def test_warm_up_runs_the_kernels_of_the_options(nb_channels, niter, softmask, residual):
-    from unmix.separator import warm_up_kernels
+    from unmix.separation.separator import warm_up_kernels
 
-    from unmix import filtering, transforms
+    from unmix.dsp import filtering
+    from unmix.dsp import transforms
 
     warm_up_kernels(nb_channels, niter, softmask, residual)  # raises if a kernel does not compile
     used = [transforms._overlap_add_kernel]
@@ -157,7 +158,7 @@ def test_a_fork_waits_for_the_warm_up_thread(monkeypatch):
     import threading
     import time
 
-    from unmix import separator
+    from unmix.separation import separator
 
     finished = []
 
@@ -216,7 +217,7 @@ def test_negative_niter_or_window_refused():
 
 
 def test_load_separator_adds_a_residual_to_a_single_target(tiny_model):
-    from unmix.separator import default_residual, load_separator
+    from unmix.separation.separator import default_residual, load_separator
 
     assert load_separator(tiny_model, targets=["bass"]).targets == ["bass", "accompaniment"]
     assert load_separator(tiny_model, targets=["bass"], residual="rest").targets == ["bass", "rest"]
@@ -240,7 +241,7 @@ def xumx_song():
 def test_xumx_windows_only_change_wiener_windows(tiny_xumx, xumx_song, niter, residual, softmask):
     """Encoders and decoders per window, LSTMs over the whole track: with niter 0 the estimates
     do not depend on the window length; with EM they are the reference's windowed Wiener filter."""
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     whole = load_separator(tiny_xumx, niter=0, wiener_win_len=None, nb_threads=1).separate(xumx_song, 44100)
     sep = load_separator(tiny_xumx, niter=niter, residual=residual, softmask=softmask, wiener_win_len=7, nb_threads=1)
@@ -258,7 +259,7 @@ def test_xumx_windows_only_change_wiener_windows(tiny_xumx, xumx_song, niter, re
 @pytest.mark.nnabla
 @pytest.mark.parametrize("niter, residual, softmask", XUMX_CASES)
 def test_xumx_nnabla_networks_separate_like_onnx(tiny_xumx, xumx_song, niter, residual, softmask):
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     options = dict(targets=["vocals", "drums"], niter=niter, residual=residual, softmask=softmask, wiener_win_len=9,
                    nb_threads=1)
@@ -270,7 +271,7 @@ def test_xumx_nnabla_networks_separate_like_onnx(tiny_xumx, xumx_song, niter, re
 
 
 def test_xumx_result_does_not_depend_on_thread_count(tiny_xumx, xumx_song):
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     one = load_separator(tiny_xumx, niter=1, nb_threads=1).separate(xumx_song, 44100)
     two = load_separator(tiny_xumx, niter=1, nb_threads=2).separate(xumx_song, 44100)

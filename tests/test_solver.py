@@ -1,11 +1,11 @@
-"""unmix.solver.Adam: torch's Adam update, twin parameters, NNabla-compatible state."""
+"""unmix.training.solver.Adam: torch's Adam update, twin parameters, NNabla-compatible state."""
 import nnabla as nn
 import nnabla.functions as F
 import nnabla.solvers as S
 import numpy as np
 import pytest
 
-from unmix.solver import Adam
+from unmix.training.solver import Adam
 
 pytestmark = pytest.mark.nnabla
 

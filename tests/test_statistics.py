@@ -1,11 +1,12 @@
-"""unmix.statistics: the input statistics equal a direct computation (sklearn's rules, the reference's floor)."""
+"""unmix.training.statistics: the input statistics equal a direct computation (sklearn's rules, the reference's floor)."""
 import numpy as np
 import pytest
 import soundfile as sf
 from songs import make_dataset
 
-from unmix import statistics, transforms
-from unmix.datasets import load_datasets
+from unmix.training import statistics
+from unmix.dsp import transforms
+from unmix.training.datasets import load_datasets
 
 
 @pytest.fixture(scope="module")

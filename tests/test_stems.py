@@ -4,8 +4,8 @@ import pytest
 import soundfile as sf
 
 from conftest import RATE, TARGETS, make_model_folder, tone
-from unmix import stems
-from unmix.audio import load
+from unmix.separation import stems
+from unmix.io.audio import load
 from unmix.cli import main
 from unmix.errors import UnmixError
 

@@ -1,4 +1,4 @@
-"""unmix.train: the start from the statistics, steps, checkpoints and resume, every dataset type, the CLI.
+"""unmix.training.train: the start from the statistics, steps, checkpoints and resume, every dataset type, the CLI.
 
 Tiny models (hidden 8, n_fft 512) on synthetic 8 kHz folders made in tmp_path, so every run
 takes well under a second per epoch.
@@ -14,11 +14,12 @@ import pytest
 import soundfile as sf
 from songs import RATE, make_dataset, sources, write
 
-from unmix import cli, transforms
-from unmix import train as tr
-from unmix.datasets import load_datasets
+from unmix import cli
+from unmix.dsp import transforms
+from unmix.training import train
+from unmix.training.datasets import load_datasets
 from unmix.errors import UnmixError
-from unmix.model import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
+from unmix.models.nnabla_graph import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
 
 pytestmark = pytest.mark.nnabla
 
@@ -37,30 +38,30 @@ def aligned_root(tmp_path_factory):
 def trained(tmp_path_factory, aligned_root):
     """A model folder trained 2 epochs on the aligned dataset, and its result."""
     out = tmp_path_factory.mktemp("trained") / "model"
-    result = tr.train(tr.TrainOptions(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"],
+    result = train.train(train.TrainOptions(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"],
                                       output=str(out), **TINY))
     return out, result
 
 
 def options(**kw):
-    return tr.TrainOptions(**{**TINY, **kw})
+    return train.TrainOptions(**{**TINY, **kw})
 
 
 # -- signal parameters and statistics -----------------------------------------------------------------
 def test_bandwidth_to_max_bin_matches_reference():
-    assert tr.bandwidth_to_max_bin(44100, 4096, 16000) == 1487  # umxhq's max_bin
-    assert tr.bandwidth_to_max_bin(16000, 1024, 16000) == 513  # all bins
-    assert tr.bandwidth_to_max_bin(8000, 512, 2000) == 129  # 2000 Hz is bin 128 exactly
+    assert train.bandwidth_to_max_bin(44100, 4096, 16000) == 1487  # umxhq's max_bin
+    assert train.bandwidth_to_max_bin(16000, 1024, 16000) == 513  # all bins
+    assert train.bandwidth_to_max_bin(8000, 512, 2000) == 129  # 2000 Hz is bin 128 exactly
 
 
 def test_model_starts_from_the_statistics(tmp_path, aligned_root):
     # epochs=0 writes the initial checkpoint only: the standardisation holds -mean and 1/std up to max_bin
     out = tmp_path / "m"
-    result = tr.train(options(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"], output=str(out),
+    result = train.train(options(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"], output=str(out),
                               epochs=0, bandwidth=2000))
     assert result.epochs_trained == 0 and result.best_loss is None
     train_ds, _ = load_datasets("aligned", aligned_root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
-    mean, std = tr.compute_statistics(train_ds, 512, 128)
+    mean, std = train.compute_statistics(train_ds, 512, 128)
     params = read_h5_params(out / "vocals.chkpnt.h5")
     np.testing.assert_allclose(params["input_mean"], -mean[:129], rtol=1e-6)
     np.testing.assert_allclose(params["input_scale"], 1 / std[:129], rtol=1e-6)
@@ -93,7 +94,7 @@ def test_adam_with_weight_decay_matches_torch():
 # -- steps --------------------------------------------------------------------------------------------
 def one_batch(root, nb_channels=2):
     train_ds, _ = load_datasets("aligned", root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
-    mags = tr.MagnitudeDataset(train_ds, 512, 128, nb_channels)
+    mags = train.MagnitudeDataset(train_ds, 512, 128, nb_channels)
     pairs = [mags.get(i, 0) for i in range(2)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
@@ -101,13 +102,13 @@ def one_batch(root, nb_channels=2):
 def test_magnitude_dataset_is_the_training_stft(aligned_root):
     train_ds, _ = load_datasets("aligned", aligned_root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
     x, y = train_ds.get(1, 3)
-    X, Y = tr.MagnitudeDataset(train_ds, 512, 128, 2).get(1, 3)
+    X, Y = train.MagnitudeDataset(train_ds, 512, 128, 2).get(1, 3)
     assert X.shape == Y.shape == (2, 257, transforms.nb_frames_for(4000, 512, 128, center=False))
     np.testing.assert_allclose(X, np.abs(transforms.stft(x, 512, 128, center=False)), rtol=1e-6)
-    Xf, Yf = tr.MagnitudeDataset(train_ds, 512, 128, 2, frames_first=True).get(1, 3)  # the CPU trainer's layout
+    Xf, Yf = train.MagnitudeDataset(train_ds, 512, 128, 2, frames_first=True).get(1, 3)  # the CPU trainer's layout
     np.testing.assert_array_equal(Xf, X.transpose(0, 2, 1))
     np.testing.assert_array_equal(Yf, Y.transpose(0, 2, 1))
-    Xm, _ = tr.MagnitudeDataset(train_ds, 512, 128, 1).get(1, 3)  # mono: mean of the channel magnitudes
+    Xm, _ = train.MagnitudeDataset(train_ds, 512, 128, 1).get(1, 3)  # mono: mean of the channel magnitudes
     np.testing.assert_allclose(Xm[0], X.mean(axis=0), rtol=1e-6)
 
 
@@ -115,7 +116,7 @@ def test_magnitude_dataset_is_the_training_stft(aligned_root):
 def test_loss_falls_on_one_batch(aligned_root, nb_channels, nb_layers):
     x, y = one_batch(aligned_root, nb_channels)
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=nb_channels, hidden_size=16, nb_layers=nb_layers))
-    trainer = tr.Trainer(model, lr=0.01, weight_decay=1e-5)
+    trainer = train.Trainer(model, lr=0.01, weight_decay=1e-5)
     losses = [trainer.train_step(x, y) for _ in range(25)]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0], losses
@@ -124,11 +125,11 @@ def test_loss_falls_on_one_batch(aligned_root, nb_channels, nb_layers):
 def test_nan_batch_changes_nothing(aligned_root):
     x, y = one_batch(aligned_root)
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=2))
-    trainer = tr.Trainer(model)
+    trainer = train.Trainer(model)
     trainer.train_step(x, y)
     before = model.get_params()
     y[0, 0, 5, 3] = np.nan
-    with pytest.raises(tr.NonFiniteLoss, match="nan"):
+    with pytest.raises(train.NonFiniteLoss, match="nan"):
         trainer.train_step(x, y)
     after = model.get_params()
     assert all(np.array_equal(before[k], after[k]) for k in before)  # running statistics included
@@ -143,7 +144,7 @@ def test_track_loss_in_windows_equals_one_pass(aligned_root):
     Y = np.abs(transforms.stft(y[None], 512, 128, center=False))
     expected = np.mean((model(X).astype(np.float64) - Y) ** 2)
     assert X.shape[-1] > 20
-    assert tr.track_loss(model, x, y, 512, 128, 2, window=20) == pytest.approx(expected, rel=1e-5)
+    assert train.track_loss(model, x, y, 512, 128, 2, window=20) == pytest.approx(expected, rel=1e-5)
 
 
 def test_validation_sessions_take_the_blas_thread_count(monkeypatch):
@@ -151,18 +152,18 @@ def test_validation_sessions_take_the_blas_thread_count(monkeypatch):
     while ONNX Runtime sessions took every core each: validation follows the BLAS's threads."""
     from threadpoolctl import threadpool_limits
 
-    from unmix import onnx_backend
+    from unmix.models import onnx_graph
 
     with threadpool_limits(1, user_api="blas"):
-        assert tr._blas_threads() == 1
+        assert train._blas_threads() == 1
     made = []
-    monkeypatch.setattr(onnx_backend, "OnnxModel", lambda model, nb_threads=None: made.append(nb_threads))
-    monkeypatch.setattr(tr, "validation_sums", lambda *args: (6.0, 3))
+    monkeypatch.setattr(onnx_graph, "OnnxModel", lambda model, nb_threads=None: made.append(nb_threads))
+    monkeypatch.setattr(train, "validation_sums", lambda *args: (6.0, 3))
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=1), seed=3)
-    run = SimpleNamespace(options=tr.TrainOptions(valid_backend="onnx"), model=model, valid_loader=None,
+    run = SimpleNamespace(options=train.TrainOptions(valid_backend="onnx"), model=model, valid_loader=None,
                           n_fft=512, n_hop=128, procs=SimpleNamespace(progress=False, comm=None))
     with threadpool_limits(1, user_api="blas"):
-        assert tr.validate(run) == 2.0
+        assert train.validate(run) == 2.0
     assert made == [1]
 
 
@@ -170,7 +171,7 @@ def test_validation_sessions_take_the_blas_thread_count(monkeypatch):
 @pytest.mark.parametrize("kind", ["musdb", "aligned", "sourcefolder", "trackfolder_fix", "trackfolder_var"])
 def test_every_dataset_type_trains_into_a_model_folder(tmp_path, kind):
     out = tmp_path / "model"
-    result = tr.train(options(output=str(out), **make_dataset(kind, tmp_path / "data")))
+    result = train.train(options(output=str(out), **make_dataset(kind, tmp_path / "data")))
     assert result.stopped == "completed" and result.epochs_trained == 2 and result.target == "vocals"
     assert len(result.train_losses) == len(result.valid_losses) == 2
     assert np.all(np.isfinite(result.train_losses + result.valid_losses))
@@ -204,11 +205,11 @@ def test_output_folder_separates(trained, aligned_root):
 
 def test_resume_continues_the_same_curve(tmp_path, aligned_root, monkeypatch):
     common = dict(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"], nb_layers=2, epochs=3)
-    full = tr.train(options(output=str(tmp_path / "full"), **common))
+    full = train.train(options(output=str(tmp_path / "full"), **common))
 
     # the same run, interrupted by Ctrl-C in the middle of epoch 2, then resumed
     calls = []
-    real_step = tr.Trainer.train_step
+    real_step = train.Trainer.train_step
 
     def interrupted(self, x, y):
         calls.append(1)
@@ -216,14 +217,14 @@ def test_resume_continues_the_same_curve(tmp_path, aligned_root, monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, x, y)
 
-    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
-    cut = tr.train(options(output=str(tmp_path / "cut"), **common))
-    monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+    monkeypatch.setattr(train.Trainer, "train_step", interrupted)
+    cut = train.train(options(output=str(tmp_path / "cut"), **common))
+    monkeypatch.setattr(train.Trainer, "train_step", real_step)
     assert cut.stopped == "interrupted" and cut.epochs_trained == 1
     assert json.loads((tmp_path / "cut" / "vocals.json").read_text())["epochs_trained"] == 1
 
     # resumed in place, with data-loading workers this time (samples do not depend on them)
-    resumed = tr.train(options(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), nb_workers=2,
+    resumed = train.train(options(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), nb_workers=2,
                                **common))
     assert resumed.stopped == "completed" and resumed.epochs_trained == 3
     assert resumed.train_losses == full.train_losses  # identical: seeded data, dropout and solver state
@@ -236,7 +237,7 @@ def test_resume_continues_the_same_curve(tmp_path, aligned_root, monkeypatch):
 
     # a finished training resumed into another folder with the same --epochs trains no more,
     # and that folder gets the checkpoint and the best weights
-    moved = tr.train(options(output=str(tmp_path / "moved"), checkpoint=str(tmp_path / "cut"), **common))
+    moved = train.train(options(output=str(tmp_path / "moved"), checkpoint=str(tmp_path / "cut"), **common))
     assert moved.epochs_trained == 3 and moved.train_losses == full.train_losses
     assert load_target(tmp_path / "moved", "vocals").config.nb_layers == 2
     assert json.loads((tmp_path / "moved" / "vocals.json").read_text())["valid_loss_history"] == full.valid_losses
@@ -282,24 +283,24 @@ def test_targets_share_one_model_folder(tmp_path):
     root = tmp_path / "data"
     common = make_dataset("musdb", root)
     out = tmp_path / "model"
-    tr.train(options(output=str(out), epochs=1, **common))
-    tr.train(options(output=str(out), epochs=1, **{**common, "target": "bass"}))
+    train.train(options(output=str(out), epochs=1, **common))
+    train.train(options(output=str(out), epochs=1, **{**common, "target": "bass"}))
     meta = read_separator_json(out)
     assert meta["targets"] == ["vocals", "bass"]
     assert {t: load_target(out, t).config.hidden_size for t in meta["targets"]} == {"vocals": 8, "bass": 8}
     with pytest.raises(UnmixError, match="n_fft"):  # a folder holds one STFT
-        tr.train(options(output=str(out), epochs=1, **{**common, "target": "drums", "nfft": 256, "nhop": 64}))
+        train.train(options(output=str(out), epochs=1, **{**common, "target": "drums", "nfft": 256, "nhop": 64}))
 
 
 def test_solver_state_round_trip_is_exact(tmp_path, aligned_root):
     # nnabla 1.39's Solver.load_states gives lstm/lstm/weight the moments of lstm/lstm/weight_l0
     x, y = one_batch(aligned_root)
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=3))
-    trainer = tr.Trainer(model)
+    trainer = train.Trainer(model)
     for _ in range(2):
         trainer.train_step(x, y)
     trainer.save_solver(tmp_path / "solver.h5")
-    other = tr.Trainer(OpenUnmix(model.config, model.get_params()))
+    other = train.Trainer(OpenUnmix(model.config, model.get_params()))
     other.load_solver(tmp_path / "solver.h5")
     saved, loaded = trainer.solver.get_states(), other.solver.get_states()
     assert list(saved) == list(loaded) and "lstm/lstm/weight" in saved
@@ -308,20 +309,20 @@ def test_solver_state_round_trip_is_exact(tmp_path, aligned_root):
         for key, var in state.pstate.items():
             np.testing.assert_array_equal(loaded[name].pstate[key].d, var.d, err_msg=f"{name}/{key}")
     with pytest.raises(UnmixError, match="solver state"):
-        tr.Trainer(OpenUnmix(ModelConfig(nb_bins=257, hidden_size=16, nb_layers=3))).load_solver(tmp_path / "solver.h5")
+        train.Trainer(OpenUnmix(ModelConfig(nb_bins=257, hidden_size=16, nb_layers=3))).load_solver(tmp_path / "solver.h5")
 
 
 def test_context_errors_are_clear(monkeypatch):
-    assert tr._setup_context("cpu") is None
+    assert train._setup_context("cpu") is None
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # under mpirun: data parallel needs the CUDA extension
     with pytest.raises(UnmixError, match="cudnn"):
-        tr._setup_context("cpu")
+        train._setup_context("cpu")
     monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
     try:
         import nnabla_ext.cuda  # noqa: F401
     except ImportError:
         with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
-            tr._setup_context("cudnn")
+            train._setup_context("cudnn")
 
 
 def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_root, monkeypatch):
@@ -329,7 +330,7 @@ def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_ro
     import signal
 
     calls = []
-    real_step = tr.Trainer.train_step
+    real_step = train.Trainer.train_step
 
     def terminated(self, x, y):
         calls.append(1)
@@ -337,8 +338,8 @@ def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_ro
             os.kill(os.getpid(), signal.SIGTERM)
         return real_step(self, x, y)
 
-    monkeypatch.setattr(tr.Trainer, "train_step", terminated)
-    result = tr.train(options(output=str(tmp_path / "out"), dataset="aligned", root=str(aligned_root),
+    monkeypatch.setattr(train.Trainer, "train_step", terminated)
+    result = train.train(options(output=str(tmp_path / "out"), dataset="aligned", root=str(aligned_root),
                               valid_tracks=["track0"], epochs=3))
     assert result.stopped == "interrupted" and result.epochs_trained == 1
     assert json.loads((tmp_path / "out" / "vocals.json").read_text())["epochs_trained"] == 1
@@ -371,15 +372,15 @@ def test_force_leaves_nothing_of_the_old_training_of_its_target(tmp_path, monkey
     root = tmp_path / "data"
     common = make_dataset("musdb", root)
     out = tmp_path / "model"
-    tr.train(options(output=str(out), epochs=1, **common))
-    tr.train(options(output=str(out), epochs=1, **{**common, "target": "bass"}))
+    train.train(options(output=str(out), epochs=1, **common))
+    train.train(options(output=str(out), epochs=1, **{**common, "target": "bass"}))
     bass = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("bass")}
     assert len(bass) == 5
 
     def interrupted(self, x, y):  # Ctrl-C in the first batch: the new run finishes no epoch
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
+    monkeypatch.setattr(train.Trainer, "train_step", interrupted)
     argv = ["train", "--dataset", "musdb", "--root", str(root), "--is-wav", "--valid-tracks", "track0",
             "--output", str(out), "--hidden-size", "8", "--nb-layers", "1", "--nfft", "512", "--nhop", "128",
             "--seq-dur", "0.5", "--batch-size", "2", "--samples-per-track", "2", "--seed", "7", "--quiet"]
@@ -398,24 +399,24 @@ def test_force_leaves_nothing_of_the_old_training_of_its_target(tmp_path, monkey
     # a folder holding only the weights of the target (a converted model) is not overwritten either
     converted = make_model_folder(tmp_path / "converted", targets=["vocals"])
     with pytest.raises(UnmixError, match="already holds a model of 'vocals': pass --force"):
-        tr.train(options(output=str(converted), **common))
+        train.train(options(output=str(converted), **common))
 
 
 def test_ctrl_c_inside_the_cpu_graph_ends_the_step_then_interrupts(aligned_root, monkeypatch):
     # a KeyboardInterrupt raised inside an NNabla PythonFunction comes out as a SystemError
-    from unmix import ops
+    from unmix.models import fast_ops
 
     x, y = (np.ascontiguousarray(a.transpose(0, 1, 3, 2)) for a in one_batch(aligned_root))
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=2))
-    trainer = tr.Trainer(model, fast=True)
+    trainer = train.Trainer(model, fast=True)
     before = model.get_params()["fc3/affine/W"]
-    forward = ops.MaskMSE.forward_impl
+    forward = fast_ops.MaskMSE.forward_impl
 
     def interrupted(self, inputs, outputs):
         os.kill(os.getpid(), signal.SIGINT)
         return forward(self, inputs, outputs)
 
-    monkeypatch.setattr(ops.MaskMSE, "forward_impl", interrupted)
+    monkeypatch.setattr(fast_ops.MaskMSE, "forward_impl", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.train_step(x, y)
     assert trainer.solver.states["fc3/affine/W"].t == 1  # the step was completed first

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unmix import convert
-from unmix.model import ModelConfig, OpenUnmix
-from unmix.train import Trainer
+from unmix.weights import convert
+from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
+from unmix.training.train import Trainer
 
 pytestmark = pytest.mark.nnabla
 
@@ -102,7 +102,7 @@ def test_weights_after_three_adam_steps_equal_the_reference(run):
 
 
 def test_nnabla_adam_and_one_lstm_bias_would_not_train_the_reference():
-    """Why unmix.solver exists: NNabla's Adam (eps after the bias correction) and one LSTM bias
+    """Why unmix.training.solver exists: NNabla's Adam (eps after the bias correction) and one LSTM bias
     moved by one Adam step (torch has two) leave the reference after three steps."""
     f = load("stereo")
     config, initial = convert.state_dict_to_params({k[4:]: f[k] for k in f.files if k.startswith("sd0/")})

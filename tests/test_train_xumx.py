@@ -9,11 +9,12 @@ import pytest
 import soundfile as sf
 from songs import RATE, make_dataset
 
-from unmix import cli, transforms
-from unmix import train as tr
-from unmix.datasets import SourcesDataset, XumxDataset, load_datasets
-from unmix.losses import multi_domain_loss
-from unmix.model import CrossNet, ModelConfig, read_h5_params, read_separator_json
+from unmix import cli
+from unmix.dsp import transforms
+from unmix.training import train as tr
+from unmix.training.datasets import SourcesDataset, XumxDataset, load_datasets
+from unmix.models.losses import multi_domain_loss
+from unmix.models.nnabla_graph import CrossNet, ModelConfig, read_h5_params, read_separator_json
 
 pytestmark = pytest.mark.nnabla
 

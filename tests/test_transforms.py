@@ -1,10 +1,10 @@
-"""unmix.transforms against torch.stft/istft fixtures, and round trips."""
+"""unmix.dsp.transforms against torch.stft/istft fixtures, and round trips."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from unmix import transforms
+from unmix.dsp import transforms
 
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "transforms.npz")
 CASES = sorted({k.split("/")[0] for k in FIXTURES.files})

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from unmix.cli import main
-from unmix.convert import convert
+from unmix.weights.convert import convert
 from unmix.errors import UnmixError
-from unmix.modelfolder import load_params, read_separator_json
-from unmix.separator import load_separator
+from unmix.models.model_folder import load_params, read_separator_json
+from unmix.separation.separator import load_separator
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PACKAGE = FIXTURES / "xumx_asteroid.pth"

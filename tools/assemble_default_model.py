@@ -5,7 +5,7 @@
 For each target, ``RUNS/<target>/<target>.h5`` (the best-validation weights) and its training
 history ``<target>.json`` go to OUT (no solver states or checkpoints), its loss plot to CURVES
 (models/ in the repository). With --half the weight matrices are stored in float16
-(`unmix.modelfolder.half_precision`), but only if each target's network output on the example
+(`unmix.models.model_folder.half_precision`), but only if each target's network output on the example
 mixture moves by at most 1e-3 x its maximum; the measured figure is written to separator.json.
 """
 import argparse
@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from unmix import audio, transforms
+from unmix.io import audio
+from unmix.dsp import transforms
 from unmix.errors import UnmixError
-from unmix.modelfolder import (check_params, half_precision, load_params, read_separator_json, save_params,
+from unmix.models.model_folder import (check_params, half_precision, load_params, read_separator_json, save_params,
                                write_separator_json)
-from unmix.onnx_backend import OnnxModel
+from unmix.models.onnx_graph import OnnxModel
 
 TARGETS = ("vocals", "drums", "bass", "other")
 HALF_TOLERANCE = 1e-3

@@ -13,7 +13,7 @@ __all__ = ["Separator", "load_separator", "separate", "__version__"]
 def __getattr__(name):
     # imported on first use, so `unmix --version` and the submodules start fast
     if name in ("Separator", "load_separator", "separate"):
-        from unmix import separator
+        from unmix.separation import separator
 
         return getattr(separator, name)
     raise AttributeError(f"module 'unmix' has no attribute {name!r}")

@@ -43,8 +43,8 @@ def _seconds(zero_ok):
 
 
 def _filename_template(text):
-    """An argparse `type`: an output name template (see `unmix.stems.check_filename`)."""
-    from unmix.stems import check_filename
+    """An argparse `type`: an output name template (see `unmix.separation.stems.check_filename`)."""
+    from unmix.separation.stems import check_filename
 
     try:
         return check_filename(text)
@@ -66,7 +66,7 @@ def _add_convert(sub):
 
 
 def _run_convert(args):
-    from unmix import convert
+    from unmix.weights import convert
 
     out = convert.convert(args.src, args.out, targets=args.targets, force=args.force)
     print(f"wrote {out}")
@@ -87,10 +87,11 @@ def _add_export(sub):
 
 
 def _run_export(args):
-    from unmix import onnx_backend, pretrained
+    from unmix.models import onnx_graph
+    from unmix.weights import registry
 
-    model = pretrained.resolve_model(args.model)
-    for path in onnx_backend.export(model, args.out, targets=args.targets, force=args.force):
+    model = registry.resolve_model(args.model)
+    for path in onnx_graph.export(model, args.out, targets=args.targets, force=args.force):
         print(f"wrote {path}")
     return 0
 
@@ -143,7 +144,7 @@ def _add_separate(sub):
 
 
 def _run_separate(args):
-    from unmix import stems
+    from unmix.separation import stems
 
     try:
         fmt = stems.StemFormat(ext=args.ext, bits=args.bits, clip_mode=args.clip_mode, mp3_bitrate=args.mp3_bitrate)
@@ -172,7 +173,7 @@ def _add_demo(sub):
 
 
 def _run_demo(args):
-    from unmix import demo
+    from unmix.separation import demo
 
     for path in demo.run_demo(args.outdir, model=args.model, backend=args.backend).values():
         print(f"wrote {path}")
@@ -250,7 +251,7 @@ def _add_train(sub):
 
 def _run_train(args):
     require_nnabla("`unmix train`")
-    from unmix import train
+    from unmix.training import train
 
     names = ("input_file", "output_file", "target_dir", "interferer_dirs", "ext", "nb_train_samples",
              "nb_valid_samples", "target_file", "interferer_files")
@@ -328,7 +329,7 @@ def _add_evaluate(sub):
 
 
 def _run_evaluate(args):
-    from unmix import evaluate
+    from unmix.evaluation import evaluate
 
     result = evaluate.evaluate(
         args.root, subset=args.subset, is_wav=args.is_wav, model=args.model, targets=args.targets,
@@ -348,9 +349,9 @@ def _add_models(sub):
 
 
 def _run_models(args):
-    from unmix import pretrained
+    from unmix.weights import registry
 
-    print(pretrained.list_models())
+    print(registry.list_models())
     return 0
 
 

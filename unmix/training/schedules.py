@@ -3,7 +3,7 @@
     ReduceLROnPlateau   torch.optim.lr_scheduler.ReduceLROnPlateau (mode min, relative threshold)
     EarlyStopping       open-unmix-pytorch 1.3 ``openunmix/utils.py`` EarlyStopping
 
-Each has ``state_dict`` / ``load_state_dict`` with plain JSON values, which `unmix.checkpoint`
+Each has ``state_dict`` / ``load_state_dict`` with plain JSON values, which `unmix.training.checkpoint`
 keeps in ``<target>.json`` so that a resumed training takes the same decisions.
 """
 import math

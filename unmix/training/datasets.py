@@ -31,7 +31,7 @@ Differences from the reference, on purpose:
   dataset, which has no tracks, yields seeded chunks as in the reference.
 
 Audio files are probed once (`AudioRef`) and read in chunks (`read_chunk`); MUSDB's
-layouts are found by `unmix.musdb`; batches come from `unmix.loader.DataLoader`.
+layouts are found by `unmix.io.musdb`; batches come from `unmix.training.loader.DataLoader`.
 """
 import copy
 import os
@@ -42,9 +42,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import soundfile as sf
 
-from unmix import musdb, transforms
+from unmix.io import musdb
+from unmix.dsp import transforms
 from unmix.errors import UnmixError
-from unmix.musdb import MUSDB_SOURCES, MUSDB_VALIDATION_TRACKS, existing_root, subdirs
+from unmix.io.musdb import MUSDB_SOURCES, MUSDB_VALIDATION_TRACKS, existing_root, subdirs
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -906,7 +907,7 @@ class MagnitudeDataset:
 
     ``get(index, epoch)`` -> ``(X, Y)`` float32 ``(nb_channels, nb_bins, nb_frames)`` from the
     audio pair of ``dataset.get(index, epoch)``, or ``(nb_channels, nb_frames, nb_bins)`` with
-    `frames_first` (the CPU trainer's layout, `unmix.train.Trainer.frames_first`). Picklable (for
+    `frames_first` (the CPU trainer's layout, `unmix.training.train.Trainer.frames_first`). Picklable (for
     'spawn' workers).
     """
 
@@ -946,7 +947,7 @@ class SourcesDataset:
 
 
 class XumxDataset(SourcesDataset):
-    """A view of a `MUSDBDataset` yielding what X-UMX's training graph reads (`unmix.model.CrossNet.
+    """A view of a `MUSDBDataset` yielding what X-UMX's training graph reads (`unmix.models.nnabla_graph.CrossNet.
     build_loss`), so DataLoader workers do the STFTs (center=True, as Sony's graph):
     ``get(index, epoch)`` -> float32 ``(mix, real, imag, target_mag, target_time)``:
     the mixture's magnitude and STFT ``(C, T, bins)`` (frames first), the sources' magnitudes

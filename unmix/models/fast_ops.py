@@ -16,7 +16,7 @@ The functions (shapes for Open-Unmix; r = nb_frames * nb_samples rows, frame-maj
     lstm_layer     x (T, B, I), w (D, 4, H, I + H), b (D, 4, H)       ->  (T, B, D * H), one (bi)LSTM layer
     mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, T, n)  ->  mean((relu(z * scale + mean) * mix - y)^2)
 
-and for X-UMX's losses (`unmix.losses`; S sources, L = (T - 1) * n_hop samples):
+and for X-UMX's losses (`unmix.models.losses`; S sources, L = (T - 1) * n_hop samples):
 
     spectrogram_mask   z (r, C*n), scale, mean (n,)                    ->  relu(z * scale + mean) as (N, C, T, n)
     combination_mse    mix (N, C, T, n), Y (N, S, C, T, n), S masks    ->  L_f of the masks x mix
@@ -24,11 +24,11 @@ and for X-UMX's losses (`unmix.losses`; S sources, L = (T - 1) * n_hop samples):
     combination_sdr    y (N, S, C, L), S estimates (N, C, L)           ->  L_t (weighted SDR, 14 combinations)
 
 The spectrograms come frames first, ``(nb_samples, nb_channels, nb_frames, nb_bins)``: the layout
-the FFT produces (`unmix.transforms.stft(frames_first=True)`), in which every frame's bins are
+the FFT produces (`unmix.dsp.transforms.stft(frames_first=True)`), in which every frame's bins are
 contiguous, as the rows of the network are; the stock graph's ``(..., nb_bins, nb_frames)``
 would make every read of the mixture a strided one (6x slower here).
 
-They compute what the stock graph of `unmix.model` computes (tests/test_ops.py checks outputs and
+They compute what the stock graph of `unmix.models.nnabla_graph` computes (tests/test_ops.py checks outputs and
 gradients against it); sums that NNabla or torch would accumulate in float32 over millions of
 values (losses, batch statistics) are accumulated in float64 here. Only the CPU uses them:
 on a GPU the stock graph (cuDNN) stays.
@@ -40,7 +40,9 @@ import scipy.fft
 from nnabla.function import PythonFunction
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unmix import jit, losses, transforms
+from unmix.dsp import jit
+from unmix.models import losses
+from unmix.dsp import transforms
 
 # -- numba kernels of the LSTM ----------------------------------------------------------------------
 _F32 = np.float32
@@ -626,7 +628,7 @@ class SpectrogramMask(_Op):
 
 
 class CombinationMSE(_Op):
-    """X-UMX's frequency-domain loss L_f (`unmix.losses`) of the S masks: inputs ``mix``
+    """X-UMX's frequency-domain loss L_f (`unmix.models.losses`) of the S masks: inputs ``mix``
     ``(N, C, T, n)``, the source magnitudes ``Y`` ``(N, S, C, T, n)``, then one mask per source
     ``(N, C, T, n)``; ``d_s = mask_s * mix - Y_s``; output the scalar
     ``sum_{s,t} W[s,t] <d_s, d_t> / (K M)`` (float64 Gram matrix, one sample at a time).
@@ -677,7 +679,7 @@ class CombinationMSE(_Op):
 class MaskedISTFT(_Op):
     """The time signal of a masked mixture spectrogram with the mixture's phase:
     ``ISTFT(mask * X)`` (``mask * |X|`` with X's phase is ``mask * X``), as
-    `unmix.transforms.istft` with ``center=True`` (torch.istft): inputs mask, X's real and
+    `unmix.dsp.transforms.istft` with ``center=True`` (torch.istft): inputs mask, X's real and
     imaginary parts ``(N, C, T, n)`` (frames first); output ``(N, C, L)``, ``L = (T - 1) * n_hop``
     (the padding of ``n_fft // 2`` cut on both sides, as Sony's F.istft(center=True)).
 
@@ -750,13 +752,13 @@ class MaskedISTFT(_Op):
 
 
 class CombinationSDR(_Op):
-    """X-UMX's time-domain loss L_t (`unmix.losses`): inputs the source signals ``y``
+    """X-UMX's time-domain loss L_t (`unmix.models.losses`): inputs the source signals ``y``
     ``(N, S, C, L)``, then one estimate per source ``(N, C, L)``; output the scalar
     ``1 + mean`` over the 14 combinations and the N * C rows of the weighted SDR, the mixture
     being ``sum_s y_s``. Forward: per row the float64 Gram matrix of ``v = (est_1..S, y_1..S)``.
 
     Backward: ``d est_s[row] = q sum_j A[row, s, j] v_j[row]`` with the coefficients ``A`` of
-    `unmix.losses.combination_sdr_coefficients` (one small GEMM per row). y gets no gradient.
+    `unmix.models.losses.combination_sdr_coefficients` (one small GEMM per row). y gets no gradient.
     """
 
     def setup_impl(self, inputs, outputs):

@@ -1,7 +1,7 @@
 """MUSDB18 and MUSDB18-HQ on disk: which tracks there are, and which file holds which part.
 
-One implementation for training (`unmix.datasets.MUSDBDataset` probes the parts and reads chunks
-of them) and for evaluation (`unmix.evaluate` reads whole tracks with `load_track`). Two layouts:
+One implementation for training (`unmix.training.datasets.MUSDBDataset` probes the parts and reads chunks
+of them) and for evaluation (`unmix.evaluation.evaluate` reads whole tracks with `load_track`). Two layouts:
 
     <root>/<subset>/<track>.stem.mp4                         MUSDB18: 5 streams (see MUSDB_STEM_IDS)
     <root>/<subset>/<track>/{mixture,vocals,drums,bass,other}.{wav,flac}   MUSDB18-HQ (mixture optional)

@@ -1,12 +1,12 @@
 """Known pretrained models: one table, and a resolver that downloads, verifies, converts, caches.
 
 ``resolve_model(model)`` turns what a user passes as ``--model`` into the path of a model
-folder (see `unmix.modelfolder`):
+folder (see `unmix.models.model_folder`):
 
 - an existing model folder is used as it is;
 - a name from `MODELS` (``umxhq``, ``umx``, ``umxl``, ...) is downloaded once into the
   cache (``$UNMIX_CACHE``, else ``$XDG_CACHE_HOME/unmix``, else ``~/.cache/unmix``), each
-  file checked against its published hash, converted with `unmix.convert.convert`, and kept
+  file checked against its published hash, converted with `unmix.weights.convert.convert`, and kept
   as ``<cache>/<name>/``; later calls find it there and touch no network;
 - ``bundled`` is the small model that ships inside the package (`BUNDLED_MODEL`);
 - None is `DEFAULT_MODEL` (umxhq), downloaded like any name; when it cannot be downloaded
@@ -46,7 +46,7 @@ from unmix.errors import UnmixError, atomic_path
 DEFAULT_MODEL = "umxhq"  # what None stands for: downloaded on first use
 # A small model trained by this project on synthetic songs (see models/README.md). It ships inside
 # the package, so separation works offline: None falls back to it when DEFAULT_MODEL cannot be fetched.
-BUNDLED_MODEL = Path(__file__).resolve().parent / "assets" / "default_model"
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_model"
 BUNDLED_NAME = "bundled"  # its name for --model
 BUNDLED_DESCRIPTION = ("Open-Unmix (hidden size 384, 3 layers, float16 weights) trained by unmix on synthetic "
                        "songs; ships with unmix (offline); knows synthetic music only")
@@ -95,7 +95,7 @@ class PretrainedModel:
         architecture: 'umx' (Open-Unmix, a network per target) or 'xumx' (X-UMX: one network
             whose sources are the targets).
         nb_bins, max_bin, hidden_size, nb_layers, nb_channels: the architecture of each target
-            (`unmix.model.ModelConfig`); sample_rate, n_fft, n_hop: its signal parameters.
+            (`unmix.models.nnabla_graph.ModelConfig`); sample_rate, n_fft, n_hop: its signal parameters.
     """
 
     name: str
@@ -424,8 +424,8 @@ def _unpack(entry, downloads):
 
 def _convert_into(entry, src, folder):
     """Convert `src` into a temporary folder, pin the registry's metadata, rename onto `folder`."""
-    from unmix import convert as convert_module
-    from unmix.modelfolder import read_separator_json, write_json
+    from unmix.weights import convert as convert_module
+    from unmix.models.model_folder import read_separator_json, write_json
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".part", dir=folder.parent))

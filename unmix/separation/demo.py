@@ -3,7 +3,7 @@
 The example (``unmix/assets/example/example.flac``, 10 s, 44.1 kHz stereo) is a synthetic
 song rendered by this project (tools/render_training_songs.sh example), so it is free of
 third-party rights. The demo separates it with the default model (umxhq, or the bundled model
-offline: `unmix.pretrained.resolve_model`; `make demo` passes ``--model bundled``) and writes
+offline: `unmix.weights.registry.resolve_model`; `make demo` passes ``--model bundled``) and writes
 
     <outdir>/<target>.wav        one per target
     <outdir>/spectrograms.png    mixture and every stem, log-magnitude, same colour scale
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from unmix import audio as audio_io
+from unmix.io import audio as audio_io
 from unmix.errors import UnmixError, atomic_path
 
-EXAMPLE_PATH = Path(__file__).resolve().parent / "assets" / "example" / "example.flac"
+EXAMPLE_PATH = Path(__file__).resolve().parent.parent / "assets" / "example" / "example.flac"
 PNG_NAME = "spectrograms.png"
 FLOOR_DB = -80.0  # below the loudest bin of the mixture: the plots' colour range
 
@@ -33,7 +33,7 @@ def run_demo(outdir, model=None, backend="auto", example=EXAMPLE_PATH, progress=
     Returns:
         dict name -> written path: each target, and ``"png"``.
     """
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     if not Path(example).is_file():
         raise UnmixError(f"example song {example} is missing; reinstall unmix")

@@ -8,7 +8,7 @@ MUSDB18-HQ layout ``<root>/<subset>/<track>/{mixture,vocals,drums,bass,other}.{w
    MUSDB18-HQ gives exactly musdb's samples, and also reads the flac folders musdb cannot);
 2. estimate the targets: with a separator, or with an oracle (see `ORACLES`);
 3. score them as ``museval.eval_mus_track`` does (BSSEval v4, 1 s windows and hops, the
-   vocals/accompaniment pair scored on its own; by default with `unmix.bsseval`, museval's
+   vocals/accompaniment pair scored on its own; by default with `unmix.evaluation.bsseval`, museval's
    numbers within 1e-3 dB and many times faster, or museval itself: `SCORERS`; the tracks in
    local processes or on a Dask cluster, `unmix.cluster`) and write museval's per-track JSON to
    ``<evaldir>/<subset>/<track>.json``, atomically. That file marks the track done: a rerun
@@ -39,9 +39,9 @@ from typing import List
 import numpy as np
 from tqdm import tqdm
 
-from unmix import transforms
+from unmix.dsp import transforms
 from unmix.errors import UnmixError, atomic_path
-from unmix.musdb import MUSDB_SOURCES, Track, find_tracks, load_track  # noqa: F401 (Track: for callers of load_track)
+from unmix.io.musdb import MUSDB_SOURCES, Track, find_tracks, load_track  # noqa: F401 (Track: for callers of load_track)
 
 # musdb's targets (musdb 0.4 `configs/mus.yaml`, in its order): name -> the sources summed
 # (all with gain 1), in the order musdb sums them.
@@ -55,9 +55,9 @@ MUSDB_TARGETS = {
 }
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 WIN_SECONDS = HOP_SECONDS = 1.0  # museval's (and every MUSDB paper's) framing
-# "fast": unmix.bsseval (museval's numbers to 1e-3 dB, tested; the default), "museval": museval itself
+# "fast": unmix.evaluation.bsseval (museval's numbers to 1e-3 dB, tested; the default), "museval": museval itself
 SCORERS = ("fast", "museval")
-SCORER_NAMES = {"fast": "unmix.bsseval (BSSEval v4, equal to museval within 1e-3 dB)", "museval": "museval"}
+SCORER_NAMES = {"fast": "unmix.evaluation.bsseval (BSSEval v4, equal to museval within 1e-3 dB)", "museval": "museval"}
 
 # Oracle estimates (sigsep-mus-oracle), from the true sources, on an STFT with the mixture's
 # phase; a lower or upper bound to compare a model with.
@@ -151,7 +151,7 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
         estimates: target -> estimate ``(nb_channels, nb_timesteps)``; names that are not MUSDB
             targets are ignored, estimates are cut or zero-padded to the references' length.
         win, hop: framing in seconds.
-        scorer: "fast" (`unmix.bsseval`: museval's numbers to 1e-3 dB, many times faster) or
+        scorer: "fast" (`unmix.evaluation.bsseval`: museval's numbers to 1e-3 dB, many times faster) or
             "museval" (museval itself).
         threads: threads of the fast scorer (default: the cores this process may use).
 
@@ -175,7 +175,7 @@ def score_track(name, references, estimates, rate, win=WIN_SECONDS, hop=HOP_SECO
     _check_not_silent(name, references, estimates, [t for group, _ in groups for t in group])
     window, step = int(win * rate), int(hop * rate)
     if scorer == "fast":
-        from unmix import bsseval
+        from unmix.evaluation import bsseval
 
         results = bsseval.eval_track(references, estimates, [g for g, _ in groups], window, step, workers=threads)
     else:
@@ -295,7 +295,7 @@ class OracleEstimator:
 
 
 class ModelEstimator:
-    """The estimates of a `unmix.separator.Separator` (the true sources are not used)."""
+    """The estimates of a `unmix.separation.separator.Separator` (the true sources are not used)."""
 
     def __init__(self, separator):
         self.separator = separator
@@ -308,7 +308,7 @@ class ModelEstimator:
     def settings(self):
         """What decides the scores (see `run_settings`), as the separator resolved them."""
         sep = self.separator
-        onnx = any(type(m).__module__ == "unmix.onnx_backend" for m in sep.models.values())
+        onnx = any(type(m).__module__ == "unmix.models.onnx_graph" for m in sep.models.values())
         return {"targets": list(self.targets), "niter": sep.niter, "wiener_win_len": sep.wiener_win_len or 0,
                 "residual": sep.residual, "softmask": sep.softmask, "backend": "onnx" if onnx else "nnabla"}
 
@@ -318,7 +318,7 @@ def make_estimator(spec):
     ``("model", load_separator keyword arguments)``."""
     if spec[0] == "oracle":
         return OracleEstimator(spec[1], spec[2])
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     return ModelEstimator(load_separator(**spec[1]))
 
@@ -363,7 +363,7 @@ def evaluate_track(track, estimator, evaldir, outdir=None, scorer="fast", thread
     mixture, sources, rate = load_track(track)
     estimates = estimator(mixture, sources, rate)
     if outdir is not None:
-        from unmix import audio as audio_io
+        from unmix.io import audio as audio_io
 
         for target, path in estimate_paths(outdir, track, estimates).items():
             audio_io.save(path, estimates[target], rate)
@@ -617,7 +617,7 @@ def evaluate(root, subset="test", is_wav=False, model=None, targets=None, niter=
             ``eval/<method>``); a rerun skips the tracks scored there, and refuses other settings
             (see `check_settings`).
         cores: tracks evaluated in parallel processes.
-        scorer: "fast" (`unmix.bsseval`, museval's numbers within 1e-3 dB) or "museval".
+        scorer: "fast" (`unmix.evaluation.bsseval`, museval's numbers within 1e-3 dB) or "museval".
         scheduler: address of a Dask scheduler (``tcp://host:8786``): the tracks run on its
             workers instead of local processes (see `unmix.cluster`); `cores` is then unused.
         plot: write the per-track SDR box plot to this PNG.
@@ -681,9 +681,9 @@ def _estimator_spec(model, targets, niter, residual, wiener_win_len, backend, or
         if oracle not in ORACLES:
             raise UnmixError(f"unknown oracle '{oracle}': use one of {', '.join(ORACLES)}")
         return ("oracle", oracle, list(targets) if targets else None), oracle
-    from unmix import pretrained
+    from unmix.weights import registry
 
-    folder = pretrained.resolve_model(model)  # once here, so workers find a folder
+    folder = registry.resolve_model(model)  # once here, so workers find a folder
     options = dict(model=str(folder), targets=targets, niter=niter, residual=residual,
                    wiener_win_len=wiener_win_len or None, backend=backend)
     return ("model", options), Path(folder).name

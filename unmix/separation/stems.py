@@ -39,7 +39,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from unmix import audio as audio_io
+from unmix.io import audio as audio_io
 from unmix.errors import UnmixError, make_temp_dir
 
 OUTPUT_EXTENSIONS = (".wav", ".flac", ".mp3")
@@ -302,8 +302,8 @@ def separate_files(paths, separator_options, file_options, jobs=1, scheduler=Non
     Returns:
         the number of files that failed (each reported on stderr in one line).
     """
-    from unmix.pretrained import resolve_model
-    from unmix.separator import load_separator
+    from unmix.weights.registry import resolve_model
+    from unmix.separation.separator import load_separator
 
     # the default model is resolved (downloaded, or the offline fallback) once, not in every worker
     separator_options = dict(separator_options, model=resolve_model(separator_options.get("model")))
@@ -334,10 +334,11 @@ def separate_files(paths, separator_options, file_options, jobs=1, scheduler=Non
 
 def _separate_on_cluster(paths, separator_options, file_options, scheduler):
     """`separate_files` with one task per file on the Dask cluster at `scheduler`."""
-    from unmix import cluster, pretrained
+    from unmix import cluster
+    from unmix.weights import registry
 
     # the workers' current folders are not ours: every path they get is absolute
-    model = os.path.abspath(pretrained.resolve_model(separator_options.get("model")))
+    model = os.path.abspath(registry.resolve_model(separator_options.get("model")))
     options = dict(separator_options, model=model)
     remote = dict(file_options, outdir=os.path.abspath(file_options["outdir"]))
     given = {os.path.abspath(p): p for p in paths}
@@ -353,7 +354,7 @@ def _cluster_separate(path, separator_options, file_options):
     one thread as in a local pool (a worker runs as many files at once as it has threads);
     returns ``(result, error line)`` as `_user_error`."""
     from unmix import cluster
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     separator_options = dict(separator_options, nb_threads=1)
     key = json.dumps(separator_options, sort_keys=True)
@@ -402,7 +403,7 @@ _WORKER_SEPARATOR = None
 
 def _init_worker(separator_options):
     global _WORKER_SEPARATOR
-    from unmix.separator import load_separator
+    from unmix.separation.separator import load_separator
 
     options = dict(separator_options, nb_threads=1)
     _WORKER_SEPARATOR = load_separator(**options)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from unmix import jit
+from unmix.dsp import jit
 
 _BLOCK = 1 << 20  # values per work item: large enough to amortise a thread hand-off
 
@@ -56,7 +56,7 @@ class AdamState:
 
 class Adam:
     """torch's Adam for a dict of NNabla parameters, with the calls of an NNabla solver that
-    `unmix.train.Trainer` makes (``set_parameters``, ``zero_grad``, ``weight_decay``, ``update``,
+    `unmix.training.train.Trainer` makes (``set_parameters``, ``zero_grad``, ``weight_decay``, ``update``,
     ``check_inf_or_nan_grad``, learning rate and state access).
 
     ``weight_decay(rate)`` takes effect in the next ``update`` (fused into its pass), where

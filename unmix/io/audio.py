@@ -405,7 +405,7 @@ class StreamWriter:
 
     For long separations whose stems are never held whole in memory. Not atomic by itself:
     open it inside a staging folder that is renamed when every stem is complete
-    (see `unmix.stems`). Formats and clipping as `save`.
+    (see `unmix.separation.stems`). Formats and clipping as `save`.
     """
 
     def __init__(self, path, rate, nb_channels, subtype=None):

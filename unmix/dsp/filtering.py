@@ -21,9 +21,9 @@ number of workers.
 """
 import numpy as np
 
-from .errors import UnmixError
-from .jit import kernel
-from .jit import run as _run
+from unmix.errors import UnmixError
+from unmix.dsp.jit import kernel
+from unmix.dsp.jit import run as _run
 
 
 def wiener(

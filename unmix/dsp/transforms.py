@@ -9,7 +9,7 @@ import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
 
-from unmix.jit import kernel, run
+from unmix.dsp.jit import kernel, run
 
 
 def hann_window(n_fft):

@@ -17,7 +17,14 @@ def _forget_pools_in_child():
     _POOLS_LOCK = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pools_in_child)
+_AT_FORK = []  # the fork hook, once registered (importing this module changes no process state)
+
+
+def _forget_pools_at_fork():
+    """Register `_forget_pools_in_child` with the process, once: before the first pool is made."""
+    if not _AT_FORK:
+        os.register_at_fork(after_in_child=_forget_pools_in_child)
+        _AT_FORK.append(True)
 
 
 def kernel(function=None, **options):
@@ -43,6 +50,7 @@ def run(function, items, workers):
         for item in items:
             function(item)
         return
+    _forget_pools_at_fork()
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:

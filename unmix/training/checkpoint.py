@@ -24,7 +24,7 @@ from typing import Dict, List
 import numpy as np
 
 from unmix.errors import UnmixError, atomic_path
-from unmix.schedules import EarlyStopping, ReduceLROnPlateau
+from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 
 # The per-epoch curves of ``<target>.json``, in the order an epoch records them.
 CURVES = ("train_loss_history", "valid_loss_history", "lr_history", "train_time_history", "valid_time_history")
@@ -111,7 +111,7 @@ def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
     then the loss plot."""
     import nnabla as nn
 
-    from unmix.model import write_json
+    from unmix.models.nnabla_graph import write_json
 
     folder = Path(folder)
     with signals_held():
@@ -131,8 +131,8 @@ def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
 def _save_model(folder, target, model, sample_rate, n_fft, n_hop):
     """The model weights: the target's into the folder's separator.json, or an X-UMX network (a
     model with ``sources``) as the folder's one model."""
-    from unmix.model import save_target
-    from unmix.modelfolder import XUMX, save_params, write_separator_json
+    from unmix.models.nnabla_graph import save_target
+    from unmix.models.model_folder import XUMX, save_params, write_separator_json
 
     sources = getattr(model, "sources", None)
     if sources is None:
@@ -147,7 +147,7 @@ def _save_model(folder, target, model, sample_rate, n_fft, n_hop):
 def copy_best(source, folder, target, model, sample_rate, n_fft, n_hop):
     """Bring the best weights of `target` (X-UMX: of every source) from the `source` folder along
     (a resume into another folder)."""
-    from unmix.modelfolder import XUMX, write_separator_json
+    from unmix.models.model_folder import XUMX, write_separator_json
 
     sources = getattr(model, "sources", None)
     names = [target] if sources is None else list(sources)
@@ -165,7 +165,7 @@ def copy_best(source, folder, target, model, sample_rate, n_fft, n_hop):
 
 def add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop):
     """separator.json with `target` added to the targets already in the folder."""
-    from unmix.modelfolder import write_separator_json
+    from unmix.models.model_folder import write_separator_json
 
     _, configs, extra = _folder_models(folder)
     if extra.get("architecture", "umx") != "umx":  # one X-UMX network: no target can be added to it
@@ -179,7 +179,7 @@ def remove_target(folder, target):
     """Remove every file of `target` from a model folder (a ``--force`` run starting over): first
     its entry in separator.json (removed with the last target), so that `separate` never meets a
     half-removed model, then its weights, checkpoint, solver state, history and plot."""
-    from unmix.modelfolder import write_separator_json
+    from unmix.models.model_folder import write_separator_json
 
     folder = Path(folder)
     with signals_held():
@@ -198,7 +198,7 @@ def _folder_models(folder):
     """``(meta, configs, extra)`` of a folder's separator.json: its content, target -> ModelConfig for
     the targets whose weights are there, and the keys other than the signal parameters
     (``(None, {}, {})`` without the file)."""
-    from unmix.modelfolder import ModelConfig, read_separator_json
+    from unmix.models.model_folder import ModelConfig, read_separator_json
 
     folder = Path(folder)
     if not (folder / "separator.json").is_file():

@@ -3,14 +3,14 @@
 The reference's ``get_statistics`` (open-unmix-pytorch 1.3 ``scripts/train.py``) fits sklearn's
 StandardScaler to the mono magnitudes of every training track; the model starts with
 ``input_mean = -mean`` and ``input_scale = 1 / std``. Here the same numbers come from one pass
-with a stable merge of per-track moments, the tracks read by `unmix.loader.DataLoader` workers.
+with a stable merge of per-track moments, the tracks read by `unmix.training.loader.DataLoader` workers.
 """
 import numpy as np
 from tqdm import tqdm
 
-from unmix.datasets import MagnitudeDataset, model_magnitude
+from unmix.training.datasets import MagnitudeDataset, model_magnitude
 from unmix.errors import UnmixError
-from unmix.loader import DataLoader
+from unmix.training.loader import DataLoader
 
 STATS_STD_FLOOR = 1e-4  # std >= 1e-4 * max(std), as the reference's get_statistics
 

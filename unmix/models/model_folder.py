@@ -13,15 +13,15 @@ A model folder holds
     <target>.json    optional: the training configuration and history
 
 or, as `unmix export` writes it, ``<target>.onnx`` graphs instead of the ``.h5`` files
-(`unmix.onnx_backend`). Everything here is numpy, h5py and JSON, so reading, converting and
-separating work on any Python; the NNabla network (`unmix.model`) is needed to train.
+(`unmix.models.onnx_graph`). Everything here is numpy, h5py and JSON, so reading, converting and
+separating work on any Python; the NNabla network (`unmix.models.nnabla_graph`) is needed to train.
 
 Two architectures (separator.json's ``architecture``; a folder without it is "umx"):
 
 - "umx", Open-Unmix: one independent network per target;
 - "xumx", CrossNet-Open-Unmix (X-UMX): one network for all its targets (its *sources*), whose
   per-source branches are Open-Unmix networks joined by two frame-wise means (the bridges, see
-  `unmix.model.CrossNet`). Each source's branch has exactly the parameters of an Open-Unmix
+  `unmix.models.nnabla_graph.CrossNet`). Each source's branch has exactly the parameters of an Open-Unmix
   target (fc2 maps the bridged ``2 * hidden_size`` features to ``hidden_size`` in both), so an
   X-UMX folder stores them the same way, one ``<source>.h5`` per source, all with one config.
 """

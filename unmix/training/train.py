@@ -1,27 +1,27 @@
 """Training of one Open-Unmix target: the recipe of open-unmix-pytorch 1.3 ``scripts/train.py`` in NNabla.
 
-    setup:  datasets (unmix.datasets) -> input statistics of a new model (unmix.statistics)
-            -> model, Adam solver, schedules (unmix.schedules), progress restored from a
-            checkpoint (unmix.checkpoint) -> loaders (unmix.loader): audio -> STFT (center=False)
+    setup:  datasets (unmix.training.datasets) -> input statistics of a new model (unmix.training.statistics)
+            -> model, Adam solver, schedules (unmix.training.schedules), progress restored from a
+            checkpoint (unmix.training.checkpoint) -> loaders (unmix.training.loader): audio -> STFT (center=False)
     fit:    per epoch: train (one fixed-shape NNabla graph: model.build_loss, MSE on magnitudes
             -> Adam, L2 weight decay added to the gradient as torch's Adam(weight_decay=...))
             -> validate on full tracks (running batch-norm statistics, windowed so memory stays
             bounded) -> ReduceLROnPlateau -> EarlyStopping -> checkpoint + best weights + history
             + plot.
 
-On the CPU the graph is built from the coarse functions of `unmix.ops` (numpy GEMMs, numba LSTM
-recurrences) and the solver is `unmix.solver.Adam`, torch's update to the last bit of ``eps``
+On the CPU the graph is built from the coarse functions of `unmix.models.fast_ops` (numpy GEMMs, numba LSTM
+recurrences) and the solver is `unmix.training.solver.Adam`, torch's update to the last bit of ``eps``
 with the LSTM's two biases stepped as torch steps them: the same loss, gradients and weights as
 open-unmix-pytorch after the same steps (tests/test_train_parity.py). On a GPU (``--context
 cudnn``) the graph is the stock NNabla one and the solver NNabla's Adam, which adds ``eps``
 after the bias correction of the second moment and moves the LSTM bias as one parameter.
 
 `train(options)` runs both; `setup` and `fit` below read top to bottom in that order. The output
-folder is a model folder (`unmix separate --model DIR`); `unmix.checkpoint` lists its files.
+folder is a model folder (`unmix separate --model DIR`); `unmix.training.checkpoint` lists its files.
 
 ``--checkpoint DIR`` resumes from the last finished epoch: same epoch counter, learning rate,
 scheduler, early stopping and random streams (data samples are seeded by (seed, epoch, index) in
-`unmix.datasets`, dropout by re-seeding NNabla per epoch), so an interrupted and resumed run gives
+`unmix.training.datasets`, dropout by re-seeding NNabla per epoch), so an interrupted and resumed run gives
 the curve of an uninterrupted one. ``epochs`` is the total number of epochs of the training (the
 reference adds ``--epochs`` more on resume). A checkpoint is written before the first epoch, so
 Ctrl-C at any moment leaves one; the epoch it interrupts is discarded. SIGINT is held back while
@@ -32,7 +32,7 @@ output folder (those of other targets stay) when the new run writes its first ch
 
 Differences from the reference, on purpose: incomplete last batches are dropped (one graph
 shape; samples are reshuffled every epoch); the learning-rate schedule and the early stopping are
-the reference's (`unmix.schedules`).
+the reference's (`unmix.training.schedules`).
 
 Multi-GPU (needs ``nnabla-ext-cuda``): ``mpirun -n 4 unmix train --context cudnn ...``. With more
 than one MPI process, `train` uses ``nnabla.communicators.MultiProcessDataParallelCommunicator``
@@ -56,18 +56,18 @@ import numpy as np
 from tqdm import tqdm
 
 from unmix import __version__
-from unmix import transforms
-from unmix.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history, remove_target,
+from unmix.dsp import transforms
+from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history, remove_target,
                               save_checkpoint, signals_held)
-from unmix.datasets import MagnitudeDataset, SourcesDataset, Subset, XumxDataset, load_datasets, model_magnitude
+from unmix.training.datasets import MagnitudeDataset, SourcesDataset, Subset, XumxDataset, load_datasets, model_magnitude
 from unmix.errors import UnmixError, atomic_path
-from unmix.loader import DataLoader
-from unmix.modelfolder import XUMX, XUMX_SOURCES
-from unmix.schedules import EarlyStopping, ReduceLROnPlateau
-from unmix.statistics import compute_statistics
+from unmix.training.loader import DataLoader
+from unmix.models.model_folder import XUMX, XUMX_SOURCES
+from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
+from unmix.training.statistics import compute_statistics
 
 VALID_WINDOW = 512  # frames per validation window (bounds memory on long tracks)
-LSTM_BIAS = "lstm/lstm/bias"  # the LSTM biases that the CPU's Adam steps as torch's two (`unmix.solver`)
+LSTM_BIAS = "lstm/lstm/bias"  # the LSTM biases that the CPU's Adam steps as torch's two (`unmix.training.solver`)
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class TrainOptions:
     context: str = "cpu"
     valid_backend: str = "auto"  # auto: onnx on cpu, nnabla otherwise
     quiet: bool = False
-    architecture: str = "umx"  # or "xumx": X-UMX on the four MUSDB sources (see `unmix.losses`)
+    architecture: str = "umx"  # or "xumx": X-UMX on the four MUSDB sources (see `unmix.models.losses`)
     mcoef: float = 10.0  # X-UMX: the weight of the time-domain loss
     valid_dur: float = 10.0  # X-UMX: seconds per validation chunk (Sony's --valid_dur)
 
@@ -220,7 +220,7 @@ class Run:
     n_fft: int
     n_hop: int
     origin: Optional[str]  # the folder of a fine-tuned model
-    model: object  # unmix.model.OpenUnmix
+    model: object  # unmix.models.nnabla_graph.OpenUnmix
     trainer: "Trainer"
     state: Checkpoint
     train_loader: DataLoader
@@ -374,7 +374,7 @@ def validate(run: Run):
     model = run.model
     xumx = o.architecture == XUMX
     if backend == "onnx":
-        from unmix.onnx_backend import OnnxCrossNet, OnnxModel
+        from unmix.models.onnx_graph import OnnxCrossNet, OnnxModel
 
         # a snapshot of the current weights, 8x faster on CPU; as many threads as the training's
         # GEMMs (OPENBLAS_NUM_THREADS): runs side by side on few cores would else oversubscribe them
@@ -438,12 +438,12 @@ def bandwidth_to_max_bin(rate, n_fft, bandwidth):
 
 def _resumed_model(history, folder, target, output, rate):
     """``(model, n_fft, n_hop, origin)`` from the checkpoint of `target` in `folder`."""
-    from unmix.model import ModelConfig, OpenUnmix, read_h5_params
+    from unmix.models.nnabla_graph import ModelConfig, OpenUnmix, read_h5_params
 
     path = checkpoint_file(folder, target, "chkpnt")
     config = ModelConfig.from_dict(history["config"])
     if history.get("architecture") == XUMX:
-        from unmix.model import CrossNet
+        from unmix.models.nnabla_graph import CrossNet
 
         model = CrossNet(config, sources=history["sources"])
         try:
@@ -460,11 +460,11 @@ def _resumed_model(history, folder, target, output, rate):
 
 def _fine_tuned_model(options, target, output, rate, procs):
     """``(model, n_fft, n_hop, origin)`` from the model folder or registry name `options.model`."""
-    from unmix import pretrained
-    from unmix.model import load_target, read_separator_json
+    from unmix.weights import registry
+    from unmix.models.nnabla_graph import load_target, read_separator_json
 
     o = options
-    folder = pretrained.resolve_model(o.model)
+    folder = registry.resolve_model(o.model)
     meta = read_separator_json(folder)
     _check_rate(meta["sample_rate"], rate, folder)
     n_fft, n_hop = int(meta.get("n_fft", 4096)), int(meta.get("n_hop", 1024))
@@ -479,7 +479,7 @@ def _fine_tuned_model(options, target, output, rate, procs):
 def _new_model(options, train_ds, output, rate, procs):
     """``(model, n_fft, n_hop, None)``: a new model whose input scaling holds the training set's
     statistics (computed by rank 0 only; `setup` broadcasts its weights)."""
-    from unmix.model import ModelConfig, OpenUnmix
+    from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
 
     o = options
     n_fft, n_hop = o.nfft or 4096, o.nhop or 1024
@@ -490,7 +490,7 @@ def _new_model(options, train_ds, output, rate, procs):
                          unidirectional=o.unidirectional)
     _check_folder(output, rate, n_fft, n_hop, config.nb_channels)
     if o.architecture == XUMX:
-        from unmix.model import CrossNet
+        from unmix.models.nnabla_graph import CrossNet
 
         model = CrossNet(config, seed=o.seed)
         nets = list(model.nets.values())  # every branch starts from the mixture's statistics, as Sony's
@@ -526,7 +526,7 @@ def _check_clobber(output, target, allowed):
 
 def _check_folder(output, sample_rate, n_fft, n_hop, nb_channels):
     """The output's separator.json, if any, must describe the same signal and channels."""
-    from unmix.model import read_separator_json
+    from unmix.models.nnabla_graph import read_separator_json
 
     if not (output / "separator.json").is_file():
         return
@@ -575,17 +575,17 @@ class Trainer:
     """One model, its Adam solver and its training graph (built once per batch shape).
 
     Args:
-        model: `unmix.model.OpenUnmix`.
+        model: `unmix.models.nnabla_graph.OpenUnmix`.
         comm: a NNabla data-parallel communicator, or None for one process.
-        fast: the CPU's training: the coarse functions of `unmix.ops` and torch's Adam (`unmix.solver`);
+        fast: the CPU's training: the coarse functions of `unmix.models.fast_ops` and torch's Adam (`unmix.training.solver`);
             a GPU keeps the stock NNabla graph).
-        dropout: LSTM dropout between layers; None: the reference's (`unmix.model.LSTM_DROPOUT`).
+        dropout: LSTM dropout between layers; None: the reference's (`unmix.models.nnabla_graph.LSTM_DROPOUT`).
         lstm_bias_hh: with `fast`, torch's ``b_hh`` half of the LSTM bias ``(nb_layers, D, 4, H)``
-            when known (a converted reference checkpoint); None: half the bias. See `unmix.solver`.
+            when known (a converted reference checkpoint); None: half the bias. See `unmix.training.solver`.
         loss_options: extra keywords of ``model.build_loss`` (X-UMX: ``n_hop``, ``mcoef``).
 
-    An Open-Unmix model trains on batches ``(x, y)``; an X-UMX one (`unmix.model.CrossNet`) on the
-    five arrays of `unmix.datasets.XumxDataset`.
+    An Open-Unmix model trains on batches ``(x, y)``; an X-UMX one (`unmix.models.nnabla_graph.CrossNet`) on the
+    five arrays of `unmix.training.datasets.XumxDataset`.
     """
 
     def __init__(self, model, lr=1e-3, weight_decay=1e-5, comm=None, fast=False, dropout=None, lstm_bias_hh=None,
@@ -596,8 +596,8 @@ class Trainer:
         self.fast, self.dropout, self.loss_options = fast, dropout, dict(loss_options or {})
         self.params = model.trainable_parameters()
         self.running_stats = {k: v for k, v in model.parameters.items() if k not in self.params}
-        if fast:  # torch's Adam to the last bit of eps (see unmix.solver); beta1 0.9, beta2 0.999, eps 1e-8
-            from unmix.solver import Adam
+        if fast:  # torch's Adam to the last bit of eps (see unmix.training.solver); beta1 0.9, beta2 0.999, eps 1e-8
+            from unmix.training.solver import Adam
 
             self.solver = Adam(alpha=lr)
             # b_ih + b_hh: each LSTM bias (every X-UMX branch has one)
@@ -610,7 +610,7 @@ class Trainer:
 
     @property
     def frames_first(self):
-        """The layout of the batches `train_step` takes: frames first for the fast CPU graph (see `unmix.ops`)."""
+        """The layout of the batches `train_step` takes: frames first for the fast CPU graph (see `unmix.models.fast_ops`)."""
         return self.fast
 
     @property
@@ -627,7 +627,7 @@ class Trainer:
     def _graph_for(self, shapes):
         import nnabla as nn
 
-        from unmix.model import LSTM_DROPOUT
+        from unmix.models.nnabla_graph import LSTM_DROPOUT
 
         shapes = tuple(tuple(shape) for shape in shapes)
         if self._graph is None or tuple(v.shape for v in self._graph[0]) != shapes:
@@ -641,12 +641,12 @@ class Trainer:
     def train_step(self, *batch):
         """One Adam step on a batch: x, y float32 ``(nb_samples, nb_channels, nb_bins, nb_frames)``,
         or ``(nb_samples, nb_channels, nb_frames, nb_bins)`` when `frames_first` (the fast CPU graph);
-        X-UMX: the five arrays of `unmix.datasets.XumxDataset`, batched.
+        X-UMX: the five arrays of `unmix.training.datasets.XumxDataset`, batched.
 
         Returns the batch's MSE (averaged over processes). Raises `NonFiniteLoss` before updating
         anything when the loss or a gradient is not finite. Ctrl-C (or SIGTERM) during the step
         raises KeyboardInterrupt when the step is done: NNabla would turn it into a SystemError had
-        it arrived inside one of the Python functions of the CPU graph (`unmix.ops`).
+        it arrived inside one of the Python functions of the CPU graph (`unmix.models.fast_ops`).
         """
         with signals_held():
             return self._step(batch)
@@ -754,12 +754,12 @@ def validation_sums(model, loader, n_fft, n_hop, nb_channels, progress=False):
 
 
 def xumx_chunk_loss(model, x, stems, n_fft, n_hop, mcoef):
-    """X-UMX's multi-domain loss (`unmix.losses`) of one piece of a track, the network in
+    """X-UMX's multi-domain loss (`unmix.models.losses`) of one piece of a track, the network in
     inference mode: the masks applied to the mixture's magnitude (STFT center=True), the time
     signals their ISTFT with the mixture's phase, as Sony's validation graph.
 
     Args:
-        model: anything called like `unmix.model.CrossNet` (CrossNet, OnnxCrossNet).
+        model: anything called like `unmix.models.nnabla_graph.CrossNet` (CrossNet, OnnxCrossNet).
         x: float32 ``(nb_channels, nb_timesteps)`` mixture; stems: ``(S, nb_channels, nb_timesteps)``
             in the model's source order.
     """
@@ -771,7 +771,7 @@ def xumx_chunk_loss(model, x, stems, n_fft, n_hop, mcoef):
     length = (spec.shape[-1] - 1) * n_hop
     est_time = transforms.istft(est_mag * phase, n_fft, n_hop, center=True, length=length)
     target_mag = transforms.magnitude(transforms.stft(stems, n_fft, n_hop, center=True))
-    from unmix.losses import multi_domain_loss
+    from unmix.models.losses import multi_domain_loss
 
     loss, _, _ = multi_domain_loss(est_mag[:, None], target_mag[:, None], est_time[:, None],
                                           stems[:, None, :, :length], mcoef)
@@ -817,7 +817,7 @@ def _setup_context(context):
     try:
         import nnabla as nn
 
-        from unmix.model import extension_context
+        from unmix.models.nnabla_graph import extension_context
 
         ctx = extension_context(context)
         comm = None

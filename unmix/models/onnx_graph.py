@@ -2,7 +2,7 @@
 
 NNabla's CPU backend runs on one thread and its step-by-step LSTM is slow; ONNX Runtime's
 native `LSTM` operator is multi-threaded and about 8x faster (see design.md). The graph is the
-network of `unmix.model.OpenUnmix` for inference, about 30 nodes:
+network of `unmix.models.nnabla_graph.OpenUnmix` for inference, about 30 nodes:
 
     mix (nb_samples, nb_channels, nb_bins, nb_frames), nb_samples and nb_frames symbolic
       -> Slice to max_bin -> Transpose (nb_frames, nb_samples, nb_channels, max_bin)
@@ -17,11 +17,11 @@ Batch norm uses its running statistics (inference), so it folds into the precedi
 The model's config travels in the ONNX metadata (``unmix_config``), so an exported file is
 usable on its own.
 
-X-UMX (`unmix.model.CrossNet`) is one graph of the same parts: each source's encoder, their
+X-UMX (`unmix.models.nnabla_graph.CrossNet`) is one graph of the same parts: each source's encoder, their
 ``Mean`` (bridge 1, the named tensor ``features``), each source's LSTM layers on it, the
 ``Concat`` of ``features`` and the ``Mean`` of the LSTM outputs (bridge 2, ``lstm_out``), and
 each source's fc2 and decoder, ending in ``target_<source>`` (`build_xumx_onnx`); its sources
-travel in the metadata (``unmix_sources``). The graphs are written from the parameter arrays (`unmix.modelfolder`):
+travel in the metadata (``unmix_sources``). The graphs are written from the parameter arrays (`unmix.models.model_folder`):
 neither building nor running them needs NNabla.
 """
 import json
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from unmix.errors import UnmixError, atomic_folder, atomic_path
-from unmix.modelfolder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, load_params, read_separator_json,
+from unmix.models.model_folder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, load_params, read_separator_json,
                                write_json)
 
 OPSET = 17
@@ -104,7 +104,7 @@ def build_onnx(config, params, stage="full", check=True):
 
     Args:
         config: the `ModelConfig`.
-        params: name -> array as `unmix.modelfolder.param_shapes` (e.g. from `load_params`).
+        params: name -> array as `unmix.models.model_folder.param_shapes` (e.g. from `load_params`).
         stage: "full": input ``mix``, output ``target``, both ``(nb_samples, nb_channels, nb_bins,
             nb_frames)``, with the stage boundaries as named tensors ``features`` and ``lstm_out``
             (`stage_models` cuts a full graph there). The three stages of `OpenUnmix.encode/recur/decode`
@@ -134,11 +134,11 @@ def build_onnx(config, params, stage="full", check=True):
 
 
 def build_xumx_onnx(config, params, sources, targets=None, check=True):
-    """The ONNX model of an X-UMX network for inference (`unmix.model.CrossNet`), from its parameters.
+    """The ONNX model of an X-UMX network for inference (`unmix.models.nnabla_graph.CrossNet`), from its parameters.
 
     Args:
         config: the `ModelConfig` of every source's branch.
-        params: source -> name -> array (`unmix.modelfolder.param_shapes`).
+        params: source -> name -> array (`unmix.models.model_folder.param_shapes`).
         sources: the source names in the model's order (every one is needed for the bridges).
         targets: the sources to decode (default: all); the graph's outputs are ``target_<source>``.
 
@@ -313,7 +313,7 @@ class OnnxModel:
 
     Args:
         source: the target's weights, as a ``(ModelConfig, params)`` pair or an object with
-            ``config`` and ``get_params()`` (an `unmix.model.OpenUnmix`); or its full graph, as an
+            ``config`` and ``get_params()`` (an `unmix.models.nnabla_graph.OpenUnmix`); or its full graph, as an
             ``onnx.ModelProto`` from `build_onnx` or the path of a ``.onnx`` file that `export` wrote.
         nb_threads: intra-op threads (default: all CPU cores).
 
@@ -365,7 +365,7 @@ class OnnxModel:
 
 
 class OnnxCrossNet:
-    """An X-UMX network run by ONNX Runtime on the CPU; called like `unmix.model.CrossNet`.
+    """An X-UMX network run by ONNX Runtime on the CPU; called like `unmix.models.nnabla_graph.CrossNet`.
 
     Args:
         source: ``(ModelConfig, source -> params, sources)``, or the graph of `build_xumx_onnx`

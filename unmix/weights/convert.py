@@ -11,16 +11,16 @@ Sources (see `find_checkpoints`):
 - the state dict of a whole open-unmix ``Separator`` (every target in one file);
 - Sony's NNabla UMX ``.h5`` parameter files (one file with ``vocals/fc1/affine/W``, ...
   for every target, or one file per target), or a folder of them;
-- X-UMX (CrossNet-Open-Unmix), which becomes an "xumx" model folder (`unmix.modelfolder`):
+- X-UMX (CrossNet-Open-Unmix), which becomes an "xumx" model folder (`unmix.models.model_folder`):
   asteroid's serialized package (``torch.save`` of {'model_name', 'state_dict', 'model_args',
   ...}, names like ``layer_enc.vocals.enc.0.weight``, ``layer_lstm.vocals.weight_ih_l0``,
   ``layer_dec.vocals.dec.3.weight``, ``mean_scale.input_mean_vocals``), and Sony's NNabla
-  ``x-umx.h5`` (names as sony/ai-research-code x-umx/model.py creates them: ``input_mean_bass``,
+  ``x-folder.h5`` (names as sony/ai-research-code x-umx/model.py creates them: ``input_mean_bass``,
   ``fc1_bass/affine/W``, ``fc1_bass/bn/gamma``, ``lstm_bass/lstm/weight_l0``, ...). Each source's
   branch has the parameters of an Open-Unmix target, so both are renamed to the layouts above
   and mapped by the same code.
 
-The layout mapping (torch -> NNabla) is the table of `unmix.modelfolder.param_shapes`:
+The layout mapping (torch -> NNabla) is the table of `unmix.models.model_folder.param_shapes`:
 Linear weights are transposed, each LSTM layer/direction keeps ``[W_ih | W_hh]`` per
 gate (order i, f, g, o in both) and one bias ``b_ih + b_hh``. The architecture is
 inferred from the shapes, so no configuration is needed.
@@ -32,8 +32,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from unmix import modelfolder as umx
-from unmix import pth
+from unmix.models import model_folder
+from unmix.weights import pth
 from unmix.errors import UnmixError, atomic_folder
 
 DEFAULT_SAMPLE_RATE = 44100.0  # n_fft defaults to what the bins imply (4096 for 2049), n_hop to n_fft / 4
@@ -66,10 +66,10 @@ def state_dict_to_params(state_dict):
     """Map an open-unmix-pytorch ``OpenUnmix`` state dict to this package's parameters.
 
     Args:
-        state_dict: torch name -> np.ndarray (e.g. from `unmix.pth.load_state_dict`).
+        state_dict: torch name -> np.ndarray (e.g. from `unmix.weights.pth.load_state_dict`).
 
     Returns:
-        (ModelConfig inferred from the shapes, name -> float32 array as `unmix.modelfolder.param_shapes`).
+        (ModelConfig inferred from the shapes, name -> float32 array as `unmix.models.model_folder.param_shapes`).
     """
     sd = _strip_prefix(state_dict, "module.")  # saved from a DataParallel wrapper
     config = _torch_config(sd)
@@ -109,7 +109,7 @@ def _torch_config(sd):
     layers = 0
     while f"lstm.weight_ih_l{layers}" in sd:
         layers += 1
-    return umx.ModelConfig(
+    return model_folder.ModelConfig(
         nb_bins=n,
         nb_channels=fc1.shape[1] // m,
         hidden_size=fc1.shape[0],
@@ -199,7 +199,7 @@ def nnabla_to_params(named):
     if fc1.ndim != 2 or fc1.shape[0] % m or w0.ndim != 4:
         raise UnmixError(f"fc1/affine/W {fc1.shape} and lstm/lstm/weight_l0 {w0.shape} do not fit an Open-Unmix model")
     rest = params.get("lstm/lstm/weight")
-    config = umx.ModelConfig(
+    config = model_folder.ModelConfig(
         nb_bins=n,
         nb_channels=fc1.shape[0] // m,
         hidden_size=fc1.shape[1],
@@ -207,7 +207,7 @@ def nnabla_to_params(named):
         max_bin=None if m == n else m,
         unidirectional=w0.shape[0] == 1,
     )
-    expected = umx.param_shapes(config)
+    expected = model_folder.param_shapes(config)
     for name, value in params.items():
         # vectors and batch-norm parameters differ only in their unit axes; weights must match exactly
         squeezable = name in expected and not name.endswith("/W") and not name.startswith("lstm/")
@@ -218,7 +218,7 @@ def nnabla_to_params(named):
 
 
 def _check_params(config, params, what):
-    expected = umx.param_shapes(config)
+    expected = model_folder.param_shapes(config)
     missing, unknown = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
     if missing or unknown:
         parts = ([f"missing {_few(missing)}"] if missing else []) + ([f"unknown {_few(unknown)}"] if unknown else [])
@@ -300,7 +300,7 @@ def split_sony_xumx(named):
         if not match:
             raise UnmixError(f"X-UMX NNabla parameters: unknown name {name}")
         parts.setdefault(match["source"], {})[match["layer"] + (match["rest"] or "")] = value
-    order = [s for s in umx.XUMX_SOURCES if s in parts] + sorted(set(parts) - set(umx.XUMX_SOURCES))
+    order = [s for s in model_folder.XUMX_SOURCES if s in parts] + sorted(set(parts) - set(model_folder.XUMX_SOURCES))
     return {s: parts[s] for s in order}
 
 
@@ -355,7 +355,7 @@ def _torch_targets(files):
 def _nnabla_targets(files):
     """("nnabla", target -> NNabla parameters): names without a target prefix belong to the file's
     target; or ("nnabla-xumx", source -> parameters) for one X-UMX file."""
-    named = {path: umx.read_h5_params(path) for path in files}
+    named = {path: model_folder.read_h5_params(path) for path in files}
     xumx = [path for path, params in named.items() if is_sony_xumx(params)]
     if xumx and len(files) > 1:
         raise UnmixError(f"{xumx[0].name} holds a whole X-UMX model: convert it alone, not with "
@@ -426,11 +426,11 @@ def signal_params(folder, models):
 class Converted(NamedTuple):
     """One target's converted weights (or one X-UMX source's)."""
 
-    config: umx.ModelConfig
-    params: dict  # name -> float32 array, as unmix.modelfolder.param_shapes
+    config: model_folder.ModelConfig
+    params: dict  # name -> float32 array, as unmix.models.model_folder.param_shapes
     history: Optional[dict]  # the training's <target>.json, kept beside the weights
     stored: dict  # signal parameters found in the weights: sample_rate, n_fft, n_hop
-    architecture: str = umx.UMX
+    architecture: str = model_folder.UMX
 
 
 def _torch_state_dicts(files):
@@ -449,14 +449,14 @@ def _torch_state_dicts(files):
             stored["sample_rate"] = float(sd["sample_rate"])
         if "stft.window" in sd and sd["stft.window"].ndim == 1:
             stored["n_fft"] = int(sd["stft.window"].shape[0])
-        parts, architecture = {file_target: sd}, umx.UMX
+        parts, architecture = {file_target: sd}, model_folder.UMX
         if is_asteroid_xumx(sd):
             if len(files) > 1:
                 raise UnmixError(f"{path.name} holds a whole X-UMX model: convert it alone")
             stored.update({ours: model_args[theirs] for ours, theirs in
                            (("sample_rate", "sample_rate"), ("n_fft", "in_chan"), ("n_hop", "n_hop"))
                            if model_args.get(theirs) is not None})
-            parts, architecture = split_asteroid_xumx(sd, model_args.get("sources")), umx.XUMX
+            parts, architecture = split_asteroid_xumx(sd, model_args.get("sources")), model_folder.XUMX
         elif any(k.startswith(SEPARATOR_PREFIX) for k in sd):
             parts = {}
             for key, value in sd.items():
@@ -488,7 +488,7 @@ def load_sources(src, targets=None):
     kind, found = find_checkpoints(src)
     if kind == "torch":
         found = _torch_state_dicts(found)
-    xumx = kind == "nnabla-xumx" or any(item[3] == umx.XUMX for item in found.values() if kind == "torch")
+    xumx = kind == "nnabla-xumx" or any(item[3] == model_folder.XUMX for item in found.values() if kind == "torch")
     if xumx and targets and sorted(targets) != sorted(found):
         raise UnmixError(f"an X-UMX model needs all its sources ({', '.join(found)}) to separate any of them: "
                          "convert it whole (and pick targets when separating)")
@@ -505,7 +505,7 @@ def load_sources(src, targets=None):
                 config, params = nnabla_to_params(item)
             except UnmixError as exc:
                 raise UnmixError(f"X-UMX source '{target}': {exc}" if xumx else str(exc)) from None
-            models[target] = Converted(config, params, None, {}, umx.XUMX if xumx else umx.UMX)
+            models[target] = Converted(config, params, None, {}, model_folder.XUMX if xumx else model_folder.UMX)
             continue
         path, sd, stored, architecture = item
         try:
@@ -538,14 +538,14 @@ def convert(src, out, targets=None, force=False):
     rate, n_fft, n_hop = signal_params(src if src.is_dir() else src.parent, models)
     architecture = next(iter(models.values())).architecture
     configs = {t: m.config for t, m in models.items()}
-    if architecture == umx.XUMX and len(set(configs.values())) > 1:
+    if architecture == model_folder.XUMX and len(set(configs.values())) > 1:
         raise UnmixError(f"the X-UMX sources at {src} have different architectures: "
                          + "; ".join(f"{t}: {config_summary(c)}" for t, c in configs.items()))
 
     def write(tmp):
         for target, m in models.items():
-            umx.save_params(tmp, target, m.config, m.params, extra_json=m.history)
-        umx.write_separator_json(tmp, configs, rate, n_fft, n_hop, architecture=architecture)
+            model_folder.save_params(tmp, target, m.config, m.params, extra_json=m.history)
+        model_folder.write_separator_json(tmp, configs, rate, n_fft, n_hop, architecture=architecture)
 
     _write_folder(out, write)
     return out

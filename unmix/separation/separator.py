@@ -10,7 +10,7 @@ sees ``(nb_frames, hidden_size)`` features, so the pipeline runs in three passes
 3. per window: STFT again -> decoders -> Wiener filter -> overlap-add, yielding the
    output samples that are finished (`Separator.stream`).
 
-An Open-Unmix model is one network per target. An X-UMX model (`unmix.model.CrossNet`) is one
+An Open-Unmix model is one network per target. An X-UMX model (`unmix.models.nnabla_graph.CrossNet`) is one
 network for all its sources: pass 1 runs its encoders and bridge 1, pass 2 its LSTMs and
 bridge 2 (2 * hidden_size floats per frame), pass 3 the decoder of each selected target.
 
@@ -30,8 +30,9 @@ import numpy as np
 import soxr
 from tqdm import tqdm
 
-from unmix import audio as audio_io
-from unmix import filtering, transforms
+from unmix.io import audio as audio_io
+from unmix.dsp import filtering
+from unmix.dsp import transforms
 from unmix.errors import UnmixError, require_nnabla
 
 
@@ -85,9 +86,9 @@ class Separator:
 
     Args:
         models: target name -> model with ``config``, ``encode``, ``recur``, ``decode``
-            (an `unmix.model.OpenUnmix` or an ONNX Runtime equivalent); a network of several
-            sources (``sources``, ``decode(features, mag, source)``: `unmix.model.CrossNet`
-            or `unmix.onnx_backend.OnnxCrossNet`) is given once per target it estimates.
+            (an `unmix.models.nnabla_graph.OpenUnmix` or an ONNX Runtime equivalent); a network of several
+            sources (``sources``, ``decode(features, mag, source)``: `unmix.models.nnabla_graph.CrossNet`
+            or `unmix.models.onnx_graph.OnnxCrossNet`) is given once per target it estimates.
         sample_rate, n_fft, n_hop: the signal parameters the models were trained with.
         niter: EM iterations of the Wiener filter (0: target magnitudes with the mixture phase).
         softmask: initial estimates by ratio masks instead of magnitudes with mixture phase.
@@ -402,7 +403,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     """A `Separator` for a registry name or a model folder.
 
     Args:
-        model: registry name (see `unmix.pretrained`) or model folder; None: the default model.
+        model: registry name (see `unmix.weights.registry`) or model folder; None: the default model.
         targets: subset of the folder's targets (None: all).
         residual: name of a "mixture minus the targets" estimate; a single target with niter > 0
             gets one named 'accompaniment' when None (see `default_residual`).
@@ -410,16 +411,19 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         nb_threads: CPU threads for the onnx backend, the FFTs and the Wiener filter (None: all cores).
         device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
     """
-    from unmix import pretrained
-    from unmix.modelfolder import XUMX, architecture, read_separator_json
+    from unmix.weights import registry
+    from unmix.models.model_folder import XUMX, architecture, read_separator_json
 
     _tune_malloc_once()  # before the warm-up thread and ONNX Runtime's threads make their malloc arenas
-    folder = pretrained.resolve_model(model)
+    folder = registry.resolve_model(model)
     meta = read_separator_json(folder)
     # numba loads its compiled kernels on first use (~0.2 s, once per process): done on a second
     # core while the models load, not in the first separation
     warm_up = threading.Thread(target=_warm_up_quietly, name="unmix-warm-up", daemon=True,
                                args=(int(meta.get("nb_channels", 2)), niter, softmask, residual))
+    if not _WARM_UPS_AT_FORK:  # registered on first use: importing unmix changes no process state
+        os.register_at_fork(before=_join_warm_ups)
+        _WARM_UPS_AT_FORK.append(True)
     _WARM_UPS[:] = [t for t in _WARM_UPS if t.is_alive()] + [warm_up]
     warm_up.start()
     targets = list(targets or meta["targets"])
@@ -433,7 +437,7 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     # gets threads of its own only when there are fewer targets than threads
     session_threads = max(1, nb_threads // len(targets))
     if device == "gpu":
-        from unmix.model import use_gpu
+        from unmix.models.nnabla_graph import use_gpu
 
         use_gpu()
     if architecture(meta) == XUMX:  # one network for all targets: its encoders and LSTMs get every thread
@@ -463,11 +467,11 @@ def _load_network(folder, target, backend, builtin_lstm, nb_threads):
     from pathlib import Path
 
     if backend == "nnabla":
-        from unmix.model import load_target
+        from unmix.models.nnabla_graph import load_target
 
         return load_target(folder, target, builtin_lstm=builtin_lstm)
-    from unmix.modelfolder import load_params, target_config
-    from unmix.onnx_backend import OnnxModel
+    from unmix.models.model_folder import load_params, target_config
+    from unmix.models.onnx_graph import OnnxModel
 
     graph = Path(folder) / f"{target}.onnx"
     if graph.is_file() and not (Path(folder) / f"{target}.h5").is_file():
@@ -484,11 +488,11 @@ def _load_crossnet(folder, targets, backend, builtin_lstm, nb_threads, decoder_t
     from pathlib import Path
 
     if backend == "nnabla":
-        from unmix.model import load_crossnet
+        from unmix.models.nnabla_graph import load_crossnet
 
         return load_crossnet(folder, builtin_lstm=builtin_lstm)
-    from unmix.modelfolder import load_params, read_separator_json, target_config
-    from unmix.onnx_backend import XUMX_GRAPH, OnnxCrossNet
+    from unmix.models.model_folder import load_params, read_separator_json, target_config
+    from unmix.models.onnx_graph import XUMX_GRAPH, OnnxCrossNet
 
     sources = read_separator_json(folder)["targets"]
     graph = Path(folder) / XUMX_GRAPH
@@ -516,6 +520,7 @@ def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):
 
 
 _WARM_UPS = []  # warm-up threads that may still run
+_WARM_UPS_AT_FORK = []  # the fork hook that joins them, once registered
 
 
 def _join_warm_ups():
@@ -523,9 +528,6 @@ def _join_warm_ups():
     threads finish, so that no child starts with a copy of numba's compiler lock held."""
     while _WARM_UPS:
         _WARM_UPS.pop().join()
-
-
-os.register_at_fork(before=_join_warm_ups)
 
 
 def _warm_up_quietly(*options):

@@ -9,9 +9,9 @@
 
 Each model owns its parameters in a private NNabla parameter scope (not the global one), so
 four targets live side by side. Parameter names and shapes are those of `param_shapes`
-(`unmix.modelfolder`, which reads and writes model folders without NNabla);
+(`unmix.models.model_folder`, which reads and writes model folders without NNabla);
 they match Sony's NNabla UMX weights and map one-to-one onto the PyTorch state dict
-(see `unmix.convert`). Batch norm normalises the feature axis, as torch's BatchNorm1d.
+(see `unmix.weights.convert`). Batch norm normalises the feature axis, as torch's BatchNorm1d.
 
 The LSTM is written out step by step (one GEMM for the input projections of all frames,
 both directions of a step in one batch_matmul): NNabla's built-in CPU LSTM is 10x slower
@@ -26,7 +26,7 @@ import numpy as np
 
 from unmix.errors import UnmixError
 # the NNabla-free part of a model, importable from here as before
-from unmix.modelfolder import (BN_EPS, XUMX_SOURCES, ModelConfig, check_params, init_params,  # noqa: F401
+from unmix.models.model_folder import (BN_EPS, XUMX_SOURCES, ModelConfig, check_params, init_params,  # noqa: F401
                                is_trainable, load_params, param_shapes, read_h5_params, read_separator_json,
                                save_params, write_json, write_separator_json)
 
@@ -171,7 +171,7 @@ class OpenUnmix:
         Args:
             mix, target: nn.Variable ``(nb_samples, nb_channels, nb_bins, nb_frames)`` magnitudes;
                 with `fast`, frames first: ``(nb_samples, nb_channels, nb_frames, nb_bins)``.
-            fast: build it from the coarse CPU functions of `unmix.ops` (numpy GEMMs, numba LSTM)
+            fast: build it from the coarse CPU functions of `unmix.models.fast_ops` (numpy GEMMs, numba LSTM)
                 instead of the stock NNabla functions; the same math, 8x faster on the CPU.
             dropout: the LSTM dropout probability between layers.
 
@@ -180,18 +180,18 @@ class OpenUnmix:
         """
         if not fast:
             return F.mean(F.squared_error(self.build(mix, training=True, dropout=dropout), target))
-        from unmix import ops
+        from unmix.models import fast_ops
 
         x = self._fast_encoder(mix)  # (T*N, s)
         features = self._fast_recurrence(F.reshape(x, (-1, mix.shape[0], x.shape[1])), dropout)
         x = self._fast_decoder(F.concatenate(x, features, axis=1))
         with nn.parameter_scope("", self._scope):
-            return ops.mask_mse(x, _param("output_scale"), _param("output_mean"), mix, target)
+            return fast_ops.mask_mse(x, _param("output_scale"), _param("output_mean"), mix, target)
 
     # -- the fast CPU training graph, in pieces (see `build_loss`; CrossNet joins them) --------
     def _fast_encoder(self, mix):
         """Frames-first mixture magnitude ``(N, C, T, bins)`` -> tanh(bn1(fc1(x_s))) ``(T * N, s)``."""
-        from unmix import ops
+        from unmix.models import fast_ops
 
         cfg = self.config
         _, nb_channels, _, nb_bins = mix.shape
@@ -199,13 +199,13 @@ class OpenUnmix:
             raise UnmixError(f"model expects {cfg.nb_channels} channels x {cfg.nb_bins} bins (frames first), "
                              f"got {nb_channels} x {nb_bins}")
         with nn.parameter_scope("", self._scope):
-            x = ops.scaled_affine(mix, _param("input_mean"), _param("input_scale"), _param("fc1/affine/W"),
+            x = fast_ops.scaled_affine(mix, _param("input_mean"), _param("input_scale"), _param("fc1/affine/W"),
                                   cfg.model_bins)
-            return F.tanh(_fast_batch_norm(ops, x, "bn1"))
+            return F.tanh(_fast_batch_norm(fast_ops, x, "bn1"))
 
     def _fast_recurrence(self, x, dropout):
         """The stacked LSTM layers (dropout between them): ``(T, N, s)`` -> ``(T * N, s)``."""
-        from unmix import ops
+        from unmix.models import fast_ops
 
         cfg = self.config
         nb_frames, nb_samples, s = x.shape
@@ -217,16 +217,16 @@ class OpenUnmix:
             for layer in range(cfg.nb_layers):
                 if layer > 0 and dropout:
                     h = F.dropout(h, dropout)
-                h = ops.lstm_layer(h, w0 if layer == 0 else _index(w_rest, layer - 1), _index(bias, layer))
+                h = fast_ops.lstm_layer(h, w0 if layer == 0 else _index(w_rest, layer - 1), _index(bias, layer))
         return F.reshape(h, (nb_frames * nb_samples, s))
 
     def _fast_decoder(self, x):
         """fc2 -> bn2 -> relu -> fc3 -> bn3: ``(T * N, 2 s)`` -> ``(T * N, C * bins)``, before the output scaling."""
-        from unmix import ops
+        from unmix.models import fast_ops
 
         with nn.parameter_scope("", self._scope):
-            x = F.relu(_fast_batch_norm(ops, ops.affine(x, _param("fc2/affine/W")), "bn2"))
-            return _fast_batch_norm(ops, ops.affine(x, _param("fc3/affine/W")), "bn3")
+            x = F.relu(_fast_batch_norm(fast_ops, fast_ops.affine(x, _param("fc2/affine/W")), "bn2"))
+            return _fast_batch_norm(fast_ops, fast_ops.affine(x, _param("fc3/affine/W")), "bn3")
 
     def _lstm(self, x, training, dropout=LSTM_DROPOUT):
         """Stacked (bi)LSTM over ``(nb_frames, nb_samples, hidden_size)`` -> same shape."""
@@ -374,11 +374,11 @@ def _batch_norm(x, name, training):
         return PF.batch_normalization(x, axes=[1], decay_rate=BN_DECAY, eps=BN_EPS, batch_stat=training)
 
 
-def _fast_batch_norm(ops, x, name):
-    """`unmix.ops.batch_norm` on the parameters that `_batch_norm` creates under `name`."""
+def _fast_batch_norm(fast_ops, x, name):
+    """`unmix.models.fast_ops.batch_norm` on the parameters that `_batch_norm` creates under `name`."""
     with nn.parameter_scope(f"{name}/bn"):
         stats = [_param(k) for k in ("beta", "gamma", "mean", "var")]
-    return ops.batch_norm(x, *stats, decay_rate=BN_DECAY, eps=BN_EPS)
+    return fast_ops.batch_norm(x, *stats, decay_rate=BN_DECAY, eps=BN_EPS)
 
 
 class _nullscope:
@@ -396,13 +396,13 @@ def save_target(folder, target, model, extra_json=None):
 
 
 def load_target(folder, target, builtin_lstm=False):
-    """Load one target's model from a model folder (see `unmix.modelfolder`)."""
+    """Load one target's model from a model folder (see `unmix.models.model_folder`)."""
     config, params = load_params(folder, target)
     return OpenUnmix(config, params, builtin_lstm=builtin_lstm)
 
 
 def load_crossnet(folder, builtin_lstm=False):
-    """Load the X-UMX network of an "xumx" model folder (every source, see `unmix.modelfolder`)."""
+    """Load the X-UMX network of an "xumx" model folder (every source, see `unmix.models.model_folder`)."""
     sources = read_separator_json(folder)["targets"]
     loaded = {s: load_params(folder, s) for s in sources}
     config = loaded[sources[0]][0]
@@ -472,8 +472,8 @@ class CrossNet:
 
     def build_loss(self, mix, real, imag, target_mag, target_time, fast=True, dropout=LSTM_DROPOUT, n_hop=1024,
                    mcoef=None):
-        """Training graph of X-UMX's multi-domain loss (`unmix.losses`): ``L_f + mcoef L_t`` of
-        the masks, from the coarse CPU functions of `unmix.ops`.
+        """Training graph of X-UMX's multi-domain loss (`unmix.models.losses`): ``L_f + mcoef L_t`` of
+        the masks, from the coarse CPU functions of `unmix.models.fast_ops`.
 
         Args:
             mix, real, imag: nn.Variable ``(N, C, T, bins)`` (frames first): the mixture's
@@ -481,12 +481,13 @@ class CrossNet:
             target_mag: ``(N, S, C, T, bins)`` the sources' magnitudes.
             target_time: ``(N, S, C, (T - 1) * n_hop)`` the sources' signals.
             fast: must be True (the stock graph of this loss is not built: see the README).
-            mcoef: the weight of the time-domain loss (None: `unmix.losses.MCOEF`).
+            mcoef: the weight of the time-domain loss (None: `unmix.models.losses.MCOEF`).
 
         Returns:
             nn.Variable ``()``, the loss.
         """
-        from unmix import losses, ops
+        from unmix.models import losses
+        from unmix.models import fast_ops
 
         if not fast:
             raise UnmixError("X-UMX trains on the CPU only (--context cpu): its GPU graph is not built")
@@ -501,10 +502,10 @@ class CrossNet:
         for net in self.nets.values():
             z = net._fast_decoder(c2)
             with nn.parameter_scope("", net._scope):
-                masks.append(ops.spectrogram_mask(z, _param("output_scale"), _param("output_mean"), nb_samples))
-        loss_f = ops.combination_mse(mix, target_mag, *masks)
-        estimates = [ops.masked_istft(m, real, imag, n_fft, n_hop) for m in masks]
-        loss_t = ops.combination_sdr(target_time, *estimates)
+                masks.append(fast_ops.spectrogram_mask(z, _param("output_scale"), _param("output_mean"), nb_samples))
+        loss_f = fast_ops.combination_mse(mix, target_mag, *masks)
+        estimates = [fast_ops.masked_istft(m, real, imag, n_fft, n_hop) for m in masks]
+        loss_t = fast_ops.combination_sdr(target_time, *estimates)
         return loss_f + (losses.MCOEF if mcoef is None else mcoef) * loss_t
 
     # -- graph --------------------------------------------------------------------------
