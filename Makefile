@@ -1,7 +1,7 @@
 # unmix: `make demo` separates the bundled example, `make test` runs the test suite.
 # Both create .venv/ on first use with a Python 3.10 interpreter (NNabla 1.39, needed to
 # train, ships wheels for Python 3.8-3.10 only), install the package with its test and train
-# extras, and, when run as root, the apt packages it needs (ffmpeg).
+# extras, and, when run as root, the apt packages it needs (ffmpeg, JACK and PortAudio, Chromium).
 # `make test-py312` runs the NNabla-free tests (separate, convert, export, evaluate, ...) in
 # .venv312/ under Python 3.12, installed without NNabla as `pip install unmix` installs it.
 
@@ -11,7 +11,9 @@ STAMP    := $(VENV)/.installed
 VENV312  := .venv312
 PY312    := $(VENV312)/bin/python
 STAMP312 := $(VENV312)/.installed
-APT_PKGS := ffmpeg
+# ffmpeg: mp3/m4a/.stem.mp4; jackd2 + libportaudio2: live streaming (and its tests, on JACK's dummy
+# backend); chromium + chromium-driver: the web app's browser test
+APT_PKGS := ffmpeg jackd2 libportaudio2 chromium chromium-driver
 
 .PHONY: test test-py312 demo venv apt clean
 
@@ -50,15 +52,15 @@ $(STAMP312): pyproject.toml | apt
 	@touch $(STAMP312)
 
 apt:
-	@missing=""; for p in $(APT_PKGS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing apt packages:$$missing"; \
-	    (apt-get install -y -q $$missing >/dev/null 2>&1 || \
-	     (apt-get update -q >/dev/null && apt-get install -y -q $$missing >/dev/null)) || \
+	    (DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null)) || \
 	     { echo "apt-get install$$missing failed"; exit 1; }; \
 	  else \
-	    echo "warning: missing$$missing; install with: sudo apt-get install$$missing (needed for mp3/mp4 audio)"; \
+	    echo "warning: missing$$missing; install with: sudo apt-get install$$missing (mp3/mp4 audio, live streaming, the browser test)"; \
 	  fi; \
 	fi
 

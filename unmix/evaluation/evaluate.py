@@ -40,7 +40,8 @@ import numpy as np
 from tqdm import tqdm
 
 from unmix.dsp import transforms
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_path
 from unmix.io.musdb import MUSDB_SOURCES, Track, find_tracks, load_track  # noqa: F401 (Track: for callers of load_track)
 
 # musdb's targets (musdb 0.4 `configs/mus.yaml`, in its order): name -> the sources summed

@@ -36,7 +36,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_path
 
 # soundfile >= 0.11 raises LibsndfileError (a RuntimeError); older ones RuntimeError.
 _SF_ERROR = getattr(sf, "LibsndfileError", RuntimeError)

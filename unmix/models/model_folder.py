@@ -33,7 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_path
 
 BN_EPS = 1e-5  # batch norm epsilon, as torch's BatchNorm1d
 UMX, XUMX = "umx", "xumx"

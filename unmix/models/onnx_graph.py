@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unmix.errors import UnmixError, atomic_folder, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_folder, atomic_path
 from unmix.models.model_folder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, load_params, read_separator_json,
                                write_json)
 

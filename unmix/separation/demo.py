@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from unmix.io import audio as audio_io
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_path
 
 EXAMPLE_PATH = Path(__file__).resolve().parent.parent / "assets" / "example" / "example.flac"
 PNG_NAME = "spectrograms.png"

@@ -40,7 +40,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from unmix.io import audio as audio_io
-from unmix.errors import UnmixError, make_temp_dir
+from unmix.errors import UnmixError
+from unmix.io.files import make_temp_dir
 
 OUTPUT_EXTENSIONS = (".wav", ".flac", ".mp3")
 DEFAULT_FILENAME = "{track}/{target}.{ext}"

@@ -23,7 +23,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_path
 from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 
 # The per-epoch curves of ``<target>.json``, in the order an epoch records them.

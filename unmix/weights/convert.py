@@ -34,7 +34,8 @@ import numpy as np
 
 from unmix.models import model_folder
 from unmix.weights import pth
-from unmix.errors import UnmixError, atomic_folder
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_folder
 
 DEFAULT_SAMPLE_RATE = 44100.0  # n_fft defaults to what the bins imply (4096 for 2049), n_hop to n_fft / 4
 

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from unmix.errors import UnmixError, atomic_path
+from unmix.errors import UnmixError
+from unmix.io.files import atomic_path
 
 DEFAULT_MODEL = "umxhq"  # what None stands for: downloaded on first use
 # A small model trained by this project on synthetic songs (see models/README.md). It ships inside
