@@ -79,12 +79,12 @@ def test_sigint_is_held_while_writing():
 
 def test_no_open_unmix_target_is_added_to_an_xumx_folder(tmp_path):
     from conftest import make_xumx_folder
-    from unmix.training.checkpoint import add_to_separator_json
+    from unmix.models.model_folder import add_target
     from unmix.errors import UnmixError
     from unmix.models.model_folder import ModelConfig, read_separator_json
 
     folder = make_xumx_folder(tmp_path / "x")
     before = (folder / "separator.json").read_text()
     with pytest.raises(UnmixError, match="holds an xumx model"):
-        add_to_separator_json(folder, "piano", ModelConfig(nb_bins=2049, hidden_size=8), 44100.0, 4096, 1024)
+        add_target(folder, "piano", ModelConfig(nb_bins=2049, hidden_size=8), 44100.0, 4096, 1024)
     assert (folder / "separator.json").read_text() == before and read_separator_json(folder)["architecture"] == "xumx"

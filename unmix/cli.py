@@ -87,11 +87,11 @@ def _add_export(sub):
 
 
 def _run_export(args):
-    from unmix.models import onnx_graph
+    from unmix.models.export import export
     from unmix.weights import registry
 
     model = registry.resolve_model(args.model)
-    for path in onnx_graph.export(model, args.out, targets=args.targets, force=args.force):
+    for path in export(model, args.out, targets=args.targets, force=args.force):
         print(f"wrote {path}")
     return 0
 

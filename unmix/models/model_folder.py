@@ -293,6 +293,31 @@ def _check_architecture(name, configs):
         raise UnmixError("the sources of an X-UMX model must all have the same config")
 
 
+def add_target(folder, target, config, sample_rate, n_fft, n_hop):
+    """separator.json with `target` added to the targets already in the folder (Open-Unmix only)."""
+    _, configs, extra = folder_models(folder)
+    if extra.get("architecture", UMX) != UMX:  # one X-UMX network: no target can be added to it
+        raise UnmixError(f"{folder} holds an {extra['architecture']} model: train Open-Unmix targets into "
+                         "another folder")
+    configs[target] = config
+    write_separator_json(folder, configs, sample_rate, n_fft, n_hop, **extra)
+
+
+def folder_models(folder):
+    """``(meta, configs, extra)`` of a folder's separator.json: its content, target -> ModelConfig for
+    the targets whose weights are there, and the keys other than the signal parameters
+    (``(None, {}, {})`` without the file)."""
+    folder = Path(folder)
+    if not (folder / "separator.json").is_file():
+        return None, {}, {}
+    meta = read_separator_json(folder)
+    configs = {t: ModelConfig.from_dict(meta["models"][t]) for t in meta["targets"]
+               if (folder / f"{t}.h5").is_file()}
+    extra = {k: v for k, v in meta.items()
+             if k not in ("targets", "models", "sample_rate", "n_fft", "n_hop", "nb_channels")}
+    return meta, configs, extra
+
+
 def write_json(path, obj):
     """Atomically write `obj` as indented JSON."""
     with atomic_path(path) as tmp:

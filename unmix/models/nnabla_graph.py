@@ -42,6 +42,8 @@ class OpenUnmix:
         params: name -> array (see `param_shapes`); None initialises randomly with `seed`.
     """
 
+    architecture = "umx"  # see `unmix.models.architectures`
+
     def __init__(self, config, params=None, seed=0, builtin_lstm=False):
         self.config = config
         # NNabla's own LSTM (cuDNN on a GPU) for inference; the step-by-step one is faster on the CPU
@@ -253,12 +255,13 @@ class OpenUnmix:
         """`build_encoder` on numpy: mixture magnitude -> ``(nb_frames, nb_samples, hidden_size)``."""
         return _run(lambda v: self.build_encoder(v[0]), mag)
 
-    def recur(self, features):
-        """`build_lstm` on numpy: -> ``(nb_frames, nb_samples, hidden_size)``."""
+    def recur(self, features, workers=None):
+        """`build_lstm` on numpy: -> ``(nb_frames, nb_samples, hidden_size)`` (`workers`: see `CrossNet.recur`)."""
         return _run(lambda v: self.build_lstm(v[0]), features)
 
-    def decode(self, features, mag):
-        """`build_decoder` on numpy: features of `recur` + mixture magnitude -> target magnitude."""
+    def decode(self, features, mag, target=None):
+        """`build_decoder` on numpy: features of `recur` + mixture magnitude -> target magnitude
+        (of the network's one target, whatever `target` says)."""
         return _run(lambda v: self.build_decoder(v[0], v[1]), features, mag)
 
 
@@ -432,6 +435,8 @@ class CrossNet:
         params: source -> name -> array (`param_shapes`); None initialises randomly.
         sources: the source names, in the model's order.
     """
+
+    architecture = "xumx"
 
     def __init__(self, config, params=None, sources=XUMX_SOURCES, seed=0, builtin_lstm=False):
         self.config = config

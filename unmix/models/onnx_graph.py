@@ -34,8 +34,7 @@ import numpy as np
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_folder, atomic_path
-from unmix.models.model_folder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, load_params, read_separator_json,
-                               write_json)
+from unmix.models.model_folder import BN_EPS, ModelConfig, check_params, write_json
 
 OPSET = 17
 CONFIG_KEY = "unmix_config"
@@ -324,6 +323,7 @@ class OnnxModel:
     """
 
     concurrent_calls = True
+    architecture = "umx"  # see `unmix.models.architectures`
 
     def __init__(self, source, nb_threads=None):
         self.nb_threads = nb_threads
@@ -348,13 +348,15 @@ class OnnxModel:
         """Like `OpenUnmix.encode`: -> ``(nb_frames, nb_samples, hidden_size)``."""
         return self._stage("encoder").run(["features"], {"mix": self._check_mag(mag)})[0]
 
-    def recur(self, features):
-        """Like `OpenUnmix.recur`: -> ``(nb_frames, nb_samples, hidden_size)``."""
+    def recur(self, features, workers=None):
+        """Like `OpenUnmix.recur`: -> ``(nb_frames, nb_samples, hidden_size)`` (one recurrence:
+        `workers` means nothing to it)."""
         feeds = {"features": np.ascontiguousarray(features, np.float32)}
         return self._stage("lstm").run(["lstm_out"], feeds, self._whole_track)[0]
 
-    def decode(self, features, mag):
-        """Like `OpenUnmix.decode`: features of `recur` + mixture magnitude -> target magnitude."""
+    def decode(self, features, mag, target=None):
+        """Like `OpenUnmix.decode`: features of `recur` + mixture magnitude -> target magnitude
+        (the network's one target, whatever `target` says)."""
         feeds = {"lstm_out": np.ascontiguousarray(features, np.float32), "mix": self._check_mag(mag)}
         return self._stage("decoder").run(["target"], feeds)[0]
 
@@ -382,6 +384,7 @@ class OnnxCrossNet:
     """
 
     concurrent_calls = True
+    architecture = "xumx"
 
     def __init__(self, source, targets=None, nb_threads=None, decoder_threads=None):
         if isinstance(source, (str, os.PathLike)) or hasattr(source, "graph"):
@@ -534,79 +537,18 @@ def _shrinking_run_options():
 
 
 # -- export -----------------------------------------------------------------------------------
-def export(model_folder, out_folder_or_file, targets=None, force=False):
-    """Write an ONNX model folder: ``<target>.onnx`` per target plus its ``separator.json``.
-
-    The folder is a model folder that ``--model`` and `unmix.load_separator` take (no ``.h5``
-    and no NNabla needed), and what other ONNX runtimes read: each graph maps a mixture
-    magnitude ``mix`` ``(nb_samples, nb_channels, nb_bins, nb_frames)`` to the target's ``target``
-    of the same shape (see `build_onnx`); separator.json gives the STFT that makes ``mix``.
-
-    Args:
-        model_folder: an unmix model folder (separator.json + ``<target>.h5``).
-        out_folder_or_file: a folder (written atomically), or a ``.onnx`` file when exporting
-            exactly one target (or an X-UMX model, whose one graph holds every source).
-        targets: target names (default: all of the folder; an X-UMX model is exported whole).
-        force: replace an existing folder or file.
-
-    Returns:
-        list of the written ``.onnx`` paths.
-    """
-    meta = read_separator_json(model_folder)
-    if architecture(meta) == XUMX:
-        return _export_xumx(model_folder, meta, Path(out_folder_or_file), targets, force)
-    targets = list(targets or meta["targets"])
-    out = Path(out_folder_or_file)
-    if out.suffix == ".onnx" and len(targets) != 1:
-        raise UnmixError(f"{out} is a single file but {len(targets)} targets are to be exported: "
-                         "give a folder or one target")
-    _check_export_out(model_folder, out, force)
-    params = {t: load_params(model_folder, t) for t in targets}  # all errors before any write
-    if out.suffix == ".onnx":
-        _save(build_onnx(*params[targets[0]]), out)
-        return [out]
-    # the folder describes itself: only the exported targets
-    exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets}, "format": "onnx"}
-    _write_export(out, {f"{t}.onnx": build_onnx(*params[t]) for t in targets}, exported)
-    return [out / f"{t}.onnx" for t in targets]
-
-
-def _export_xumx(model_folder, meta, out, targets, force):
-    """`export` of an X-UMX folder: one graph (`build_xumx_onnx`) of every source, as the file
-    `out` (``.onnx``) or as ``xumx.onnx`` in the folder `out` with its separator.json."""
-    sources = meta["targets"]
-    if targets and sorted(targets) != sorted(sources):
-        raise UnmixError(f"an X-UMX model needs all its sources ({', '.join(sources)}) to separate any of them: "
-                         "export it whole (and pick targets when separating)")
-    _check_export_out(model_folder, out, force)
-    loaded = {s: load_params(model_folder, s) for s in sources}  # all errors before any write
-    proto = build_xumx_onnx(loaded[sources[0]][0], {s: p for s, (_, p) in loaded.items()}, sources)
-    if out.suffix == ".onnx":
-        _save(proto, out)
-        return [out]
-    _write_export(out, {XUMX_GRAPH: proto}, {**meta, "format": "onnx"})
-    return [out / XUMX_GRAPH]
-
-
-def _check_export_out(model_folder, out, force):
-    if out.exists() and not force:
-        raise UnmixError(f"{out} exists; use --force to replace it")
-    if out.exists() and out.resolve() == Path(model_folder).resolve():
-        raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")
-
-
-def _write_export(out, graphs, meta):
+def write_export(out, graphs, meta):
     """Write the folder `out` atomically: file name -> ONNX model, and `meta` as separator.json."""
     try:
         with atomic_folder(out) as tmp:
             for name, proto in graphs.items():
-                _save(proto, tmp / name)
+                save_graph(proto, tmp / name)
             write_json(tmp / "separator.json", meta)
     except OSError as exc:
         raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
-def _save(proto, path):
+def save_graph(proto, path):
     """Write an ONNX model atomically, with a clear error when the disk says no."""
     import onnx
 

@@ -30,10 +30,12 @@ import numpy as np
 import soxr
 from tqdm import tqdm
 
+from unmix.dsp import filtering, transforms
 from unmix.io import audio as audio_io
-from unmix.dsp import filtering
-from unmix.dsp import transforms
 from unmix.errors import UnmixError, require_nnabla
+from unmix.models import architectures
+from unmix.models.model_folder import read_separator_json
+from unmix.weights import registry
 
 
 def _fixed_mmap_threshold(threshold=64 * 2**20, arenas=2, trim=512 * 2**20):
@@ -228,7 +230,7 @@ class Separator:
                 def decode(j, target):
                     model = self.models[target]
                     window = features[id(model)][start:stop]
-                    out = model.decode(window, mag, target) if _is_multi(model) else model.decode(window, mag)
+                    out = model.decode(window, mag, target)
                     targets[j] = out[0].swapaxes(-1, -2)
 
                 list(each(decode, range(len(models)), self.models))  # (J, C', T, F)
@@ -270,7 +272,7 @@ class Separator:
             windows, encoded[i] = encoded[i], None
             network, features = self.networks[i], np.concatenate(windows, axis=0)
             # a network of several sources runs their LSTMs side by side itself, within the budget
-            return network.recur(features, workers=affordable) if _is_multi(network) else network.recur(features)
+            return network.recur(features, workers=affordable)
 
         hidden = max(m.config.hidden_size for m in self.networks)
         affordable = _SIDE_BY_SIDE_BYTES // max(1, _LSTM_FLOATS_PER_HIDDEN * 4 * hidden * nb_frames)
@@ -309,11 +311,6 @@ class Separator:
                              f"(at least {min_len} samples at {self.sample_rate:g} Hz)")
         if not np.all(np.isfinite(audio)):
             raise UnmixError("audio contains NaN or infinite samples")
-
-
-def _is_multi(model):
-    """True for a network of several sources (X-UMX), whose decoder is told which one."""
-    return getattr(model, "sources", None) is not None
 
 
 def _float_audio(audio):
@@ -411,9 +408,6 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         nb_threads: CPU threads for the onnx backend, the FFTs and the Wiener filter (None: all cores).
         device: 'cpu', or 'gpu' to run the NNabla networks with cuDNN (needs nnabla-ext-cuda).
     """
-    from unmix.weights import registry
-    from unmix.models.model_folder import XUMX, architecture, read_separator_json
-
     _tune_malloc_once()  # before the warm-up thread and ONNX Runtime's threads make their malloc arenas
     folder = registry.resolve_model(model)
     meta = read_separator_json(folder)
@@ -435,16 +429,11 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     nb_threads = int(nb_threads or os.cpu_count() or 1)
     # the Separator runs ONNX Runtime sessions side by side, one target per thread: a session
     # gets threads of its own only when there are fewer targets than threads
-    session_threads = max(1, nb_threads // len(targets))
     if device == "gpu":
         from unmix.models.nnabla_graph import use_gpu
 
         use_gpu()
-    if architecture(meta) == XUMX:  # one network for all targets: its encoders and LSTMs get every thread
-        network = _load_crossnet(folder, targets, backend, device == "gpu", nb_threads, session_threads)
-        models = {t: network for t in targets}
-    else:
-        models = {t: _load_network(folder, t, backend, device == "gpu", session_threads) for t in targets}
+    models = architectures.of_folder(meta).networks(folder, meta, targets, backend, device == "gpu", nb_threads)
     return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
                      softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
 
@@ -459,52 +448,6 @@ def default_residual(targets, niter, residual=None):
     if residual or niter <= 0 or len(targets) != 1:
         return residual or None
     return AUTO_RESIDUAL
-
-
-def _load_network(folder, target, backend, builtin_lstm, nb_threads):
-    """One target's network: the NNabla one, or ONNX Runtime sessions built from the ``.h5``
-    parameters or read from the ``.onnx`` graph of an exported folder (`unmix export`)."""
-    from pathlib import Path
-
-    if backend == "nnabla":
-        from unmix.models.nnabla_graph import load_target
-
-        return load_target(folder, target, builtin_lstm=builtin_lstm)
-    from unmix.models.model_folder import load_params, target_config
-    from unmix.models.onnx_graph import OnnxModel
-
-    graph = Path(folder) / f"{target}.onnx"
-    if graph.is_file() and not (Path(folder) / f"{target}.h5").is_file():
-        net = OnnxModel(graph, nb_threads=nb_threads)
-        if net.config != target_config(folder, target):
-            raise UnmixError(f"{graph} is not the model that {Path(folder) / 'separator.json'} describes")
-        return net
-    return OnnxModel(load_params(folder, target), nb_threads=nb_threads)
-
-
-def _load_crossnet(folder, targets, backend, builtin_lstm, nb_threads, decoder_threads):
-    """The X-UMX network of an "xumx" model folder: the NNabla one, or ONNX Runtime sessions built
-    from the sources' ``.h5`` parameters or read from the graph of an exported folder."""
-    from pathlib import Path
-
-    if backend == "nnabla":
-        from unmix.models.nnabla_graph import load_crossnet
-
-        return load_crossnet(folder, builtin_lstm=builtin_lstm)
-    from unmix.models.model_folder import load_params, read_separator_json, target_config
-    from unmix.models.onnx_graph import XUMX_GRAPH, OnnxCrossNet
-
-    sources = read_separator_json(folder)["targets"]
-    graph = Path(folder) / XUMX_GRAPH
-    if graph.is_file() and not any((Path(folder) / f"{s}.h5").is_file() for s in sources):
-        net = OnnxCrossNet(graph, targets, nb_threads=nb_threads, decoder_threads=decoder_threads)
-        if net.config != target_config(folder, sources[0]) or net.sources != sources:
-            raise UnmixError(f"{graph} is not the model that {Path(folder) / 'separator.json'} describes")
-        return net
-    loaded = {s: load_params(folder, s) for s in sources}
-    config = loaded[sources[0]][0]
-    return OnnxCrossNet((config, {s: p for s, (_, p) in loaded.items()}, sources), targets,
-                        nb_threads=nb_threads, decoder_threads=decoder_threads)
 
 
 def warm_up_kernels(nb_channels=2, niter=1, softmask=False, residual=None):

@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
+from unmix.models import architectures
+from unmix.models.model_folder import folder_models, write_json, write_separator_json
 from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 
 # The per-epoch curves of ``<target>.json``, in the order an epoch records them.
@@ -112,8 +117,6 @@ def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
     then the loss plot."""
     import nnabla as nn
 
-    from unmix.models.nnabla_graph import write_json
-
     folder = Path(folder)
     with signals_held():
         folder.mkdir(parents=True, exist_ok=True)
@@ -126,65 +129,37 @@ def save_checkpoint(folder, target, model, trainer, state, summary, is_best):
     if state.epoch:
         plot_losses(folder / f"{target}_loss.png", state.curves["train_loss_history"],
                     state.curves["valid_loss_history"], state.best_epoch, title=target,
-                    ylabel="MSE on magnitudes" if getattr(model, "sources", None) is None else "multi-domain loss")
+                    ylabel=architectures.of_network(model).loss_label)
 
 
 def _save_model(folder, target, model, sample_rate, n_fft, n_hop):
-    """The model weights: the target's into the folder's separator.json, or an X-UMX network (a
-    model with ``sources``) as the folder's one model."""
-    from unmix.models.nnabla_graph import save_target
-    from unmix.models.model_folder import XUMX, save_params, write_separator_json
-
-    sources = getattr(model, "sources", None)
-    if sources is None:
-        save_target(folder, target, model)
-        add_to_separator_json(folder, target, model.config, sample_rate, n_fft, n_hop)
-        return
-    for source, params in model.get_params().items():
-        save_params(folder, source, model.config, params)
-    write_separator_json(folder, {s: model.config for s in sources}, sample_rate, n_fft, n_hop, architecture=XUMX)
+    """The model weights and the folder's separator.json, as the model's architecture saves them."""
+    arch = architectures.of_network(model)
+    arch.write_weights(folder, target, model)
+    arch.write_description(folder, target, model, sample_rate, n_fft, n_hop)
 
 
 def copy_best(source, folder, target, model, sample_rate, n_fft, n_hop):
     """Bring the best weights of `target` (X-UMX: of every source) from the `source` folder along
     (a resume into another folder)."""
-    from unmix.models.model_folder import XUMX, write_separator_json
-
-    sources = getattr(model, "sources", None)
-    names = [target] if sources is None else list(sources)
+    arch = architectures.of_network(model)
+    names = arch.weight_names(target, model)
     if not all((Path(source) / f"{name}.h5").is_file() for name in names):
         return
     with signals_held():
         for name in names:
             with atomic_path(Path(folder) / f"{name}.h5") as tmp:
                 shutil.copyfile(Path(source) / f"{name}.h5", tmp)
-    if sources is None:
-        add_to_separator_json(folder, target, model.config, sample_rate, n_fft, n_hop)
-    else:
-        write_separator_json(folder, {s: model.config for s in sources}, sample_rate, n_fft, n_hop, architecture=XUMX)
-
-
-def add_to_separator_json(folder, target, config, sample_rate, n_fft, n_hop):
-    """separator.json with `target` added to the targets already in the folder."""
-    from unmix.models.model_folder import write_separator_json
-
-    _, configs, extra = _folder_models(folder)
-    if extra.get("architecture", "umx") != "umx":  # one X-UMX network: no target can be added to it
-        raise UnmixError(f"{folder} holds an {extra['architecture']} model: train Open-Unmix targets into "
-                         "another folder")
-    configs[target] = config
-    write_separator_json(folder, configs, sample_rate, n_fft, n_hop, **extra)
+    arch.write_description(folder, target, model, sample_rate, n_fft, n_hop)
 
 
 def remove_target(folder, target):
     """Remove every file of `target` from a model folder (a ``--force`` run starting over): first
     its entry in separator.json (removed with the last target), so that `separate` never meets a
     half-removed model, then its weights, checkpoint, solver state, history and plot."""
-    from unmix.models.model_folder import write_separator_json
-
     folder = Path(folder)
     with signals_held():
-        meta, configs, extra = _folder_models(folder)
+        meta, configs, extra = folder_models(folder)
         configs.pop(target, None)
         if configs:
             write_separator_json(folder, configs, meta["sample_rate"], meta.get("n_fft", 4096),
@@ -195,30 +170,9 @@ def remove_target(folder, target):
             (folder / f"{target}{end}").unlink(missing_ok=True)
 
 
-def _folder_models(folder):
-    """``(meta, configs, extra)`` of a folder's separator.json: its content, target -> ModelConfig for
-    the targets whose weights are there, and the keys other than the signal parameters
-    (``(None, {}, {})`` without the file)."""
-    from unmix.models.model_folder import ModelConfig, read_separator_json
-
-    folder = Path(folder)
-    if not (folder / "separator.json").is_file():
-        return None, {}, {}
-    meta = read_separator_json(folder)
-    configs = {t: ModelConfig.from_dict(meta["models"][t]) for t in meta["targets"]
-               if (folder / f"{t}.h5").is_file()}
-    extra = {k: v for k, v in meta.items()
-             if k not in ("targets", "models", "sample_rate", "n_fft", "n_hop", "nb_channels")}
-    return meta, configs, extra
-
-
 def plot_losses(path, train_losses, valid_losses, best_epoch=None, title=None, ylabel="MSE on magnitudes"):
     """Write the training and validation curves (log scale) as a PNG (matplotlib's Agg canvas,
     without pyplot, so the caller's matplotlib backend is left alone)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
     epochs = np.arange(1, len(train_losses) + 1)
     fig = Figure(figsize=(7, 4))
     FigureCanvasAgg(fig)

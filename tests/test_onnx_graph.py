@@ -11,8 +11,9 @@ from conftest import make_model_folder, perturbed
 from unmix.cli import main
 from unmix.errors import UnmixError
 from unmix.models.model_folder import ModelConfig, save_params, write_separator_json
-from unmix.models.onnx_graph import (CONFIG_KEY, SOURCES_KEY, OnnxCrossNet, OnnxModel, build_onnx, build_xumx_onnx, export,
-                                stage_models)
+from unmix.models.export import export
+from unmix.models.onnx_graph import (CONFIG_KEY, SOURCES_KEY, OnnxCrossNet, OnnxModel, build_onnx, build_xumx_onnx,
+                                     stage_models)
 
 STEREO = ModelConfig(nb_bins=33, nb_channels=2, hidden_size=8, nb_layers=3, max_bin=20)
 CONFIGS = {
