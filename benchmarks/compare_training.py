@@ -9,7 +9,7 @@ Both sides train one target (vocals) of the reference recipe's model (2049 bins,
 tracks: the valid split is held out by the same rule), batches of `batch_size` random-mix
 excerpts of `seq_dur` seconds with gain and channel-swap augmentations:
 
-    unmix      `unmix.training.train.Trainer(fast=True).train_step`, the CPU training of `unmix train` (the
+    unmix      `unmix.training.trainer.Trainer(fast=True).train_step`, the CPU training of `unmix train` (the
                coarse functions of `unmix.models.fast_ops`, torch's Adam of `unmix.training.solver`), fed by
                `unmix.training.loader.DataLoader` (`nb_workers` worker processes decode the FLAC chunks and
                compute the magnitudes, frames first) over `unmix.training.datasets.MagnitudeDataset` of
@@ -59,7 +59,7 @@ def unmix_worker(cfg):
     from unmix.training import datasets
     from unmix.training.loader import DataLoader
     from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
-    from unmix.training.train import Trainer
+    from unmix.training.trainer import Trainer
 
     train_ds, _ = datasets.load_datasets("musdb", cfg["root"], cfg["target"], seq_duration=cfg["seq_dur"],
                                          samples_per_track=cfg["samples_per_track"], seed=cfg["seed"],

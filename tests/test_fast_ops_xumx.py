@@ -7,7 +7,7 @@ import nnabla.functions as F
 import numpy as np
 import pytest
 from test_losses import ref_loss
-from test_ops import assert_close, check, variable
+from test_fast_ops import assert_close, check, variable
 
 from unmix.models import fast_ops
 from unmix.dsp import transforms

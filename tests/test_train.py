@@ -17,7 +17,11 @@ from songs import RATE, make_dataset, sources, write
 from unmix import cli
 from unmix.dsp import transforms
 from unmix.training import train
-from unmix.training.datasets import load_datasets
+from unmix.training import processes, validation
+from unmix.training.options import TrainOptions
+from unmix.training.trainer import NonFiniteLoss, Trainer
+from unmix.training.datasets import MagnitudeDataset, load_datasets
+from unmix.training.statistics import compute_statistics
 from unmix.errors import UnmixError
 from unmix.models.nnabla_graph import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
 
@@ -38,13 +42,13 @@ def aligned_root(tmp_path_factory):
 def trained(tmp_path_factory, aligned_root):
     """A model folder trained 2 epochs on the aligned dataset, and its result."""
     out = tmp_path_factory.mktemp("trained") / "model"
-    result = train.train(train.TrainOptions(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"],
+    result = train.train(TrainOptions(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"],
                                       output=str(out), **TINY))
     return out, result
 
 
 def options(**kw):
-    return train.TrainOptions(**{**TINY, **kw})
+    return TrainOptions(**{**TINY, **kw})
 
 
 # -- signal parameters and statistics -----------------------------------------------------------------
@@ -61,7 +65,7 @@ def test_model_starts_from_the_statistics(tmp_path, aligned_root):
                               epochs=0, bandwidth=2000))
     assert result.epochs_trained == 0 and result.best_loss is None
     train_ds, _ = load_datasets("aligned", aligned_root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
-    mean, std = train.compute_statistics(train_ds, 512, 128)
+    mean, std = compute_statistics(train_ds, 512, 128)
     params = read_h5_params(out / "vocals.chkpnt.h5")
     np.testing.assert_allclose(params["input_mean"], -mean[:129], rtol=1e-6)
     np.testing.assert_allclose(params["input_scale"], 1 / std[:129], rtol=1e-6)
@@ -94,7 +98,7 @@ def test_adam_with_weight_decay_matches_torch():
 # -- steps --------------------------------------------------------------------------------------------
 def one_batch(root, nb_channels=2):
     train_ds, _ = load_datasets("aligned", root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
-    mags = train.MagnitudeDataset(train_ds, 512, 128, nb_channels)
+    mags = MagnitudeDataset(train_ds, 512, 128, nb_channels)
     pairs = [mags.get(i, 0) for i in range(2)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
@@ -102,13 +106,13 @@ def one_batch(root, nb_channels=2):
 def test_magnitude_dataset_is_the_training_stft(aligned_root):
     train_ds, _ = load_datasets("aligned", aligned_root, "vocals", seq_duration=0.5, valid_tracks=["track0"])
     x, y = train_ds.get(1, 3)
-    X, Y = train.MagnitudeDataset(train_ds, 512, 128, 2).get(1, 3)
+    X, Y = MagnitudeDataset(train_ds, 512, 128, 2).get(1, 3)
     assert X.shape == Y.shape == (2, 257, transforms.nb_frames_for(4000, 512, 128, center=False))
     np.testing.assert_allclose(X, np.abs(transforms.stft(x, 512, 128, center=False)), rtol=1e-6)
-    Xf, Yf = train.MagnitudeDataset(train_ds, 512, 128, 2, frames_first=True).get(1, 3)  # the CPU trainer's layout
+    Xf, Yf = MagnitudeDataset(train_ds, 512, 128, 2, frames_first=True).get(1, 3)  # the CPU trainer's layout
     np.testing.assert_array_equal(Xf, X.transpose(0, 2, 1))
     np.testing.assert_array_equal(Yf, Y.transpose(0, 2, 1))
-    Xm, _ = train.MagnitudeDataset(train_ds, 512, 128, 1).get(1, 3)  # mono: mean of the channel magnitudes
+    Xm, _ = MagnitudeDataset(train_ds, 512, 128, 1).get(1, 3)  # mono: mean of the channel magnitudes
     np.testing.assert_allclose(Xm[0], X.mean(axis=0), rtol=1e-6)
 
 
@@ -116,7 +120,7 @@ def test_magnitude_dataset_is_the_training_stft(aligned_root):
 def test_loss_falls_on_one_batch(aligned_root, nb_channels, nb_layers):
     x, y = one_batch(aligned_root, nb_channels)
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=nb_channels, hidden_size=16, nb_layers=nb_layers))
-    trainer = train.Trainer(model, lr=0.01, weight_decay=1e-5)
+    trainer = Trainer(model, lr=0.01, weight_decay=1e-5)
     losses = [trainer.train_step(x, y) for _ in range(25)]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.7 * losses[0], losses
@@ -125,11 +129,11 @@ def test_loss_falls_on_one_batch(aligned_root, nb_channels, nb_layers):
 def test_nan_batch_changes_nothing(aligned_root):
     x, y = one_batch(aligned_root)
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=2))
-    trainer = train.Trainer(model)
+    trainer = Trainer(model)
     trainer.train_step(x, y)
     before = model.get_params()
     y[0, 0, 5, 3] = np.nan
-    with pytest.raises(train.NonFiniteLoss, match="nan"):
+    with pytest.raises(NonFiniteLoss, match="nan"):
         trainer.train_step(x, y)
     after = model.get_params()
     assert all(np.array_equal(before[k], after[k]) for k in before)  # running statistics included
@@ -144,7 +148,7 @@ def test_track_loss_in_windows_equals_one_pass(aligned_root):
     Y = np.abs(transforms.stft(y[None], 512, 128, center=False))
     expected = np.mean((model(X).astype(np.float64) - Y) ** 2)
     assert X.shape[-1] > 20
-    assert train.track_loss(model, x, y, 512, 128, 2, window=20) == pytest.approx(expected, rel=1e-5)
+    assert validation.track_loss(model, x, y, 512, 128, 2, window=20) == pytest.approx(expected, rel=1e-5)
 
 
 def test_validation_sessions_take_the_blas_thread_count(monkeypatch):
@@ -152,15 +156,16 @@ def test_validation_sessions_take_the_blas_thread_count(monkeypatch):
     while ONNX Runtime sessions took every core each: validation follows the BLAS's threads."""
     from threadpoolctl import threadpool_limits
 
-    from unmix.models import onnx_graph
+    from unmix.training import recipes
 
     with threadpool_limits(1, user_api="blas"):
-        assert train._blas_threads() == 1
+        assert validation.blas_threads() == 1
     made = []
-    monkeypatch.setattr(onnx_graph, "OnnxModel", lambda model, nb_threads=None: made.append(nb_threads))
-    monkeypatch.setattr(train, "validation_sums", lambda *args: (6.0, 3))
+    monkeypatch.setattr(recipes, "OnnxModel", lambda model, nb_threads=None: made.append(nb_threads))
+    monkeypatch.setattr(validation, "validation_sums", lambda *args: (6.0, 3))
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=1), seed=3)
-    run = SimpleNamespace(options=train.TrainOptions(valid_backend="onnx"), model=model, valid_loader=None,
+    run = SimpleNamespace(options=TrainOptions(valid_backend="onnx"), recipe=recipes.get("umx"), model=model,
+                          valid_loader=None,
                           n_fft=512, n_hop=128, procs=SimpleNamespace(progress=False, comm=None))
     with threadpool_limits(1, user_api="blas"):
         assert train.validate(run) == 2.0
@@ -209,7 +214,7 @@ def test_resume_continues_the_same_curve(tmp_path, aligned_root, monkeypatch):
 
     # the same run, interrupted by Ctrl-C in the middle of epoch 2, then resumed
     calls = []
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def interrupted(self, x, y):
         calls.append(1)
@@ -217,9 +222,9 @@ def test_resume_continues_the_same_curve(tmp_path, aligned_root, monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, x, y)
 
-    monkeypatch.setattr(train.Trainer, "train_step", interrupted)
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
     cut = train.train(options(output=str(tmp_path / "cut"), **common))
-    monkeypatch.setattr(train.Trainer, "train_step", real_step)
+    monkeypatch.setattr(Trainer, "train_step", real_step)
     assert cut.stopped == "interrupted" and cut.epochs_trained == 1
     assert json.loads((tmp_path / "cut" / "vocals.json").read_text())["epochs_trained"] == 1
 
@@ -296,11 +301,11 @@ def test_solver_state_round_trip_is_exact(tmp_path, aligned_root):
     # nnabla 1.39's Solver.load_states gives lstm/lstm/weight the moments of lstm/lstm/weight_l0
     x, y = one_batch(aligned_root)
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=3))
-    trainer = train.Trainer(model)
+    trainer = Trainer(model)
     for _ in range(2):
         trainer.train_step(x, y)
     trainer.save_solver(tmp_path / "solver.h5")
-    other = train.Trainer(OpenUnmix(model.config, model.get_params()))
+    other = Trainer(OpenUnmix(model.config, model.get_params()))
     other.load_solver(tmp_path / "solver.h5")
     saved, loaded = trainer.solver.get_states(), other.solver.get_states()
     assert list(saved) == list(loaded) and "lstm/lstm/weight" in saved
@@ -309,20 +314,20 @@ def test_solver_state_round_trip_is_exact(tmp_path, aligned_root):
         for key, var in state.pstate.items():
             np.testing.assert_array_equal(loaded[name].pstate[key].d, var.d, err_msg=f"{name}/{key}")
     with pytest.raises(UnmixError, match="solver state"):
-        train.Trainer(OpenUnmix(ModelConfig(nb_bins=257, hidden_size=16, nb_layers=3))).load_solver(tmp_path / "solver.h5")
+        Trainer(OpenUnmix(ModelConfig(nb_bins=257, hidden_size=16, nb_layers=3))).load_solver(tmp_path / "solver.h5")
 
 
 def test_context_errors_are_clear(monkeypatch):
-    assert train._setup_context("cpu") is None
+    assert processes.setup_context("cpu") is None
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")  # under mpirun: data parallel needs the CUDA extension
     with pytest.raises(UnmixError, match="cudnn"):
-        train._setup_context("cpu")
+        processes.setup_context("cpu")
     monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
     try:
         import nnabla_ext.cuda  # noqa: F401
     except ImportError:
         with pytest.raises(UnmixError, match="nnabla-ext-cuda"):
-            train._setup_context("cudnn")
+            processes.setup_context("cudnn")
 
 
 def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_root, monkeypatch):
@@ -330,7 +335,7 @@ def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_ro
     import signal
 
     calls = []
-    real_step = train.Trainer.train_step
+    real_step = Trainer.train_step
 
     def terminated(self, x, y):
         calls.append(1)
@@ -338,7 +343,7 @@ def test_sigterm_stops_like_ctrl_c_with_a_usable_checkpoint(tmp_path, aligned_ro
             os.kill(os.getpid(), signal.SIGTERM)
         return real_step(self, x, y)
 
-    monkeypatch.setattr(train.Trainer, "train_step", terminated)
+    monkeypatch.setattr(Trainer, "train_step", terminated)
     result = train.train(options(output=str(tmp_path / "out"), dataset="aligned", root=str(aligned_root),
                               valid_tracks=["track0"], epochs=3))
     assert result.stopped == "interrupted" and result.epochs_trained == 1
@@ -380,7 +385,7 @@ def test_force_leaves_nothing_of_the_old_training_of_its_target(tmp_path, monkey
     def interrupted(self, x, y):  # Ctrl-C in the first batch: the new run finishes no epoch
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train.Trainer, "train_step", interrupted)
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
     argv = ["train", "--dataset", "musdb", "--root", str(root), "--is-wav", "--valid-tracks", "track0",
             "--output", str(out), "--hidden-size", "8", "--nb-layers", "1", "--nfft", "512", "--nhop", "128",
             "--seq-dur", "0.5", "--batch-size", "2", "--samples-per-track", "2", "--seed", "7", "--quiet"]
@@ -408,7 +413,7 @@ def test_ctrl_c_inside_the_cpu_graph_ends_the_step_then_interrupts(aligned_root,
 
     x, y = (np.ascontiguousarray(a.transpose(0, 1, 3, 2)) for a in one_batch(aligned_root))
     model = OpenUnmix(ModelConfig(nb_bins=257, nb_channels=2, hidden_size=8, nb_layers=2))
-    trainer = train.Trainer(model, fast=True)
+    trainer = Trainer(model, fast=True)
     before = model.get_params()["fc3/affine/W"]
     forward = fast_ops.MaskMSE.forward_impl
 

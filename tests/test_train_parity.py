@@ -14,7 +14,7 @@ import pytest
 
 from unmix.weights import convert
 from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
-from unmix.training.train import Trainer
+from unmix.training.trainer import Trainer
 
 pytestmark = pytest.mark.nnabla
 

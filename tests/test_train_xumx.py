@@ -12,6 +12,9 @@ from songs import RATE, make_dataset
 from unmix import cli
 from unmix.dsp import transforms
 from unmix.training import train as tr
+from unmix.training import processes, validation
+from unmix.training.options import TrainOptions
+from unmix.training.trainer import NonFiniteLoss, Trainer
 from unmix.training.datasets import SourcesDataset, XumxDataset, load_datasets
 from unmix.models.losses import multi_domain_loss
 from unmix.models.nnabla_graph import CrossNet, ModelConfig, read_h5_params, read_separator_json
@@ -79,7 +82,7 @@ def test_crossnet_loss_matches_the_stock_network_and_the_formulas():
 
 def test_xumx_trains_resumes_and_separates(tmp_path, musdb_root, monkeypatch):
     common = dict(root=str(musdb_root), epochs=2, **TINY)
-    full = tr.train(tr.TrainOptions(output=str(tmp_path / "full"), **common))
+    full = tr.train(TrainOptions(output=str(tmp_path / "full"), **common))
     assert full.stopped == "completed" and full.epochs_trained == 2 and full.has_model
     assert all(np.isfinite(full.train_losses)) and all(np.isfinite(full.valid_losses))
     history = json.loads((tmp_path / "full" / "xumx.json").read_text())
@@ -89,7 +92,7 @@ def test_xumx_trains_resumes_and_separates(tmp_path, musdb_root, monkeypatch):
     assert meta["architecture"] == "xumx" and meta["targets"] == ["bass", "drums", "vocals", "other"]
 
     # Ctrl-C in epoch 2, then resumed in place: the curve and the weights of the uninterrupted run
-    calls, real_step = [], tr.Trainer.train_step
+    calls, real_step = [], Trainer.train_step
 
     def interrupted(self, *batch):
         calls.append(1)
@@ -97,11 +100,11 @@ def test_xumx_trains_resumes_and_separates(tmp_path, musdb_root, monkeypatch):
             raise KeyboardInterrupt
         return real_step(self, *batch)
 
-    monkeypatch.setattr(tr.Trainer, "train_step", interrupted)
-    cut = tr.train(tr.TrainOptions(output=str(tmp_path / "cut"), **common))
-    monkeypatch.setattr(tr.Trainer, "train_step", real_step)
+    monkeypatch.setattr(Trainer, "train_step", interrupted)
+    cut = tr.train(TrainOptions(output=str(tmp_path / "cut"), **common))
+    monkeypatch.setattr(Trainer, "train_step", real_step)
     assert cut.stopped == "interrupted" and cut.epochs_trained == 1
-    resumed = tr.train(tr.TrainOptions(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), **common))
+    resumed = tr.train(TrainOptions(output=str(tmp_path / "cut"), checkpoint=str(tmp_path / "cut"), **common))
     assert resumed.epochs_trained == 2 and resumed.train_losses == full.train_losses
     assert resumed.valid_losses == full.valid_losses
     for name in ("xumx.chkpnt.h5", "vocals.h5", "bass.h5"):
@@ -133,12 +136,12 @@ def test_unsupported_xumx_options_are_one_line_errors(tmp_path, musdb_root, caps
 
 def test_epochs_zero_writes_a_model_folder_and_force_starts_over(tmp_path, musdb_root):
     out = tmp_path / "m"
-    first = tr.train(tr.TrainOptions(root=str(musdb_root), output=str(out), epochs=0, **TINY))
+    first = tr.train(TrainOptions(root=str(musdb_root), output=str(out), epochs=0, **TINY))
     assert first.epochs_trained == 0 and first.has_model
     before = read_h5_params(out / "drums.h5")
     with pytest.raises(tr.UnmixError, match="--force"):
-        tr.train(tr.TrainOptions(root=str(musdb_root), output=str(out), epochs=0, **TINY))
-    again = tr.train(tr.TrainOptions(root=str(musdb_root), output=str(out), epochs=0, force=True, seed=7, **TINY))
+        tr.train(TrainOptions(root=str(musdb_root), output=str(out), epochs=0, **TINY))
+    again = tr.train(TrainOptions(root=str(musdb_root), output=str(out), epochs=0, force=True, seed=7, **TINY))
     assert again.has_model and read_separator_json(out)["architecture"] == "xumx"
     after, checkpoint = read_h5_params(out / "drums.h5"), read_h5_params(out / "xumx.chkpnt.h5")
     assert np.array_equal(after["fc1/affine/W"], checkpoint["drums/fc1/affine/W"])  # the new run's weights

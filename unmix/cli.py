@@ -252,6 +252,7 @@ def _add_train(sub):
 def _run_train(args):
     require_nnabla("`unmix train`")
     from unmix.training import train
+    from unmix.training.options import TrainOptions
 
     names = ("input_file", "output_file", "target_dir", "interferer_dirs", "ext", "nb_train_samples",
              "nb_valid_samples", "target_file", "interferer_files")
@@ -260,7 +261,7 @@ def _run_train(args):
                       ("silence_missing", "silence_missing_targets")):
         if getattr(args, flag):
             dataset_options[key] = True
-    options = train.TrainOptions(
+    options = TrainOptions(
         root=args.root, output=args.output, dataset=args.dataset, target=args.target, is_wav=args.is_wav,
         checkpoint=args.checkpoint, model=args.model, force=args.force, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, patience=args.patience, lr_decay_patience=args.lr_decay_patience,

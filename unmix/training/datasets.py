@@ -907,7 +907,7 @@ class MagnitudeDataset:
 
     ``get(index, epoch)`` -> ``(X, Y)`` float32 ``(nb_channels, nb_bins, nb_frames)`` from the
     audio pair of ``dataset.get(index, epoch)``, or ``(nb_channels, nb_frames, nb_bins)`` with
-    `frames_first` (the CPU trainer's layout, `unmix.training.train.Trainer.frames_first`). Picklable (for
+    `frames_first` (the CPU trainer's layout, `unmix.training.trainer.Trainer.frames_first`). Picklable (for
     'spawn' workers).
     """
 
