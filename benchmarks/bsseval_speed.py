@@ -13,6 +13,7 @@ windows; the largest difference between their finite values is printed too.
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = ("vocals", "drums", "bass", "other")
-DATA = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb-synth-mini",
-                         Path("/work/shared/data/musdb-synth-mini")) if p.is_dir()), None)
+# beside the repository (design.md, "Data at hand"), or where UNMIX_MUSDB_SYNTH_MINI says
+DATA = Path(os.environ.get("UNMIX_MUSDB_SYNTH_MINI")
+            or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "musdb-synth-mini")
 RATE = 44100
 
 

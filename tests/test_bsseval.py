@@ -6,12 +6,12 @@ system per estimate, keeps the grid to seconds per case.
 """
 import json
 import warnings
-from pathlib import Path
 
 import museval
 import numpy as np
 import pytest
 import scipy.signal
+from conftest import MUSDB_SYNTH_MINI
 
 from unmix.evaluation import bsseval
 from unmix.evaluation import oracles, scores
@@ -19,9 +19,6 @@ from unmix.io.musdb import find_tracks, load_track
 
 RATE = 44100
 TOL_DB = 1e-3
-# beside the repository (../shared), or the machine's shared folder (for a worktree)
-MUSDB_MINI = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb-synth-mini",
-                               Path("/work/shared/data/musdb-synth-mini")) if p.is_dir()), Path("missing"))
 
 
 def assert_equal_scores(ours, theirs):
@@ -158,11 +155,12 @@ def _assert_same_json(ours, theirs):
                                 [f["metrics"][metric] for f in tb["frames"]])
 
 
-@pytest.mark.skipif(not MUSDB_MINI.is_dir(), reason="shared musdb-synth-mini data not present")
+@pytest.mark.skipif(not MUSDB_SYNTH_MINI.is_dir(), reason=f"no musdb-synth-mini at {MUSDB_SYNTH_MINI} "
+                    "(set UNMIX_MUSDB_SYNTH_MINI)")
 def test_synthetic_song_with_the_vocals_accompaniment_pair():
     """vocals, drums, bass jointly, then vocals/accompaniment on its own (as eval_mus_track;
     'other' left out to keep museval's part of the test short)."""
-    track = find_tracks(MUSDB_MINI, "test", is_wav=True)[0]
+    track = find_tracks(MUSDB_SYNTH_MINI, "test", is_wav=True)[0]
     mixture, sources, rate = load_track(track)
     cut = slice(4 * rate, int(6.5 * rate))  # 2.5 s: vocals silent in the first window, a half window left
     mixture, sources = mixture[:, cut], {s: a[:, cut] for s, a in sources.items()}
