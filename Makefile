@@ -17,12 +17,15 @@ APT_PKGS := ffmpeg jackd2 libportaudio2 chromium chromium-driver
 
 .PHONY: test test-py312 demo venv apt clean
 
+# tests/ and the song generator's own tests (tools/musdb_synth/tests: numpy and scipy only)
+TESTS    := tests tools/musdb_synth/tests
+
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest $(TESTS)
 
 # tests marked `nnabla` (see tests/conftest.py) need NNabla; everything else runs without it
 test-py312: $(STAMP312)
-	$(PY312) -m pytest tests -m "not nnabla"
+	$(PY312) -m pytest $(TESTS) -m "not nnabla"
 
 demo: $(STAMP)
 	$(PY) -m unmix demo --model bundled --outdir separated/demo

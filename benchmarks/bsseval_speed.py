@@ -1,7 +1,7 @@
 """Time unmix's BSSEval v4 scorer (unmix.evaluation.bsseval) against museval on the same 4-target track.
 
 The track is the synthetic test songs of ../shared/data/musdb-synth-mini (12 s each) put end
-to end until it lasts `--minutes`; the estimates are the IRM1 oracle's (unmix.evaluation.evaluate's
+to end until it lasts `--minutes`; the estimates are the IRM1 oracle's (unmix.evaluation.oracles'
 `oracle_estimates`), song by song. Each scorer runs in its own fresh process, which reports
 its time (scoring only, the arrays already in memory) and its peak resident memory
 (``ru_maxrss``, including the ~0.2-1 GB of arrays both start with). Wall time and CPU time
@@ -13,6 +13,7 @@ windows; the largest difference between their finite values is printed too.
 """
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,14 +24,16 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = ("vocals", "drums", "bass", "other")
-DATA = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb-synth-mini",
-                         Path("/work/shared/data/musdb-synth-mini")) if p.is_dir()), None)
+# beside the repository (design.md, "Data at hand"), or where UNMIX_MUSDB_SYNTH_MINI says
+DATA = Path(os.environ.get("UNMIX_MUSDB_SYNTH_MINI")
+            or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "musdb-synth-mini")
 RATE = 44100
 
 
 def make_track(minutes, root):
     """``(references, estimates)``: target -> float64 / float32 ``(2, minutes * 60 * RATE)``."""
-    from unmix.evaluation.evaluate import find_tracks, load_track, oracle_estimates
+    from unmix.evaluation.oracles import oracle_estimates
+    from unmix.io.musdb import find_tracks, load_track
 
     songs = find_tracks(root, "test", is_wav=True) + find_tracks(root, "train", is_wav=True)
     need = int(minutes * 60 * RATE)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TORCH_PYTHON = "/work/envs/torch311/bin/python"
+TORCH_PYTHON = str(ROOT.parent / "envs" / "torch311" / "bin" / "python")  # beside the repo
 RATE = 44100
 TARGETS = ["vocals", "drums", "bass", "other"]
 # umxhq: 2049 bins (1487 used by the encoder), stereo, hidden 512, 3 bidirectional LSTM layers
@@ -68,7 +68,7 @@ def child_env(threads):
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tools" / "stubs"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tools" / "fixtures" / "stubs"), env.get("PYTHONPATH")]))
     return env
 
 

@@ -183,7 +183,7 @@ def run_side(side, cfg, folder, torch_python):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--unmix-worker", str(path)]
         env = thread_env(cfg["threads"])
     else:
-        stubs = str(REPO / "tools" / "stubs")  # openunmix imports torchaudio at import time
+        stubs = str(REPO / "tools" / "fixtures" / "stubs")  # openunmix imports torchaudio at import time
         cmd = [str(torch_python), str(HERE / "reference_train_worker.py"), str(path)]
         env = thread_env(cfg["threads"], {"PYTHONPATH": stubs})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)

@@ -1,6 +1,6 @@
 """The open-unmix-pytorch side of `compare_training.py`; runs in the torch venv (Python 3.11).
 
-    PYTHONPATH=tools/stubs /work/envs/torch311/bin/python benchmarks/reference_train_worker.py CONFIG.json
+    PYTHONPATH=tools/fixtures/stubs $TORCH_VENV/bin/python benchmarks/reference_train_worker.py CONFIG.json
 
 One fresh process: a few warm-up steps then the timed steps of the reference's training loop
 (``scripts/train.py`` of open-unmix-pytorch 1.3, function ``train``), one JSON line on stdout.

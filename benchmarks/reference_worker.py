@@ -9,7 +9,7 @@ Two commands:
 
 The separation replicates `openunmix.model.Separator.forward` line for line, with timers
 around its own components (STFT + magnitude, target networks, Wiener windows, ISTFT), so the
-split adds up to what `Separator.forward` costs. Run it with ``PYTHONPATH=tools/stubs``
+split adds up to what `Separator.forward` costs. Run it with ``PYTHONPATH=tools/fixtures/stubs``
 (openunmix imports torchaudio, which the models, filterbank and Wiener filter do not use).
 The torch venv has no soundfile: the test audio is 16-bit PCM wav, read here with `wave`,
 and the estimates are written as float32 .npy (the same bytes as unmix's float wav).

@@ -8,7 +8,9 @@ them with ``-m "not nnabla"``.
 import errno
 import importlib.util
 import ipaddress
+import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +24,10 @@ HAS_NNABLA = importlib.util.find_spec("nnabla") is not None
 NNABLA_MODULES = ["test_model.py", "test_train.py", "test_ops.py", "test_solver.py", "test_train_parity.py",
                   "test_ops_xumx.py", "test_train_xumx.py"]
 collect_ignore = [] if HAS_NNABLA else NNABLA_MODULES
+# the shared synthetic dataset (design.md, "Data at hand"): beside the repository, or where
+# UNMIX_MUSDB_SYNTH_MINI says; the tests that read it skip when it is absent
+MUSDB_SYNTH_MINI = Path(os.environ.get("UNMIX_MUSDB_SYNTH_MINI")
+                        or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "musdb-synth-mini")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,8 +1,9 @@
-"""tools/assemble_default_model.py: four training runs -> the bundled model folder (half precision checked)."""
+"""tools/default_model/assemble_default_model.py: four training runs -> the bundled model folder (half
+precision checked)."""
+import importlib.util
 import json
-import os
 import shutil
-import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,10 +13,19 @@ from conftest import make_model_folder, tone
 from unmix.io import audio
 from unmix.models.model_folder import load_params
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools"))
-import assemble_default_model as assemble  # noqa: E402
-
 TARGETS = ("vocals", "drums", "bass", "other")
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "default_model" / "assemble_default_model.py"
+
+
+def _load_tool(path):
+    """The tool as a module, from its path (tools/ is not a package, and sys.path stays as it is)."""
+    spec = importlib.util.spec_from_file_location("assemble_default_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+assemble = _load_tool(TOOL)
 
 
 @pytest.fixture

@@ -6,21 +6,19 @@ system per estimate, keeps the grid to seconds per case.
 """
 import json
 import warnings
-from pathlib import Path
 
 import museval
 import numpy as np
 import pytest
 import scipy.signal
+from conftest import MUSDB_SYNTH_MINI
 
 from unmix.evaluation import bsseval
-from unmix.evaluation import evaluate as ev
+from unmix.evaluation import oracles, scores
+from unmix.io.musdb import find_tracks, load_track
 
 RATE = 44100
 TOL_DB = 1e-3
-# beside the repository (../shared), or the machine's shared folder (for a worktree)
-MUSDB_MINI = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb-synth-mini",
-                               Path("/work/shared/data/musdb-synth-mini")) if p.is_dir()), Path("missing"))
 
 
 def assert_equal_scores(ours, theirs):
@@ -139,8 +137,8 @@ def test_gram_matrix_is_museval_s():
 
 def _oracle_track(mixture, sources, method):
     """The references musdb gives and an oracle's estimates for every MUSDB target."""
-    estimates = ev.oracle_estimates(mixture, sources, method)
-    references = ev.musdb_references(sources, list(estimates))
+    estimates = oracles.oracle_estimates(mixture, sources, method)
+    references = scores.musdb_references(sources, list(estimates))
     return references, estimates
 
 
@@ -152,23 +150,24 @@ def _assert_same_json(ours, theirs):
     for ta, tb in zip(a["targets"], b["targets"]):
         assert [(f["time"], f["duration"], sorted(f["metrics"])) for f in ta["frames"]] == \
                [(f["time"], f["duration"], sorted(f["metrics"])) for f in tb["frames"]]
-        for metric in ev.METRICS:
+        for metric in scores.METRICS:
             assert_equal_scores([f["metrics"][metric] for f in ta["frames"]],
                                 [f["metrics"][metric] for f in tb["frames"]])
 
 
-@pytest.mark.skipif(not MUSDB_MINI.is_dir(), reason="shared musdb-synth-mini data not present")
+@pytest.mark.skipif(not MUSDB_SYNTH_MINI.is_dir(), reason=f"no musdb-synth-mini at {MUSDB_SYNTH_MINI} "
+                    "(set UNMIX_MUSDB_SYNTH_MINI)")
 def test_synthetic_song_with_the_vocals_accompaniment_pair():
     """vocals, drums, bass jointly, then vocals/accompaniment on its own (as eval_mus_track;
     'other' left out to keep museval's part of the test short)."""
-    track = ev.find_tracks(MUSDB_MINI, "test", is_wav=True)[0]
-    mixture, sources, rate = ev.load_track(track)
+    track = find_tracks(MUSDB_SYNTH_MINI, "test", is_wav=True)[0]
+    mixture, sources, rate = load_track(track)
     cut = slice(4 * rate, int(6.5 * rate))  # 2.5 s: vocals silent in the first window, a half window left
     mixture, sources = mixture[:, cut], {s: a[:, cut] for s, a in sources.items()}
     references, estimates = _oracle_track(mixture, sources, "IRM1")
     estimates.pop("other")
-    ours = ev.score_track(track.name, references, estimates, rate, scorer="fast")
-    theirs = ev.score_track(track.name, references, estimates, rate, scorer="museval")
+    ours = scores.score_track(track.name, references, estimates, rate, scorer="fast")
+    theirs = scores.score_track(track.name, references, estimates, rate, scorer="museval")
     assert [t["name"] for t in ours.scores["targets"]] == ["drums", "bass", "vocals", "accompaniment"]
     assert np.isnan(float(ours.scores["targets"][2]["frames"][0]["metrics"]["SDR"]))  # silent vocals
     _assert_same_json(ours, theirs)
@@ -183,6 +182,6 @@ def test_real_excerpt_from_stempeg():
     mixture = parts.pop("mixture")
     references, estimates = _oracle_track(mixture, parts, "IRM2")
     keep = ["vocals", "drums", "accompaniment"]
-    ours = ev.score_track("excerpt", references, {t: estimates[t] for t in keep}, rate, scorer="fast")
-    theirs = ev.score_track("excerpt", references, {t: estimates[t] for t in keep}, rate, scorer="museval")
+    ours = scores.score_track("excerpt", references, {t: estimates[t] for t in keep}, rate, scorer="fast")
+    theirs = scores.score_track("excerpt", references, {t: estimates[t] for t in keep}, rate, scorer="museval")
     _assert_same_json(ours, theirs)

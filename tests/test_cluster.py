@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import RATE, tone
-from test_evaluate import TRACK_NAMES, write_hq
+from hq_tracks import TRACK_NAMES, write_hq
 
 from unmix import cli, cluster
 

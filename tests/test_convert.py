@@ -1,7 +1,7 @@
 """unmix.weights.convert: open-unmix-pytorch and Sony NNabla weights -> model folder, checked against torch.
 
 The parity fixtures hold random-weight open-unmix-pytorch models, their inputs and
-the reference outputs (tools/make_parity_fixtures.py); converted models must give
+the reference outputs (tools/fixtures/make_parity_fixtures.py); converted models must give
 the same output within 1e-4 of its peak: run by ONNX Runtime (no NNabla needed), and by the
 NNabla network in the test marked nnabla.
 """

@@ -5,13 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import MUSDB_SYNTH_MINI
 from ramps import FRAMES, RATE, SEQ, SEQ_LEN, decode, make_musdb, make_trackfolder, ramp, ramp_slice, write
 
 from unmix.training import datasets
 from unmix.io import musdb
 from unmix.errors import UnmixError
-
-SYNTH = Path("/work/shared/data/musdb-synth-mini")
 
 
 # ---------------------------------------------------------------- reading
@@ -264,14 +263,15 @@ def test_musdb_stems_mp4(tmp_path):
     np.testing.assert_array_equal(x_valid, datasets.read_chunk(refs["mixture"]))
 
 
-@pytest.mark.skipif(not SYNTH.is_dir(), reason="musdb-synth-mini is not on this machine")
+@pytest.mark.skipif(not MUSDB_SYNTH_MINI.is_dir(), reason=f"no musdb-synth-mini at {MUSDB_SYNTH_MINI} "
+                    "(set UNMIX_MUSDB_SYNTH_MINI)")
 def test_musdb_synth_mini():
-    train, valid = datasets.load_datasets("musdb", SYNTH, seq_duration=2.0, samples_per_track=2, seed=42)
+    train, valid = datasets.load_datasets("musdb", MUSDB_SYNTH_MINI, seq_duration=2.0, samples_per_track=2, seed=42)
     assert len(train.tracks) == 7 and len(valid.tracks) == 1 and train.sample_rate == 44100
     x, y = train[5]
     assert x.shape == y.shape == (2, 88200) and np.abs(y).max() > 0
     x, y = valid[0]
-    folder = SYNTH / "train" / valid.tracks[0][0]
+    folder = MUSDB_SYNTH_MINI / "train" / valid.tracks[0][0]
     sources = sum(sf.read(str(folder / f"{s}.flac"), dtype="float32")[0] for s in musdb.MUSDB_SOURCES)
     np.testing.assert_allclose(x, sources.T, atol=1e-6)
     np.testing.assert_array_equal(y, sf.read(str(folder / "vocals.flac"), dtype="float32")[0].T)

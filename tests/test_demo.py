@@ -27,7 +27,7 @@ def test_bundled_model_and_example_ship_with_the_package():
     assert not list(registry.BUNDLED_MODEL.glob("*.solver.h5"))  # no training leftovers shipped
     size = sum(p.stat().st_size for p in registry.BUNDLED_MODEL.iterdir())
     assert size < 50e6  # float16 weight matrices (91 MB in float32): the package stays under 60 MB
-    # ... checked when it was assembled (tools/assemble_default_model.py) to move no output by more
+    # ... checked when it was assembled (tools/default_model/assemble_default_model.py) to move no output by more
     # than 1e-3 of its maximum
     errors = meta["half_precision"]["max_output_error"]
     assert set(errors) == set(TARGETS) and all(0 < e <= 1e-3 for e in errors.values())

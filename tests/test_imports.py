@@ -45,12 +45,12 @@ report = {"modules": modules, "backend_after_import": matplotlib.get_backend(),
           "mallopt_after_import": len(mallopt)}
 
 from unmix.separation import demo
-from unmix.evaluation import evaluate
+from unmix.evaluation import scores
 out = Path(sys.argv[2])
 audio = np.random.default_rng(0).normal(size=(2, 8000)).astype(np.float32) * 0.1
 demo.plot_spectrograms(audio, {"vocals": audio / 2}, 8000, out / "spec.png")
 index = pd.MultiIndex.from_product([["a", "b"], ["vocals", "drums"]], names=["track", "target"])
-evaluate.plot_sdr(pd.DataFrame({"SDR": [1.0, 2.0, 3.0, 4.0]}, index=index), out / "sdr.png")
+scores.plot_sdr(pd.DataFrame({"SDR": [1.0, 2.0, 3.0, 4.0]}, index=index), out / "sdr.png")
 report["backend_after_plots"] = matplotlib.get_backend()
 pyplot = sys.modules.get("matplotlib.pyplot")
 report["pyplot_figures"] = len(pyplot.get_fignums()) if pyplot else 0
@@ -69,6 +69,7 @@ def test_imports_leave_process_state_alone_and_separation_tunes_malloc_once(tiny
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"unmix.cli", "unmix.separation.separator", "unmix.separation.demo", "unmix.evaluation.evaluate",
+            "unmix.evaluation.scores", "unmix.evaluation.oracles",
             "unmix.separation.stems", "unmix.training.train"} <= set(report["modules"])
     assert report["backend_after_import"] == "svg" and report["backend_after_plots"] == "svg"
     assert report["pyplot_figures"] == 0

@@ -1,6 +1,6 @@
 """unmix.weights.pth: torch's zip and legacy checkpoints read without torch, and never run.
 
-The .pth fixtures were written by torch itself (tools/make_parity_fixtures.py); the
+The .pth fixtures were written by torch itself (tools/fixtures/make_parity_fixtures.py); the
 malicious and malformed files are crafted here with plain pickle and raw opcodes.
 """
 import io

@@ -16,7 +16,7 @@ from unmix.separation.separator import Separator
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "separator.npz")
 N_FFT, N_HOP, RATE, WIN = FIXTURES["signal"]
 TARGETS = ["vocals", "drums", "bass"]
-CASES = {  # as in tools/make_separator_fixtures.py: (niter, residual, softmask)
+CASES = {  # as in tools/fixtures/make_separator_fixtures.py: (niter, residual, softmask)
     "niter0": (0, False, False),
     "niter1": (1, False, False),
     "niter0_residual": (0, True, False),

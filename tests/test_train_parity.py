@@ -1,6 +1,6 @@
 """unmix trains the same model as open-unmix-pytorch 1.3: the same loss, gradients and weights
 after three Adam steps, from the same initial weights and batch (fixtures of
-tools/make_training_fixtures.py, made by the reference itself; LSTM dropout 0 there and here).
+tools/fixtures/make_training_fixtures.py, made by the reference itself; LSTM dropout 0 there and here).
 
 Each figure is compared with the reference's float32 run (the bound the issue sets: max |diff|
 <= 1e-4 x max |ref|) and with the same run in float64, against which unmix must be about as close

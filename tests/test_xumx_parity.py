@@ -1,4 +1,4 @@
-"""X-UMX against asteroid 0.7 (fixtures of tools/make_xumx_fixtures.py; no torch needed here).
+"""X-UMX against asteroid 0.7 (fixtures of tools/fixtures/make_xumx_fixtures.py; no torch needed here).
 
 The asteroid package (random weights, stereo, 2049 bins, max_bin 1487, hidden size 8) is
 converted by `unmix convert` with the torch-free reader; its masks must match asteroid's

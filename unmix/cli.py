@@ -332,11 +332,12 @@ def _add_evaluate(sub):
 def _run_evaluate(args):
     from unmix.evaluation import evaluate
 
-    result = evaluate.evaluate(
-        args.root, subset=args.subset, is_wav=args.is_wav, model=args.model, targets=args.targets,
-        niter=args.niter, residual=args.residual, wiener_win_len=args.wiener_win_len, backend=args.backend,
-        oracle=args.oracle, outdir=args.outdir, evaldir=args.evaldir, cores=args.cores, tracks=args.tracks,
-        plot=args.plot, scorer=args.scorer, scheduler=args.scheduler)
+    options = evaluate.EvaluateOptions(
+        root=args.root, subset=args.subset, is_wav=args.is_wav, tracks=args.tracks, model=args.model,
+        targets=args.targets, niter=args.niter, residual=args.residual, wiener_win_len=args.wiener_win_len,
+        backend=args.backend, oracle=args.oracle, outdir=args.outdir, evaldir=args.evaldir, cores=args.cores,
+        scheduler=args.scheduler, scorer=args.scorer, plot=args.plot)
+    result = evaluate.evaluate(options)
     print(f"{result.method}: median over 1 s frames, then over {len(result.tracks)} tracks (dB), "
           f"scorer {result.scorer}")
     print(result.table)

@@ -190,7 +190,7 @@ def half_precision(params):
     output scaling stay float32: they are small, and ``input_scale`` (1 / std of a bin) can
     exceed float16's largest value, 65504. `check_params` widens everything back to float32 on
     loading, so a half-precision folder runs on every backend unchanged; how far its outputs move
-    is for the caller to check (`tools/train_default_model.sh` requires 1e-3 x max output).
+    is for the caller to check (`tools/default_model/train_default_model.sh` requires 1e-3 x max output).
     """
     return OrderedDict((name, np.asarray(value).astype(np.float16 if _is_matrix(name) else np.float32))
                        for name, value in params.items())

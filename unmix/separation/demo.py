@@ -1,7 +1,7 @@
 """`unmix demo`: separate the bundled example song and draw what came out.
 
 The example (``unmix/assets/example/example.flac``, 10 s, 44.1 kHz stereo) is a synthetic
-song rendered by this project (tools/render_training_songs.sh example), so it is free of
+song rendered by this project (tools/default_model/render_training_songs.sh example), so it is free of
 third-party rights. The demo separates it with the default model (umxhq, or the bundled model
 offline: `unmix.weights.registry.resolve_model`; `make demo` passes ``--model bundled``) and writes
 

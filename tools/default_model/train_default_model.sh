@@ -1,32 +1,36 @@
 #!/usr/bin/env bash
 # Trains the bundled default model (unmix/assets/default_model) on the songs rendered by
-# tools/render_training_songs.sh (train: 320 songs of the project's generator, seeds 5000-5319,
+# tools/default_model/render_training_songs.sh (train: 320 songs of the project's generator, seeds 5000-5319,
 # and the first default model's 84 songs, seeds 3000-3083; valid: 16 songs, seeds 6000-6015).
 # The four targets train side by side, niced, one BLAS thread each (2 CPU cores in all). Each
 # training is stopped with SIGINT after SECONDS_PER_TARGET s unless it stopped early (the trainer
 # keeps the weights of its best validation epoch); then the four targets are gathered into one
-# model folder with the weight matrices in float16 (tools/assemble_default_model.py checks that
+# model folder with the weight matrices in float16 (tools/default_model/assemble_default_model.py checks that
 # this moves each network's output by at most 1e-3 of its maximum).
 #
-#   tools/train_default_model.sh            # train the four targets, then assemble
-#   tools/train_default_model.sh resume     # go on from the checkpoints in RUNS, then assemble
-#   tools/train_default_model.sh finetune   # start TARGETS from the models in FROM/<target> (fresh
-#                                           # optimizer and schedule, lr LR) on ROOT; the other
-#                                           # targets are linked from FROM; then assemble
-#   tools/train_default_model.sh assemble   # only gather RUNS/<target> into OUT
+#   T=tools/default_model/train_default_model.sh
+#   $T            # train the four targets, then assemble
+#   $T resume     # go on from the checkpoints in RUNS, then assemble
+#   $T finetune   # start TARGETS from the models in FROM/<target> (fresh optimizer and schedule,
+#                 # lr LR) on ROOT; the other targets are linked from FROM; then assemble
+#   $T assemble   # only gather RUNS/<target> into OUT
+#
+# ROOT (the songs), RUNS and FROM default to ../data/synth-v2 and ../runs/default-v2 beside the
+# repository.
 #
 # The shipped model: `all` (the default) with SECONDS_PER_TARGET=4300 (24 epochs of 50 steps), then `resume`
 # with SECONDS_PER_TARGET=8000 SAMPLES_PER_TRACK=2 SEED=43 (epochs of 100 steps: validation, a
 # third of the wall time at 50 steps, runs half as often; a new seed draws new excerpts).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-ROOT=${ROOT:-/work/data/synth-v2}
-RUNS=${RUNS:-/work/runs/default-v2}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+BESIDE=$(cd "$REPO/.." && pwd)  # the folder that holds the repository (and ../data, ../runs)
+ROOT=${ROOT:-$BESIDE/data/synth-v2}  # the songs of render_training_songs.sh (its OUT)
+RUNS=${RUNS:-$BESIDE/runs/default-v2}
 SECONDS_PER_TARGET=${SECONDS_PER_TARGET:-5400}
 SAMPLES_PER_TRACK=${SAMPLES_PER_TRACK:-1}
 SEED=${SEED:-42}
 LR=${LR:-0.001}
-FROM=${FROM:-/work/runs/default-v2}
+FROM=${FROM:-$BESIDE/runs/default-v2}
 TARGETS=${TARGETS:-vocals drums bass other}
 HIDDEN=${HIDDEN:-384}
 LAYERS=${LAYERS:-3}
@@ -60,4 +64,4 @@ case "${1:-all}" in
   assemble) ;;
   *) echo "usage: $0 [all|resume|finetune|assemble]" >&2; exit 2 ;;
 esac
-"$REPO/.venv/bin/python" "$REPO/tools/assemble_default_model.py" "$RUNS" "$OUT" "$CURVES" --half
+"$REPO/.venv/bin/python" "$REPO/tools/default_model/assemble_default_model.py" "$RUNS" "$OUT" "$CURVES" --half

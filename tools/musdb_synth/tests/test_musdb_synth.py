@@ -1,17 +1,15 @@
 """The training-song generator's pure-numpy parts (tools/musdb_synth/msynth): seeds, the plan,
 drum grooves, effects, the analog synth and the sum-exact mixdown. Rendering itself needs FluidSynth, espeak-ng
-and WORLD (its own venv, tools/musdb_synth/setup.sh) and is not run here."""
-import os
-import sys
+and WORLD (its own venv, tools/musdb_synth/setup.sh) and is not run here.
 
+    python -m pytest tools/musdb_synth/tests      # from the repository's root (`make test` runs it)
+
+`msynth` is importable because this folder is a package (see __init__.py)."""
 import numpy as np
 import pytest
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tools", "musdb_synth"))
-
-from msynth import analog, drums, effects, mixing, plan, rng, vocals  # noqa: E402
-from msynth.hydrogen import gm_note  # noqa: E402
-from msynth.singer import Singer  # noqa: E402
+from msynth import analog, drums, effects, mixing, plan, rng, vocals
+from msynth.hydrogen import gm_note
+from msynth.singer import Singer
 
 
 def test_child_streams_are_reproducible_and_independent():

@@ -1,6 +1,6 @@
 """Score the bundled default model against its predecessor: the README's and models/README.md's tables.
 
-    python tools/score_default_model.py --new unmix/assets/default_model --previous DIR --evaldir /work/eval
+    python tools/default_model/score_default_model.py --new unmix/assets/default_model --previous DIR --evaldir ../eval
 
 For each test set it runs `unmix evaluate` (BSSEval v4 SDR, median over 1 s frames, then over
 tracks; Wiener filter, niter 1) on the new model, the previous one and the oracles MIX (the
@@ -9,12 +9,14 @@ an evaldir are reused (`unmix evaluate` skips finished tracks), so give a retrai
 fresh --evaldir. The sets:
 
 - synthetic (shared): the shared musdb-synth-mini test songs (seeds 2000-2003, earlier generator)
-- synthetic (new): tools/render_training_songs.sh test (seeds 7000-7007, the project's generator)
-- synthetic (analog/Festival): tools/render_training_songs.sh test-v3 (seeds 7008-7015, the
+- synthetic (new): tools/default_model/render_training_songs.sh test (seeds 7000-7007, the project's generator)
+- synthetic (analog/Festival): tools/default_model/render_training_songs.sh test-v3 (seeds 7008-7015, the
   project's generator with its analog synth and Festival voices)
 - real: the MUSDB18 excerpt that ships with stempeg (AAC stems; a folder test/ linking it)
 
-None of them is used in training or to choose the model.
+None of them is used in training or to choose the model. Their folders default to where the
+other tools put them, beside the repository (../shared/data, ../data); a set whose folder is
+missing is skipped with a note.
 """
 import argparse
 import csv
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 TARGETS = ("vocals", "drums", "bass", "other")
+BESIDE = Path(__file__).resolve().parents[3]  # the folder that holds the repository
 
 
 def scorable_tracks(root):
@@ -65,10 +68,10 @@ def main(argv=None):
     p.add_argument("--new", required=True, help="model folder of the new default model")
     p.add_argument("--previous", required=True, help="model folder of the previous default model")
     p.add_argument("--evaldir", required=True, help="folder for the scores (one subfolder per set and model)")
-    p.add_argument("--shared", default="/work/shared/data/musdb-synth-mini")
-    p.add_argument("--synth", default="/work/data/synth-v2")
-    p.add_argument("--synth-v3", default="/work/data/synth-v3new")
-    p.add_argument("--real", default="/work/data/stempeg-example")
+    p.add_argument("--shared", default=str(BESIDE / "shared" / "data" / "musdb-synth-mini"))
+    p.add_argument("--synth", default=str(BESIDE / "data" / "synth-v2"))
+    p.add_argument("--synth-v3", default=str(BESIDE / "data" / "synth-v3new"))
+    p.add_argument("--real", default=str(BESIDE / "data" / "stempeg-example"))
     p.add_argument("--unmix", default=str(Path(sys.executable).with_name("unmix")))
     args = p.parse_args(argv)
     sets = [("synthetic (shared)", args.shared, True), ("synthetic (new)", args.synth, True),

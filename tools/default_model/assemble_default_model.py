@@ -1,6 +1,6 @@
-"""Gather the four trained targets of tools/train_default_model.sh into the bundled model folder.
+"""Gather the four trained targets of tools/default_model/train_default_model.sh into the bundled model folder.
 
-    python tools/assemble_default_model.py RUNS OUT CURVES [--half] [--example FLAC]
+    python tools/default_model/assemble_default_model.py RUNS OUT CURVES [--half] [--example FLAC]
 
 For each target, ``RUNS/<target>/<target>.h5`` (the best-validation weights) and its training
 history ``<target>.json`` go to OUT (no solver states or checkpoints), its loss plot to CURVES
@@ -77,7 +77,7 @@ def main(argv=None):
     p.add_argument("out")
     p.add_argument("curves")
     p.add_argument("--half", action="store_true", help="weight matrices in float16 (checked, see above)")
-    p.add_argument("--example", default=str(Path(__file__).resolve().parents[1] / "unmix/assets/example/example.flac"))
+    p.add_argument("--example", default=str(Path(__file__).resolve().parents[2] / "unmix/assets/example/example.flac"))
     args = p.parse_args(argv)
     try:
         errors = assemble(args.runs, args.out, args.curves, args.half, args.example)

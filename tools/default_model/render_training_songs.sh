@@ -10,38 +10,42 @@
 # Seed ranges never overlap: shared musdb-synth-mini train 1000-1007 / test 2000-2003, the first
 # default model's songs 3000-3083, example 4000, training 5000.., validation 6000.., test 7000..
 # The first default model and the example were rendered with the earlier shared generator
-# (/work/shared/tools/musdb_synth). train, valid and test are the songs of the generator before its
-# analog synth and Festival voices (--analog 0 --festival 0); train-v3 and valid-v3 add songs with
-# both (the defaults, 0.6 and 0.5) for the fine-tuning stage, and link-v3 makes the dataset root
-# that holds all of them (OUT_V3/{train,valid,test} of symlinks; training reads train and valid only).
+# (../shared/tools/musdb_synth, beside the repository). train, valid and test are the songs of the
+# generator before its analog synth and Festival voices (--analog 0 --festival 0); train-v3 and
+# valid-v3 add songs with both (the defaults, 0.6 and 0.5) for the fine-tuning stage, and link-v3
+# makes the dataset root that holds all of them (OUT_V3/{train,valid,test} of symlinks; training
+# reads train and valid only). Songs go to DATA (default: ../data beside the repository):
+# OUT=DATA/synth-v2, OUT_NEW=DATA/synth-v3new, OUT_V3=DATA/synth-v3, each settable on its own.
 #
-#   tools/render_training_songs.sh train     # N songs (default 320) of DUR s (default 25), seeds 5000..
-#   tools/render_training_songs.sh train-v1  # the first default model's 84 songs (seeds 3000-3083) made
-#                                            # by the earlier generator, GEN_V1 (default ../shared's)
-#   tools/render_training_songs.sh valid     # N_VALID songs (default 16), seeds 6000.. -> OUT/valid
-#   tools/render_training_songs.sh test      # N_TEST songs (default 8), seeds 7000.. -> OUT/test
-#   tools/render_training_songs.sh train-v3  # N_V3 songs (default 160), seeds 5320.. -> OUT_NEW/train
-#   tools/render_training_songs.sh synth-v3  # 10 songs in each of 8 synth-heavy genres, --analog 0.9,
-#                                            # seeds 5480-5559 -> OUT_NEW/train, and one valid song
-#                                            # each of synthpop, edm, house, pop: seeds 6024-6027
-#   tools/render_training_songs.sh valid-v3  # 8 songs, seeds 6016-6023 -> OUT_NEW/valid
-#   tools/render_training_songs.sh test-v3   # 8 test songs with both, seeds 7008-7015 -> OUT_NEW/test
-#   tools/render_training_songs.sh link-v3   # OUT_V3 = OUT's and OUT_NEW's songs (test: OUT's)
-#   tools/render_training_songs.sh example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
+#   R=tools/default_model/render_training_songs.sh
+#   $R train     # N songs (default 320) of DUR s (default 25), seeds 5000.. -> OUT/train
+#   $R train-v1  # the first default model's 84 songs (seeds 3000-3083) made by the earlier
+#                # generator, GEN_V1 (default ../shared's)
+#   $R valid     # N_VALID songs (default 16), seeds 6000.. -> OUT/valid
+#   $R test      # N_TEST songs (default 8), seeds 7000.. -> OUT/test
+#   $R train-v3  # N_V3 songs (default 160), seeds 5320.. -> OUT_NEW/train
+#   $R synth-v3  # 10 songs in each of 8 synth-heavy genres, --analog 0.9, seeds 5480-5559 ->
+#                # OUT_NEW/train, and one valid song each of synthpop, edm, house, pop: seeds 6024-6027
+#   $R valid-v3  # 8 songs, seeds 6016-6023 -> OUT_NEW/valid
+#   $R test-v3   # 8 test songs with both, seeds 7008-7015 -> OUT_NEW/test
+#   $R link-v3   # OUT_V3 = OUT's and OUT_NEW's songs (test: OUT's)
+#   $R example   # one 10 s song, seed 4000 -> unmix/assets/example/example.flac
 set -euo pipefail
-GEN=${GEN:-$(cd "$(dirname "$0")" && pwd)/musdb_synth}
-GEN_V1=${GEN_V1:-/work/shared/tools/musdb_synth}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+BESIDE=$(cd "$REPO/.." && pwd)  # the folder that holds the repository (and ../shared, ../data)
+GEN=${GEN:-$REPO/tools/musdb_synth}
+GEN_V1=${GEN_V1:-$BESIDE/shared/tools/musdb_synth}
 VENV=${VENV:-$HOME/.venvs/musdb-synth}
-OUT=${OUT:-/work/data/synth-v2}
-OUT_NEW=${OUT_NEW:-/work/data/synth-v3new}
-OUT_V3=${OUT_V3:-/work/data/synth-v3}
+DATA=${DATA:-$BESIDE/data}
+OUT=${OUT:-$DATA/synth-v2}
+OUT_NEW=${OUT_NEW:-$DATA/synth-v3new}
+OUT_V3=${OUT_V3:-$DATA/synth-v3}
 N=${N:-320}
 N_V3=${N_V3:-160}
 N_VALID=${N_VALID:-16}
 N_TEST=${N_TEST:-8}
 DUR=${DUR:-25}
 JOBS=${JOBS:-2}
-REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY="$VENV/bin/python"
 
 render() {  # subset n first-seed [generator]
