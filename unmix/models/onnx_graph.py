@@ -34,8 +34,8 @@ import numpy as np
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_folder, atomic_path
-from unmix.models.model_folder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, load_params, read_separator_json,
-                               write_json)
+from unmix.models.model_folder import (BN_EPS, XUMX, ModelConfig, architecture, check_params, check_replaceable,
+                                      load_params, read_separator_json, write_json)
 
 OPSET = 17
 CONFIG_KEY = "unmix_config"
@@ -560,14 +560,14 @@ def export(model_folder, out_folder_or_file, targets=None, force=False):
     if out.suffix == ".onnx" and len(targets) != 1:
         raise UnmixError(f"{out} is a single file but {len(targets)} targets are to be exported: "
                          "give a folder or one target")
-    _check_export_out(model_folder, out, force)
+    _check_export_out(model_folder, out, force, targets)
     params = {t: load_params(model_folder, t) for t in targets}  # all errors before any write
     if out.suffix == ".onnx":
-        _save(build_onnx(*params[targets[0]]), out)
+        _save(build_onnx(*params[targets[0]]), out, replace=force)
         return [out]
     # the folder describes itself: only the exported targets
     exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets}, "format": "onnx"}
-    _write_export(out, {f"{t}.onnx": build_onnx(*params[t]) for t in targets}, exported)
+    _write_export(out, {f"{t}.onnx": build_onnx(*params[t]) for t in targets}, exported, force)
     return [out / f"{t}.onnx" for t in targets]
 
 
@@ -578,40 +578,72 @@ def _export_xumx(model_folder, meta, out, targets, force):
     if targets and sorted(targets) != sorted(sources):
         raise UnmixError(f"an X-UMX model needs all its sources ({', '.join(sources)}) to separate any of them: "
                          "export it whole (and pick targets when separating)")
-    _check_export_out(model_folder, out, force)
+    _check_export_out(model_folder, out, force, sources)
     loaded = {s: load_params(model_folder, s) for s in sources}  # all errors before any write
     proto = build_xumx_onnx(loaded[sources[0]][0], {s: p for s, (_, p) in loaded.items()}, sources)
     if out.suffix == ".onnx":
-        _save(proto, out)
+        _save(proto, out, replace=force)
         return [out]
-    _write_export(out, {XUMX_GRAPH: proto}, {**meta, "format": "onnx"})
+    _write_export(out, {XUMX_GRAPH: proto}, {**meta, "format": "onnx"}, force)
     return [out / XUMX_GRAPH]
 
 
-def _check_export_out(model_folder, out, force):
-    if out.exists() and not force:
+def _check_export_out(model_folder, out, force, targets):
+    """Before any work: an existing `out` needs `force`, and may only be what unmix writes (a
+    model folder of known files, `check_replaceable`, or an ONNX graph written by unmix)."""
+    if not os.path.lexists(out):
+        return
+    if not force:
         raise UnmixError(f"{out} exists; use --force to replace it")
-    if out.exists() and out.resolve() == Path(model_folder).resolve():
+    if out.resolve() == Path(model_folder).resolve():
         raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")
+    if out.suffix == ".onnx" and not out.is_dir():
+        _check_unmix_graph(out)
+    else:
+        check_replaceable(out, targets)
 
 
-def _write_export(out, graphs, meta):
-    """Write the folder `out` atomically: file name -> ONNX model, and `meta` as separator.json."""
+def _check_unmix_graph(path):
+    """Raise UnmixError unless `path` is a file holding an ONNX graph that unmix wrote: --force
+    replaces nothing else."""
+    import onnx
+
     try:
-        with atomic_folder(out) as tmp:
+        if path.is_symlink() or not path.is_file():
+            raise ValueError("not a regular file")
+        proto = onnx.load(str(path), load_external_data=False)
+        written = any(p.key == CONFIG_KEY for p in proto.metadata_props)
+    except Exception:  # not ONNX at all: protobuf's errors, or the ValueError above
+        written = False
+    if not written:
+        raise UnmixError(f"{path} is not an ONNX graph that unmix wrote: --force replaces only those; "
+                         "remove it yourself or choose another name")
+
+
+def _write_export(out, graphs, meta, force):
+    """Write the folder `out` atomically: file name -> ONNX model, and `meta` as separator.json.
+    With `force` an existing model folder is replaced, if it holds only files unmix writes."""
+    replace = (lambda folder: check_replaceable(folder, meta["targets"])) if force else None
+    try:
+        with atomic_folder(out, replace=replace) as tmp:
             for name, proto in graphs.items():
                 _save(proto, tmp / name)
             write_json(tmp / "separator.json", meta)
+    except FileExistsError:
+        raise UnmixError(f"{out} exists; use --force to replace it") from None
     except OSError as exc:
         raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
-def _save(proto, path):
-    """Write an ONNX model atomically, with a clear error when the disk says no."""
+def _save(proto, path, replace=True):
+    """Write an ONNX model atomically, with a clear error when the disk says no; an existing
+    `path` is kept unless `replace` (checked at the rename)."""
     import onnx
 
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace=replace) as tmp:
             onnx.save_model(proto, str(tmp))
+    except FileExistsError:
+        raise UnmixError(f"{path} exists; use --force to replace it") from None
     except OSError as exc:
         raise UnmixError(f"cannot write {path}: {exc.strerror or exc}") from None
