@@ -183,15 +183,35 @@ def write_h5_params(path, params):
 
 
 def read_h5_params(path):
-    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope)."""
+    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope).
+
+    Only numeric datasets, each no larger than the file itself (NNabla and unmix store them
+    uncompressed), so a crafted file cannot make the reader allocate what it does not hold;
+    corrupt HDF5 internals, whatever h5py raises for them, are one UnmixError.
+    """
     import h5py
 
     params = {}
+    limit = os.path.getsize(path) if os.path.isfile(path) else 0
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset):
+            return
+        if obj.dtype.kind not in "fiub":
+            raise UnmixError(f"dataset {name} holds {obj.dtype}, not numbers")
+        if obj.size * obj.dtype.itemsize > limit:
+            raise UnmixError(f"dataset {name} declares {obj.size * obj.dtype.itemsize} bytes, more than the file holds")
+        params[name] = obj[()]
+
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: params.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    except OSError as exc:
+            f.visititems(visit)
+    except UnmixError as exc:
         raise UnmixError(f"cannot read parameters from {path}: {exc}") from None
+    except OSError as exc:  # not HDF5, truncated, unreadable
+        raise UnmixError(f"cannot read parameters from {path}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # noqa: BLE001 -- corrupt internals: h5py raises OSError, KeyError, RuntimeError, ...
+        raise UnmixError(f"cannot read parameters from {path}: corrupt HDF5 file ({' '.join(str(exc).split())})") from None
     return params
 
 
@@ -243,7 +263,13 @@ def load_params(folder, target):
         why = (": it holds the ONNX graph that `unmix export` wrote, which ONNX Runtime runs "
                "(not --backend nnabla, --device gpu or training)") if onnx_only else ""
         raise UnmixError(f"model folder {folder} lacks {path.name}{why}")
-    return config, check_params(config, read_h5_params(path))
+    params = check_params(config, read_h5_params(path))
+    for name, value in params.items():  # HDF5 has no checksums: flipped bits show up here, or not at all
+        if not np.isfinite(value).all():
+            raise UnmixError(f"{path}: parameter {name} holds NaN or infinite values (a corrupt file?)")
+        if name.endswith("/var") and (value < 0).any():
+            raise UnmixError(f"{path}: parameter {name} holds negative variances (a corrupt file?)")
+    return config, params
 
 
 # -- separator.json -----------------------------------------------------------------------------
