@@ -184,8 +184,13 @@ def test_existing_output_needs_force(tmp_path, capsys):
     code, io = run_cli(capsys, src, out)
     assert code == 1 and io.err.startswith("error: ") and io.err.count("\n") == 1
     assert "--force" in io.err and (out / "keep.txt").read_text() == "earlier work"
-    assert run_cli(capsys, src, out, "--force")[0] == 0
-    assert not (out / "keep.txt").exists() and (out / "vocals.h5").is_file()
+    code, io = run_cli(capsys, src, out, "--force")  # --force replaces a model folder, not the user's files
+    assert code == 1 and "holds keep.txt, which unmix did not write" in io.err and io.err.count("\n") == 1
+    assert (out / "keep.txt").read_text() == "earlier work" and not (out / "vocals.h5").exists()
+    (out / "keep.txt").unlink()
+    assert run_cli(capsys, src, out, "--force")[0] == 0 and (out / "vocals.h5").is_file()
+    (out / "vocals.json").write_text("{}")  # a model folder's own files are replaced
+    assert run_cli(capsys, src, out, "--force")[0] == 0 and not (out / "vocals.json").exists()
     code, io = run_cli(capsys, src, src, "--force")  # never replace the source weights
     assert code == 1 and (src / "vocals.pth").is_file()
 

@@ -52,6 +52,16 @@ def _filename_template(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _stem_name(text):
+    """An argparse `type`: a name that becomes a file name (`unmix.io.paths.safe_name`)."""
+    from unmix.io.paths import safe_name
+
+    try:
+        return safe_name(text, "name")
+    except UnmixError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_convert(sub):
     p = sub.add_parser(
         "convert",
@@ -108,7 +118,7 @@ def _add_separate(sub):
     p.add_argument("--outdir", default="separated", help="output folder (default: separated)")
     p.add_argument("--niter", type=_integer(0), default=1, help="Wiener EM iterations; 0 keeps the mixture phase")
     p.add_argument("--softmask", action="store_true", help="initial estimates by ratio masks")
-    p.add_argument("--residual", default=None, metavar="NAME",
+    p.add_argument("--residual", default=None, metavar="NAME", type=_stem_name,
                    help="add a target NAME = mixture minus the other targets (a single target with --niter > 0 "
                         "gets one named accompaniment)")
     p.add_argument("--wiener-win-len", type=_integer(0), default=300,
@@ -307,7 +317,8 @@ def _add_evaluate(sub):
     p.add_argument("--targets", nargs="+", default=None,
                    help="targets to estimate (default: all of the model; an oracle's: vocals drums bass other)")
     p.add_argument("--niter", type=_integer(0), default=1, help="Wiener EM iterations (default: 1)")
-    p.add_argument("--residual", default=None, metavar="NAME", help="add a target NAME = mixture minus the others")
+    p.add_argument("--residual", default=None, metavar="NAME", type=_stem_name,
+                   help="add a target NAME = mixture minus the others")
     p.add_argument("--wiener-win-len", type=_integer(0), default=300,
                    help="frames per Wiener window (default: 300, bounded memory); 0: whole tracks, as the "
                         "reference's evaluate.py filters for the published umx/umxhq scores (it never passes "

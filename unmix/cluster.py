@@ -8,6 +8,8 @@ track to that scheduler instead of starting local processes; each worker process
 separator (or oracle) once and keeps it for the next tracks (`worker_cached`). Results come
 back as each track ends, in the same one-line form as a local run.
 """
+import contextlib
+import logging
 import threading
 
 from unmix.errors import UnmixError
@@ -38,21 +40,54 @@ def map_unordered(address, function, items, *args):
 
     Yields:
         ``(item, result, error)`` as each task ends: `error` is None, or one line when the
-        task itself raised (a bug, a worker that died: the other tasks go on).
+        task itself raised (a bug, a worker that died: the other tasks go on), or when the
+        scheduler went away before the task ended.
     """
-    client = connect(address)
-    try:
-        import distributed
+    with _quiet_client_logs():
+        client = connect(address)
+        try:
+            import distributed
 
-        futures = {client.submit(function, item, *args, pure=False): item for item in items}
-        for future in distributed.as_completed(futures, loop=client.loop):
-            item = futures[future]
-            try:
-                yield item, future.result(), None
-            except Exception as exc:  # KilledWorker, a bug in the task: one line for this item
-                yield item, None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            futures = {client.submit(function, item, *args, pure=False): item for item in items}
+            for future in distributed.as_completed(futures, loop=client.loop):
+                item = futures[future]
+                try:
+                    yield item, future.result(), None
+                except Exception as exc:  # KilledWorker, a bug in the task: one line for this item
+                    yield item, None, _task_error(exc, address)
+        finally:
+            client.close()
+
+
+def _task_error(exc, address):
+    """One line for a task that did not return."""
+    if "scheduler-connection-lost" in str(exc) or type(exc).__name__ == "CancelledError":
+        return f"the dask scheduler at {address} went away before this task finished: run it again"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+class _DropClientLogs(logging.Filter):
+    """Drops what the dask client logs (a lost scheduler makes it print reconnection tracebacks):
+    each task's outcome is reported by `map_unordered` in one line instead."""
+
+    def filter(self, record):
+        return not record.name.startswith(("distributed", "tornado"))
+
+
+@contextlib.contextmanager
+def _quiet_client_logs():
+    """While the client lives, the handlers that dask's and the root logger have drop its records."""
+    handlers = {h for name in ("distributed", "tornado", "") for h in logging.getLogger(name).handlers}
+    if logging.lastResort is not None:  # what prints a record when no logger has a handler
+        handlers.add(logging.lastResort)
+    dropper = _DropClientLogs()
+    for handler in handlers:
+        handler.addFilter(dropper)
+    try:
+        yield
     finally:
-        client.close()
+        for handler in handlers:
+            handler.removeFilter(dropper)
 
 
 def worker_cached(key, make):

@@ -60,6 +60,10 @@ WRITE_SUBTYPES = {".wav": "FLOAT", ".flac": "PCM_24"}
 # 32 is float (wav only): FLAC stores integers of at most 24 bits.
 BITS_SUBTYPES = {".wav": {16: "PCM_16", 24: "PCM_24", 32: "FLOAT"}, ".flac": {16: "PCM_16", 24: "PCM_24"}}
 
+# Sample rates a file may declare: a header saying 1 Hz would make a few kB of samples
+# resample to gigabytes (44100 output samples per input sample at 44.1 kHz)
+RATE_RANGE = (1000, 1_000_000)
+
 # Seconds decoded before a requested start and thrown away (see _load_ffmpeg).
 _PREROLL_SECONDS = 0.1
 
@@ -117,6 +121,9 @@ def load(path, start=0.0, duration=None, rate=None, stream=0):
         audio, file_rate = _load_sndfile(path, start, duration)
     else:
         audio, file_rate = _load_ffmpeg(path, start, duration, stream)
+    if not RATE_RANGE[0] <= file_rate <= RATE_RANGE[1]:
+        raise UnmixError(f"{path}: its header says {file_rate} Hz; unmix reads {RATE_RANGE[0]} to "
+                         f"{RATE_RANGE[1]:,} Hz (a corrupt or crafted header?)")
     if not np.isfinite(audio).all():
         raise UnmixError(f"{path} contains NaN or infinite samples")
     if rate is not None and rate != file_rate:
@@ -459,26 +466,32 @@ class Mp3Writer:
                "-c:a", "libmp3lame", "-b:a", f"{int(bitrate)}k", "-f", "mp3", str(self.path)]
         self.messages = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.messages)
+        self.rate, self.frames = int(rate), 0
 
     def write(self, chunk):
+        chunk = np.asarray(chunk, dtype=np.float32)
         try:
-            self.proc.stdin.write(transposed(np.asarray(chunk, dtype=np.float32)).tobytes())
+            self.proc.stdin.write(transposed(chunk).tobytes())
         except OSError:  # ffmpeg stopped (a broken pipe): its message says why
             self.close()
             raise UnmixError(f"could not write {self.path}: ffmpeg stopped") from None
+        self.frames += chunk.shape[-1]
 
     def close(self):
-        """Wait for ffmpeg to finish the file; its last message on failure. Idempotent."""
+        """Wait for ffmpeg to finish the file, then check that the file holds every frame written
+        (`_check_mp3`): on a full disk ffmpeg can exit 0 with a truncated file. Raises UnmixError
+        with ffmpeg's last message on failure. Idempotent."""
         if self.messages.closed:
             return
         with contextlib.suppress(OSError):
             self.proc.stdin.close()
         code = self.proc.wait()
         self.messages.seek(0)
-        message = _last_line(self.messages.read())
+        text = self.messages.read()
         self.messages.close()
-        if code != 0:
-            raise UnmixError(f"could not write {self.path}: ffmpeg: {message}")
+        if code != 0 or text.strip():  # at -v error, any message is an error (e.g. "No space left on device")
+            raise UnmixError(f"could not write {self.path}: ffmpeg: {_last_line(text)}")
+        _check_mp3(self.path, self.frames, self.rate)
 
     def __enter__(self):
         return self
@@ -491,6 +504,27 @@ class Mp3Writer:
             with contextlib.suppress(UnmixError):
                 self.close()
         return False
+
+
+def _check_mp3(path, frames, rate):
+    """Raise UnmixError unless the mp3 at `path` lasts at least `frames` samples at `rate`.
+
+    The length is the sum of its packets' durations, read by ffprobe without decoding (an mp3
+    is longer than its input by the encoder's delay and padding, never shorter).
+    """
+    cmd = [_ffmpeg_tool("ffprobe", path, doing="checking"), "-v", "error", "-select_streams", "a:0",
+           "-show_entries", "stream=time_base:packet=duration", "-of", "json", str(path)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    try:
+        meta = json.loads(proc.stdout or b"{}")
+        num, den = (int(v) for v in meta["streams"][0]["time_base"].split("/"))
+        seconds = sum(int(p["duration"]) for p in meta.get("packets", [])) * num / den
+    except (ValueError, KeyError, IndexError, TypeError, ZeroDivisionError):
+        raise UnmixError(f"could not write {path}: the mp3 written does not read back "
+                         f"({_last_line(proc.stderr)})") from None
+    if seconds * rate < frames:
+        raise UnmixError(f"could not write {path}: it holds {seconds:.2f} of {frames / rate:.2f} s "
+                         "(truncated: the disk is full?)")
 
 
 def output_subtype(ext, bits=None):

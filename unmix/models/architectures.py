@@ -15,8 +15,6 @@ Open-Unmix (`unmix.models.umx`) is one network per target; X-UMX (`unmix.models.
 network for all its sources. Training's side of an architecture (datasets, loss, validation,
 defaults) is its recipe in `unmix.training.recipes`.
 """
-from pathlib import Path
-
 from unmix.errors import UnmixError
 from unmix.models import umx, xumx
 from unmix.models.model_folder import architecture as architecture_name
@@ -40,12 +38,3 @@ def of_folder(meta):
 def of_network(network):
     """The architecture of an NNabla or ONNX network object (its ``architecture`` attribute)."""
     return get(network.architecture)
-
-
-def check_export_out(model_folder, out, force):
-    """`out` may be written: absent, or `force`; never the model folder itself."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise UnmixError(f"{out} exists; use --force to replace it")
-    if out.exists() and out.resolve() == Path(model_folder).resolve():
-        raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")

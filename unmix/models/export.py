@@ -1,8 +1,11 @@
 """`unmix export`: a model folder's networks as ONNX graphs, for ``--model`` and other runtimes."""
+import os
 from pathlib import Path
 
+from unmix.errors import UnmixError
 from unmix.models import architectures
-from unmix.models.model_folder import read_separator_json
+from unmix.models.model_folder import check_replaceable, read_separator_json
+from unmix.models.onnx_graph import check_unmix_graph
 
 
 def export(model_folder, out_folder_or_file, targets=None, force=False):
@@ -19,12 +22,28 @@ def export(model_folder, out_folder_or_file, targets=None, force=False):
         out_folder_or_file: a folder (written atomically), or a ``.onnx`` file when exporting
             exactly one target (or an X-UMX model, whose one graph holds every source).
         targets: target names (default: all of the folder; an X-UMX model is exported whole).
-        force: replace an existing folder or file.
+        force: replace an existing folder or file, if unmix wrote it (a model folder of known
+            files only, or an ONNX graph of unmix's); anything else is refused.
 
     Returns:
         list of the written ``.onnx`` paths.
     """
     meta = read_separator_json(model_folder)
     out = Path(out_folder_or_file)
-    architectures.check_export_out(model_folder, out, force)
-    return architectures.of_folder(meta).export(model_folder, meta, out, targets)
+    check_export_out(model_folder, out, force, list(targets or meta["targets"]))
+    return architectures.of_folder(meta).export(model_folder, meta, out, targets, force)
+
+
+def check_export_out(model_folder, out, force, targets):
+    """Before any work: an existing `out` needs `force`, and may only be what unmix writes (a
+    model folder of known files, `check_replaceable`, or an ONNX graph written by unmix)."""
+    if not os.path.lexists(out):
+        return
+    if not force:
+        raise UnmixError(f"{out} exists; use --force to replace it")
+    if out.resolve() == Path(model_folder).resolve():
+        raise UnmixError(f"{out} is the model folder to export; write the export elsewhere")
+    if out.suffix == ".onnx" and not out.is_dir():
+        check_unmix_graph(out)
+    else:
+        check_replaceable(out, targets)

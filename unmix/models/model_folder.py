@@ -26,6 +26,8 @@ Two architectures (separator.json's ``architecture``; a folder without it is "um
   X-UMX folder stores them the same way, one ``<source>.h5`` per source, all with one config.
 """
 import json
+import math
+import os
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,11 +37,20 @@ import numpy as np
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
+from unmix.io.paths import safe_name
 
 BN_EPS = 1e-5  # batch norm epsilon, as torch's BatchNorm1d
 UMX, XUMX = "umx", "xumx"
 ARCHITECTURES = (UMX, XUMX)
 XUMX_SOURCES = ("bass", "drums", "vocals", "other")  # Sony's and asteroid's order
+SEPARATOR_JSON = "separator.json"
+MODEL_FILE_SUFFIXES = (".h5", ".json", ".onnx")  # <target><suffix>: what unmix writes per target
+# the ranges a separator.json may hold: wide enough for any real model, narrow enough that a
+# crafted file cannot make a separation allocate without bound or come out as garbage
+SAMPLE_RATES = (1000.0, 1_000_000.0)
+N_FFTS = (16, 65536)
+MAX_TARGETS = 64
+CONFIG_RANGES = {"nb_channels": (1, 2), "hidden_size": (1, 16384), "nb_layers": (1, 16)}
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d):
         fields = cls.__dataclass_fields__
+        if not isinstance(d, dict):
+            raise UnmixError(f"a model config must be a JSON object, got {type(d).__name__}")
         unknown = set(d) - set(fields)
         if unknown:
             raise UnmixError(f"unknown model config keys: {sorted(unknown)}")
@@ -170,15 +183,35 @@ def write_h5_params(path, params):
 
 
 def read_h5_params(path):
-    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope)."""
+    """name -> array from an NNabla ``.h5`` parameter file (read with h5py: no global scope).
+
+    Only numeric datasets, each no larger than the file itself (NNabla and unmix store them
+    uncompressed), so a crafted file cannot make the reader allocate what it does not hold;
+    corrupt HDF5 internals, whatever h5py raises for them, are one UnmixError.
+    """
     import h5py
 
     params = {}
+    limit = os.path.getsize(path) if os.path.isfile(path) else 0
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset):
+            return
+        if obj.dtype.kind not in "fiub":
+            raise UnmixError(f"dataset {name} holds {obj.dtype}, not numbers")
+        if obj.size * obj.dtype.itemsize > limit:
+            raise UnmixError(f"dataset {name} declares {obj.size * obj.dtype.itemsize} bytes, more than the file holds")
+        params[name] = obj[()]
+
     try:
         with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: params.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    except OSError as exc:
+            f.visititems(visit)
+    except UnmixError as exc:
         raise UnmixError(f"cannot read parameters from {path}: {exc}") from None
+    except OSError as exc:  # not HDF5, truncated, unreadable
+        raise UnmixError(f"cannot read parameters from {path}: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # noqa: BLE001 -- corrupt internals: h5py raises OSError, KeyError, RuntimeError, ...
+        raise UnmixError(f"cannot read parameters from {path}: corrupt HDF5 file ({' '.join(str(exc).split())})") from None
     return params
 
 
@@ -206,6 +239,7 @@ def save_params(folder, target, config, params, extra_json=None, half=False):
     With `half`, the weight matrices are stored in float16 (`half_precision`).
     """
     folder = Path(folder)
+    safe_name(target, "target")
     params = check_params(config, params)
     write_h5_params(folder / f"{target}.h5", half_precision(params) if half else params)
     if extra_json is not None:
@@ -229,7 +263,13 @@ def load_params(folder, target):
         why = (": it holds the ONNX graph that `unmix export` wrote, which ONNX Runtime runs "
                "(not --backend nnabla, --device gpu or training)") if onnx_only else ""
         raise UnmixError(f"model folder {folder} lacks {path.name}{why}")
-    return config, check_params(config, read_h5_params(path))
+    params = check_params(config, read_h5_params(path))
+    for name, value in params.items():  # HDF5 has no checksums: flipped bits show up here, or not at all
+        if not np.isfinite(value).all():
+            raise UnmixError(f"{path}: parameter {name} holds NaN or infinite values (a corrupt file?)")
+        if name.endswith("/var") and (value < 0).any():
+            raise UnmixError(f"{path}: parameter {name} holds negative variances (a corrupt file?)")
+    return config, params
 
 
 # -- separator.json -----------------------------------------------------------------------------
@@ -239,6 +279,8 @@ def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, a
     Args:
         configs: target name -> ModelConfig (for "xumx": every source, all with one config).
     """
+    for target in configs:
+        safe_name(target, "target")
     nb_channels = {c.nb_channels for c in configs.values()}
     if len(nb_channels) != 1:
         raise UnmixError("all targets of a model folder must have the same number of channels")
@@ -257,22 +299,111 @@ def write_separator_json(folder, configs, sample_rate, n_fft=4096, n_hop=1024, a
 
 
 def read_separator_json(folder):
-    """The parsed ``separator.json`` of a model folder, with a clear error when absent."""
-    path = Path(folder) / "separator.json"
+    """The parsed ``separator.json`` of a model folder, checked (`validate_separator_json`),
+    with a clear error when absent."""
+    path = Path(folder) / SEPARATOR_JSON
     if not path.is_file():
         raise UnmixError(f"{folder} is not a model folder (no separator.json)")
     try:
         meta = json.loads(path.read_text())
-        for key in ("targets", "sample_rate", "models"):
-            meta[key]
-        configs = {t: meta["models"][t] for t in meta["targets"]}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UnmixError(f"{path} is not a valid separator.json: {exc}") from None
+    except (OSError, ValueError) as exc:  # unreadable, not JSON, not UTF-8
+        raise UnmixError(f"{path} is not a valid separator.json: {' '.join(str(exc).split())}") from None
     try:
-        _check_architecture(architecture(meta), configs)
+        return validate_separator_json(meta)
     except UnmixError as exc:
         raise UnmixError(f"{path}: {exc}") from None
+
+
+def validate_separator_json(meta):
+    """`meta` (a parsed separator.json) if every value lies in its range; else UnmixError.
+
+    The targets must be safe file names (they name ``<target>.h5`` and the stems); the sample
+    rate a number within `SAMPLE_RATES`; ``n_fft`` an integer within `N_FFTS`; ``n_hop`` an integer from 1 to ``n_fft / 2`` (a longer hop leaves the
+    inverse STFT without overlap: garbage); the configs integers within `CONFIG_RANGES`.
+    """
+    if not isinstance(meta, dict):
+        raise UnmixError("not a valid separator.json: not a JSON object")
+    for key in ("targets", "sample_rate", "models"):
+        if key not in meta:
+            raise UnmixError(f"not a valid separator.json: no '{key}'")
+    targets, models = meta["targets"], meta["models"]
+    if not isinstance(targets, list) or not targets or len(targets) > MAX_TARGETS:
+        raise UnmixError(f"'targets' must be a list of 1 to {MAX_TARGETS} names")
+    for target in targets:
+        safe_name(target, "target")
+    if len(set(targets)) != len(targets):
+        raise UnmixError(f"'targets' names a target twice: {targets}")
+    if not isinstance(models, dict) or any(t not in models for t in targets):
+        raise UnmixError("'models' must hold the config of every target")
+    configs = {t: _checked_config(t, models[t]) for t in targets}
+    _number(meta, "sample_rate", *SAMPLE_RATES)
+    if "n_fft" in meta:
+        n_fft = _integer(meta, "n_fft", *N_FFTS)
+        if "n_hop" in meta:
+            _integer(meta, "n_hop", 1, n_fft // 2)
+    if "nb_channels" in meta:
+        channels = _integer(meta, "nb_channels", *CONFIG_RANGES["nb_channels"])
+        if {c.nb_channels for c in configs.values()} != {channels}:
+            raise UnmixError(f"nb_channels {channels} is not that of every model")
+    _check_architecture(architecture(meta), configs)
     return meta
+
+
+def _checked_config(target, config):
+    """The ModelConfig of `target` from its separator.json dict, every field of the right type
+    and range."""
+    if not isinstance(config, dict):
+        raise UnmixError(f"the config of '{target}' is not a JSON object")
+    config = ModelConfig.from_dict(config)
+    for name, (low, high) in CONFIG_RANGES.items():
+        _integer(asdict(config), name, low, high, f"'{target}' ")
+    nb_bins = _integer(asdict(config), "nb_bins", 2, N_FFTS[1] // 2 + 1, f"'{target}' ")
+    if config.max_bin is not None:
+        _integer(asdict(config), "max_bin", 1, nb_bins, f"'{target}' ")
+    if not isinstance(config.unidirectional, bool):
+        raise UnmixError(f"'{target}' unidirectional must be true or false, got {config.unidirectional!r}")
+    if not config.unidirectional and config.hidden_size % 2:
+        raise UnmixError(f"'{target}' hidden_size {config.hidden_size} must be even for a bidirectional LSTM")
+    return config
+
+
+def _integer(meta, key, low, high, where=""):
+    """``meta[key]``, an integer (not a bool) from `low` to `high`, else UnmixError."""
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UnmixError(f"{where}{key} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _number(meta, key, low, high):
+    """``meta[key]``, a finite number (not a bool) from `low` to `high`, else UnmixError."""
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise UnmixError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}")
+    return value
+
+
+def check_replaceable(folder, targets=()):
+    """Raise UnmixError unless the existing `folder` holds only files unmix writes into a model
+    folder, so that ``--force`` may replace it: separator.json and ``<target>.h5/.json/.onnx``
+    (`MODEL_FILE_SUFFIXES`) of the targets its separator.json names or of `targets` (what is
+    about to be written), and ``xumx.onnx``. Anything else, a subfolder included, is the
+    user's: named in the message, and the folder is kept.
+    """
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        raise UnmixError(f"{folder} exists and is not a folder; --force replaces model folders only")
+    names = set(targets)
+    try:
+        names.update(read_separator_json(folder)["targets"])
+    except UnmixError:
+        pass  # no (valid) separator.json: only the targets being written are known
+    known = {SEPARATOR_JSON, "xumx.onnx"} | {t + s for t in names for s in MODEL_FILE_SUFFIXES}
+    for entry in sorted(os.listdir(folder)):
+        if entry not in known or not (folder / entry).is_file() or (folder / entry).is_symlink():
+            raise UnmixError(f"{folder} holds {entry}, which unmix did not write there: --force replaces a model "
+                             "folder only; remove it yourself or choose another folder")
 
 
 def architecture(meta):

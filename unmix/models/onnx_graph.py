@@ -34,7 +34,7 @@ import numpy as np
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_folder, atomic_path
-from unmix.models.model_folder import BN_EPS, ModelConfig, check_params, write_json
+from unmix.models.model_folder import BN_EPS, ModelConfig, check_params, check_replaceable, write_json
 
 OPSET = 17
 CONFIG_KEY = "unmix_config"
@@ -537,23 +537,47 @@ def _shrinking_run_options():
 
 
 # -- export -----------------------------------------------------------------------------------
-def write_export(out, graphs, meta):
-    """Write the folder `out` atomically: file name -> ONNX model, and `meta` as separator.json."""
+def check_unmix_graph(path):
+    """Raise UnmixError unless `path` is a file holding an ONNX graph that unmix wrote: --force
+    replaces nothing else."""
+    import onnx
+
     try:
-        with atomic_folder(out) as tmp:
+        if path.is_symlink() or not path.is_file():
+            raise ValueError("not a regular file")
+        proto = onnx.load(str(path), load_external_data=False)
+        written = any(p.key == CONFIG_KEY for p in proto.metadata_props)
+    except Exception:  # not ONNX at all: protobuf's errors, or the ValueError above
+        written = False
+    if not written:
+        raise UnmixError(f"{path} is not an ONNX graph that unmix wrote: --force replaces only those; "
+                         "remove it yourself or choose another name")
+
+
+def write_export(out, graphs, meta, force=False):
+    """Write the folder `out` atomically: file name -> ONNX model, and `meta` as separator.json.
+    With `force` an existing model folder is replaced, if it holds only files unmix writes."""
+    replace = (lambda folder: check_replaceable(folder, meta["targets"])) if force else None
+    try:
+        with atomic_folder(out, replace=replace) as tmp:
             for name, proto in graphs.items():
                 save_graph(proto, tmp / name)
             write_json(tmp / "separator.json", meta)
+    except FileExistsError:
+        raise UnmixError(f"{out} exists; use --force to replace it") from None
     except OSError as exc:
         raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
-def save_graph(proto, path):
-    """Write an ONNX model atomically, with a clear error when the disk says no."""
+def save_graph(proto, path, replace=True):
+    """Write an ONNX model atomically, with a clear error when the disk says no; an existing
+    `path` is kept unless `replace` (checked at the rename)."""
     import onnx
 
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, replace=replace) as tmp:
             onnx.save_model(proto, str(tmp))
+    except FileExistsError:
+        raise UnmixError(f"{path} exists; use --force to replace it") from None
     except OSError as exc:
         raise UnmixError(f"cannot write {path}: {exc.strerror or exc}") from None

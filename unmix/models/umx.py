@@ -37,7 +37,7 @@ class OpenUnmixArchitecture:
         """Add `target` to the folder's separator.json (the other targets stay)."""
         add_target(folder, target, network.config, sample_rate, n_fft, n_hop)
 
-    def export(self, folder, meta, out, targets=None):
+    def export(self, folder, meta, out, targets=None, force=False):
         """Write ``<target>.onnx`` per target and separator.json into the folder `out`, or the
         one target's graph as the file `out` (``.onnx``); see `unmix.models.export`."""
         targets = list(targets or meta["targets"])
@@ -46,11 +46,12 @@ class OpenUnmixArchitecture:
                              "give a folder or one target")
         params = {t: load_params(folder, t) for t in targets}  # all errors before any write
         if out.suffix == ".onnx":
-            onnx_graph.save_graph(onnx_graph.build_onnx(*params[targets[0]]), out)
+            onnx_graph.save_graph(onnx_graph.build_onnx(*params[targets[0]]), out, replace=force)
             return [out]
         # the folder describes itself: only the exported targets
         exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets}, "format": "onnx"}
-        onnx_graph.write_export(out, {f"{t}.onnx": onnx_graph.build_onnx(*params[t]) for t in targets}, exported)
+        onnx_graph.write_export(out, {f"{t}.onnx": onnx_graph.build_onnx(*params[t]) for t in targets}, exported,
+                                force)
         return [out / f"{t}.onnx" for t in targets]
 
 

@@ -41,7 +41,7 @@ class CrossNetArchitecture:
         write_separator_json(folder, {s: network.config for s in network.sources}, sample_rate, n_fft, n_hop,
                              architecture=XUMX)
 
-    def export(self, folder, meta, out, targets=None):
+    def export(self, folder, meta, out, targets=None, force=False):
         """One graph (`onnx_graph.build_xumx_onnx`) of every source, as the file `out` (``.onnx``)
         or as ``xumx.onnx`` in the folder `out` with its separator.json."""
         sources = meta["targets"]
@@ -51,9 +51,9 @@ class CrossNetArchitecture:
         loaded = {s: load_params(folder, s) for s in sources}  # all errors before any write
         proto = onnx_graph.build_xumx_onnx(loaded[sources[0]][0], {s: p for s, (_, p) in loaded.items()}, sources)
         if out.suffix == ".onnx":
-            onnx_graph.save_graph(proto, out)
+            onnx_graph.save_graph(proto, out, replace=force)
             return [out]
-        onnx_graph.write_export(out, {onnx_graph.XUMX_GRAPH: proto}, {**meta, "format": "onnx"})
+        onnx_graph.write_export(out, {onnx_graph.XUMX_GRAPH: proto}, {**meta, "format": "onnx"}, force)
         return [out / onnx_graph.XUMX_GRAPH]
 
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from unmix.dsp import filtering, transforms
 from unmix.io import audio as audio_io
 from unmix.errors import UnmixError, require_nnabla
+from unmix.io.paths import safe_name
 from unmix.models import architectures
 from unmix.models.model_folder import read_separator_json
 from unmix.weights import registry
@@ -107,13 +108,7 @@ class Separator:
         channels = {m.config.nb_channels for m in models.values()}
         if len(channels) != 1:
             raise UnmixError("all target models must have the same number of channels")
-        if residual and residual in models:
-            raise UnmixError(f"the residual name '{residual}' is already a target")
-        if int(niter) < 0 or int(wiener_win_len or 0) < 0:
-            raise UnmixError(f"niter and wiener_win_len must be >= 0, got {niter} and {wiener_win_len}")
-        if niter > 0 and len(models) + bool(residual) < 2:
-            raise UnmixError("Wiener EM (niter > 0) needs two sources or more: "
-                             "select more targets, add a residual, or use niter 0")
+        check_options(list(models), niter, residual, wiener_win_len)
         self.models = dict(models)
         # each network once (an X-UMX network estimates several targets), in target order
         self.networks = list({id(m): m for m in self.models.values()}.values())
@@ -411,8 +406,17 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
     _tune_malloc_once()  # before the warm-up thread and ONNX Runtime's threads make their malloc arenas
     folder = registry.resolve_model(model)
     meta = read_separator_json(folder)
+    targets = list(targets or meta["targets"])
+    unknown = [t for t in targets if t not in meta["targets"]]
+    if unknown:
+        raise UnmixError(f"model {folder} has no target {', '.join(unknown)} (it has {', '.join(meta['targets'])})")
+    residual = default_residual(targets, niter, residual)
+    check_options(targets, niter, residual, wiener_win_len)
+    backend = _pick_backend(backend, device)
+    nb_threads = int(nb_threads or os.cpu_count() or 1)
     # numba loads its compiled kernels on first use (~0.2 s, once per process): done on a second
-    # core while the models load, not in the first separation
+    # core while the models load, not in the first separation. Started only after the options
+    # are checked: a thread still loading numba when an early error ends the process can abort it
     warm_up = threading.Thread(target=_warm_up_quietly, name="unmix-warm-up", daemon=True,
                                args=(int(meta.get("nb_channels", 2)), niter, softmask, residual))
     if not _WARM_UPS_AT_FORK:  # registered on first use: importing unmix changes no process state
@@ -420,15 +424,16 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
         _WARM_UPS_AT_FORK.append(True)
     _WARM_UPS[:] = [t for t in _WARM_UPS if t.is_alive()] + [warm_up]
     warm_up.start()
-    targets = list(targets or meta["targets"])
-    unknown = [t for t in targets if t not in meta["targets"]]
-    if unknown:
-        raise UnmixError(f"model {folder} has no target {', '.join(unknown)} (it has {', '.join(meta['targets'])})")
-    residual = default_residual(targets, niter, residual)
-    backend = _pick_backend(backend, device)
-    nb_threads = int(nb_threads or os.cpu_count() or 1)
-    # the Separator runs ONNX Runtime sessions side by side, one target per thread: a session
-    # gets threads of its own only when there are fewer targets than threads
+    try:
+        return _load_models(folder, meta, targets, niter, softmask, residual, wiener_win_len, backend, nb_threads,
+                            device)
+    except BaseException:
+        warm_up.join()  # the error ends the process, maybe: not with numba half loaded
+        raise
+
+
+def _load_models(folder, meta, targets, niter, softmask, residual, wiener_win_len, backend, nb_threads, device):
+    """The `Separator` of `load_separator`, once its options are checked."""
     if device == "gpu":
         from unmix.models.nnabla_graph import use_gpu
 
@@ -439,6 +444,23 @@ def load_separator(model=None, targets=None, niter=1, softmask=False, residual=N
 
 
 AUTO_RESIDUAL = "accompaniment"
+
+
+def check_options(targets, niter, residual, wiener_win_len):
+    """Raise UnmixError unless the separation options fit `targets` (names of the estimates).
+
+    The residual names a stem file: it must be a safe file name (`unmix.io.paths.safe_name`)
+    and no target's.
+    """
+    if residual:
+        safe_name(residual, "residual name")
+    if residual and residual in targets:
+        raise UnmixError(f"the residual name '{residual}' is already a target")
+    if int(niter) < 0 or int(wiener_win_len or 0) < 0:
+        raise UnmixError(f"niter and wiener_win_len must be >= 0, got {niter} and {wiener_win_len}")
+    if niter > 0 and len(targets) + bool(residual) < 2:
+        raise UnmixError("Wiener EM (niter > 0) needs two sources or more: "
+                         "select more targets, add a residual, or use niter 0")
 
 
 def default_residual(targets, niter, residual=None):

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from unmix.io import audio as audio_io
 from unmix.errors import UnmixError
 from unmix.io.files import make_temp_dir
+from unmix.io.paths import inside, move_no_replace, safe_name
 
 OUTPUT_EXTENSIONS = (".wav", ".flac", ".mp3")
 DEFAULT_FILENAME = "{track}/{target}.{ext}"
@@ -95,8 +96,9 @@ def track_name(path):
     for suffix in (".stem.mp4", ".stem.m4a"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
-    if path.stem.lower() == "mixture" and path.absolute().parent.name:
-        return path.absolute().parent.name
+    folder = Path(os.path.abspath(path)).parent  # abspath: ``song/../mixture.wav`` is named after song's parent
+    if path.stem.lower() == "mixture" and folder.name:
+        return folder.name
     return path.stem
 
 
@@ -115,13 +117,17 @@ def check_filename(template):
     Returns:
         the template.
     """
+    fields_help = ", ".join("{" + f + "}" for f in FILENAME_FIELDS)
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        # a field is a plain name: "{track.__class__}" or "{track[0]}" would reach into objects
+        unknown = sorted(f for f in fields if f not in FILENAME_FIELDS)
+        if unknown:
+            raise KeyError(unknown[0])
         sample = template.format(**{f: "x" for f in FILENAME_FIELDS})
     except (ValueError, IndexError, KeyError) as exc:
         unknown = f"unknown field {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise UnmixError(f"template {template!r}: {unknown}; use "
-                         + ", ".join("{" + f + "}" for f in FILENAME_FIELDS)) from None
+        raise UnmixError(f"template {template!r}: {unknown}; use {fields_help}") from None
     if not fields & {"target", "stem"}:
         raise UnmixError(f"template {template!r} has no {{target}}: every stem would go to one file")
     path = Path(sample)
@@ -131,9 +137,19 @@ def check_filename(template):
 
 
 def output_paths(path, outdir, targets, filename=DEFAULT_FILENAME, ext=".wav"):
-    """Where the stems of input `path` go: target -> ``<outdir>/<filename rendered>``."""
-    fields = dict(track=track_name(path), trackext=_track_ext(path), ext=ext.lstrip("."))
-    return {t: Path(outdir) / filename.format(target=t, stem=t, **fields) for t in targets}
+    """Where the stems of input `path` go: target -> ``<outdir>/<filename rendered>``.
+
+    The names that fill the template (the track's, the targets') must be safe file names, and
+    every rendered path must lie inside `outdir` once links are resolved (`unmix.io.paths`):
+    else UnmixError, before any work.
+    """
+    track = safe_name(track_name(path), f"the track name of {path}")
+    fields = dict(track=track, trackext=_track_ext(path), ext=ext.lstrip("."))
+    outputs = {}
+    for t in targets:
+        safe_name(t, "target")
+        outputs[t] = inside(outdir, Path(outdir) / filename.format(target=t, stem=t, **fields))
+    return outputs
 
 
 def plan_outputs(paths, outdir, targets, filename=DEFAULT_FILENAME, ext=".wav"):
@@ -239,7 +255,7 @@ def separate_file(path, separator, outdir, filename=DEFAULT_FILENAME, fmt=StemFo
     audio, rate = audio_io.load(path, start=start, duration=duration)
     chunks = separator.stream(audio, rate, downmix=downmix, progress=progress)
     tmp = make_temp_dir(outdir, track_name(path))
-    staged = {t: tmp / f"{t}{fmt.ext}" for t in outputs}
+    staged = {t: tmp / f"{t}{fmt.ext}" for t in outputs}  # targets are safe names (output_paths)
     files = {}
     try:
         # stems are streamed to disk window by window: a long song never exists whole in memory
@@ -251,7 +267,7 @@ def separate_file(path, separator, outdir, filename=DEFAULT_FILENAME, fmt=StemFo
 
         _write_behind(chunks, write)
         warnings = [files.pop(t).close(str(outputs[t])) for t in list(files)]
-        _commit(tmp, staged, outputs)
+        _commit(tmp, staged, outputs, outdir, force)
     finally:
         for stem in files.values():
             stem.abort()
@@ -259,18 +275,39 @@ def separate_file(path, separator, outdir, filename=DEFAULT_FILENAME, fmt=StemFo
     return outputs, [w for w in warnings if w]
 
 
-def _commit(tmp, staged, outputs):
+def _commit(tmp, staged, outputs, outdir, force=False):
     """Move the finished stems from the staging folder `tmp` to their names: one rename of the
-    folder when it becomes a new folder holding just these stems, else one rename per file."""
+    folder when it becomes a new folder holding just these stems, else one rename per file.
+
+    Existence is checked by the renames themselves (`move_no_replace`): a stem that appeared
+    since the work began (another run into the same folder) is kept unless `force`, this
+    track's stems already moved are taken back, and UnmixError says which file.
+    """
     folders = {dest.parent for dest in outputs.values()}
     folder = next(iter(folders))
     if len(folders) == 1 and not folder.exists() and all(staged[t].name == d.name for t, d in outputs.items()):
         folder.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, folder)
-        return
-    for target, dest in outputs.items():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged[target], dest)
+        inside(outdir, folder)  # again: links made while the track was separated count too
+        try:
+            move_no_replace(tmp, folder)
+            return
+        except FileExistsError:
+            pass  # another run made the folder meanwhile: file by file, none replaced
+    moved = []
+    try:
+        for target, dest in outputs.items():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            inside(outdir, dest)
+            if force:
+                os.replace(staged[target], dest)
+            else:
+                move_no_replace(staged[target], dest)
+                moved.append(dest)
+    except FileExistsError as exc:
+        for dest in moved:
+            dest.unlink()
+        raise UnmixError(f"{exc.filename} exists (written while this track was separated); "
+                         "use --force to overwrite it") from None
 
 
 def _write_behind(chunks, write):

@@ -36,6 +36,7 @@ from unmix.models import model_folder
 from unmix.weights import pth
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_folder
+from unmix.io.paths import safe_name
 
 DEFAULT_SAMPLE_RATE = 44100.0  # n_fft defaults to what the bins imply (4096 for 2049), n_hop to n_fft / 4
 
@@ -499,6 +500,8 @@ def load_sources(src, targets=None):
             raise UnmixError(f"no weights for {', '.join(absent)} in {src} (found: {', '.join(sorted(found))})")
         found = {t: found[t] for t in targets}
     folder = src if src.is_dir() else src.parent
+    for target in found:  # names from the weights become file names: data, not paths
+        safe_name(target, f"target name found in {src}")
     models = {}
     for target, item in found.items():
         if kind.startswith("nnabla"):
@@ -536,6 +539,8 @@ def convert(src, out, targets=None, force=False):
     src, out = Path(src), Path(out)
     _check_out(src, out, force)
     models = load_sources(src, targets)
+    if out.exists() and force:  # before the work too, not only at the swap
+        model_folder.check_replaceable(out, list(models))
     rate, n_fft, n_hop = signal_params(src if src.is_dir() else src.parent, models)
     architecture = next(iter(models.values())).architecture
     configs = {t: m.config for t, m in models.items()}
@@ -548,7 +553,7 @@ def convert(src, out, targets=None, force=False):
             model_folder.save_params(tmp, target, m.config, m.params, extra_json=m.history)
         model_folder.write_separator_json(tmp, configs, rate, n_fft, n_hop, architecture=architecture)
 
-    _write_folder(out, write)
+    _write_folder(out, write, (lambda folder: model_folder.check_replaceable(folder, list(models))) if force else None)
     return out
 
 
@@ -561,13 +566,16 @@ def _check_out(src, out, force):
         raise UnmixError(f"{out} holds the source weights; write the model folder elsewhere")
 
 
-def _write_folder(out, write):
-    """Run `write(tmp)` on a fresh folder beside `out`, then swap it into place.
+def _write_folder(out, write, replace=None):
+    """Run `write(tmp)` on a fresh folder beside `out`, then swap it into place (an existing
+    `out` only if ``replace(out)`` allows it, see `unmix.io.files.atomic_folder`).
 
     A failure leaves `out` as it was (absent or the previous model folder).
     """
     try:
-        with atomic_folder(out) as tmp:
+        with atomic_folder(out, replace=replace) as tmp:
             write(tmp)
+    except FileExistsError:
+        raise UnmixError(f"{out} exists; use --force to replace it") from None
     except OSError as exc:
         raise UnmixError(f"cannot write {out}: {exc.strerror or exc}") from None

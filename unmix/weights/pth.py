@@ -17,7 +17,13 @@ Both of torch's on-disk formats are read:
 Tensors are views (offset, size, stride) into storages; they are materialised as
 contiguous arrays only after every storage is known, since the legacy format stores
 the data after the object.
+
+A crafted file must not make the reader allocate more than the file honestly holds: every
+read is bounded by the bytes the file (or the zip entry) really has left, storages must be
+stored uncompressed as torch writes them (so a small archive cannot inflate to gigabytes),
+and a tensor may not hold more elements than its storage, nor repeat one (a zero stride).
 """
+import os
 import pickle
 import struct
 import zipfile
@@ -135,6 +141,38 @@ class _Unpickler(pickle.Unpickler):
         return _StorageRef(key, storage_type, numel, offset)
 
 
+class _Bounded:
+    """A binary file that refuses reads beyond the `left` bytes it really holds, so that a length
+    that a pickle declares (BINBYTES8, say) cannot make the reader allocate it first."""
+
+    def __init__(self, file, left, path):
+        self._file, self._left, self._path = file, left, path
+
+    def _take(self, n):
+        if n is None or n < 0:
+            n = self._left
+        if n > self._left:
+            raise UnmixError(f"cannot read {self._path}: it declares {n} bytes where {self._left} are left "
+                             "(truncated or crafted)")
+        return n
+
+    def read(self, n=-1):
+        data = self._file.read(self._take(n))
+        self._left -= len(data)
+        return data
+
+    def readinto(self, buffer):
+        with memoryview(buffer) as view:
+            n = self._file.readinto(view[: self._take(len(view))])
+        self._left -= n
+        return n
+
+    def readline(self, limit=-1):
+        line = self._file.readline(self._left if limit is None or limit < 0 else min(limit, self._left))
+        self._left -= len(line)
+        return line
+
+
 def _unpickle(file, path):
     try:
         return _Unpickler(file, path).load()
@@ -158,6 +196,8 @@ def load(path):
         return _materialize(obj, storages, path)
     except RecursionError:  # a pickle can build a container that holds itself
         raise UnmixError(f"malformed checkpoint {path}: self-referencing or too deeply nested") from None
+    except MemoryError:
+        raise UnmixError(f"cannot read {path}: it needs more memory than this machine has") from None
 
 
 def load_state_dict(path):
@@ -195,13 +235,13 @@ def _load_zip(path):
             if prefix + "byteorder" in names:
                 byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
             with archive.open(pkl[0]) as f:
-                obj = _unpickle(f, path)
+                obj = _unpickle(_Bounded(f, archive.getinfo(pkl[0]).file_size, path), path)
             raw = {}
-            for key in _storage_refs(obj):
+            for key, ref in _storage_refs(obj).items():
                 name = f"{prefix}data/{key}"
                 if name not in names:
                     raise UnmixError(f"malformed checkpoint {path}: storage {key} is missing")
-                raw[key] = archive.read(name)
+                raw[key] = _read_storage(archive, archive.getinfo(name), ref, path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise UnmixError(f"cannot read {path}: {exc}") from None
     if byteorder not in ("little", "big"):
@@ -209,11 +249,26 @@ def _load_zip(path):
     return obj, _Storages(raw, "<" if byteorder == "little" else ">")
 
 
+def _read_storage(archive, info, ref, path):
+    """The bytes of storage `ref` from its zip entry `info`: at most what the storage needs, and
+    only from an entry stored uncompressed, as torch writes them, whose size the archive holds."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise UnmixError(f"malformed checkpoint {path}: storage {ref.key} is compressed, which torch never "
+                         "writes (refused: a small archive could inflate to gigabytes)")
+    if info.file_size != info.compress_size or info.compress_size > os.path.getsize(path):
+        raise UnmixError(f"malformed checkpoint {path}: storage {ref.key} declares {info.file_size} bytes, "
+                         "more than the archive holds")
+    needed = (ref.offset + ref.numel) * ref.storage_type.dtype.itemsize
+    with archive.open(info) as f:
+        return f.read(min(needed, info.file_size))
+
+
 def _load_legacy(path):
     """The object and storages of a legacy (pre-zip) checkpoint: pickles, then raw storages."""
-    with open(path, "rb") as f:
-        head = f.read(262)
-        f.seek(0)
+    with open(path, "rb") as raw_file:
+        head = raw_file.read(262)
+        raw_file.seek(0)
+        f = _Bounded(raw_file, os.path.getsize(path), path)
         if head[257:262] == b"ustar":
             raise UnmixError(f"{path} uses the tar checkpoint format of torch < 0.4, which is not supported")
         if _unpickle(f, path) != LEGACY_MAGIC_NUMBER:
@@ -231,11 +286,11 @@ def _load_legacy(path):
         raw = {}
         for key in map(str, keys):
             itemsize = refs[key].storage_type.dtype.itemsize
-            count = f.read(8)
+            count = f.read(8) if f._left >= 8 else b""
             numel = struct.unpack(order + "q", count)[0] if len(count) == 8 else -1
-            data = f.read(numel * itemsize) if numel >= 0 else b""
-            if numel < 0 or len(data) < numel * itemsize:
+            if numel < 0 or numel * itemsize > f._left:  # checked before reading: no allocation of a lie
                 raise UnmixError(f"cannot read {path}: file is truncated")
+            data = f.read(numel * itemsize)
             raw[key] = data
     return obj, _Storages(raw, order)
 
@@ -302,9 +357,17 @@ def _materialize(obj, storages, path):
 def _tensor(t, elements, path):
     """Copy the strided view `t` of the 1-D `elements` into a new C-contiguous native array."""
     native = elements.dtype.newbyteorder("=")
-    if 0 in t.size:
+    count = 1
+    for n in t.size:
+        count *= n
+    if count > max(elements.size, 1):  # a view larger than its storage repeats elements: refused before allocating
+        raise UnmixError(f"malformed checkpoint {path}: a tensor of {count} elements views a storage of "
+                         f"{elements.size}")
+    if count == 0:
         out = np.zeros(t.size, dtype=native)
     else:
+        if any(s == 0 and n > 1 for n, s in zip(t.size, t.stride)):
+            raise UnmixError(f"malformed checkpoint {path}: a tensor has a zero stride (it repeats its elements)")
         last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride))
         if last >= elements.size:  # as_strided does not check bounds: reading past would read foreign memory
             raise UnmixError(f"malformed checkpoint {path}: a tensor reaches past the end of its storage")

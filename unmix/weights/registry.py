@@ -43,6 +43,7 @@ from typing import Dict, Optional, Tuple
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
+from unmix.io.paths import move_no_replace
 
 DEFAULT_MODEL = "umxhq"  # what None stands for: downloaded on first use
 # A small model trained by this project on synthetic songs (see models/README.md). It ships inside
@@ -382,6 +383,7 @@ def file_url(weight_file, base_url=None):
 
 def _install(entry, folder, base_url, progress):
     """Download every file of `entry`, convert them into `folder`, drop the downloads."""
+    _check_cache(folder.parent)
     downloads = folder.parent / "downloads" / entry.name
     if progress:
         print(f"downloading {entry.name} into {folder} (once)", file=sys.stderr)
@@ -397,6 +399,21 @@ def _install(entry, folder, base_url, progress):
     with contextlib.suppress(OSError):  # only when no other model's downloads wait there
         downloads.parent.rmdir()
     return folder
+
+
+def _check_cache(root):
+    """Raise a one-line UnmixError unless the cache folder `root` exists (or can be made) and
+    takes files: $UNMIX_CACHE may name a file, or a folder this user cannot write."""
+    where = f"the model cache {root}" + (f" (${ENV_CACHE})" if os.environ.get(ENV_CACHE) else "")
+    if root.exists() and not root.is_dir():
+        raise UnmixError(f"cannot use {where}: it is a file, not a folder; point ${ENV_CACHE} at a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise UnmixError(f"cannot use {where}: {exc.strerror or exc}; point ${ENV_CACHE} at a folder you can "
+                         "write") from None
 
 
 def _unpack(entry, downloads):
@@ -441,7 +458,8 @@ def _convert_into(entry, src, folder):
         if folder.exists() and not (folder / "separator.json").is_file():
             shutil.rmtree(folder)  # a leftover without separator.json is not a model
         if not folder.exists():  # else another process finished first: keep theirs
-            os.replace(out, folder)
+            with contextlib.suppress(FileExistsError):
+                move_no_replace(out, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
