@@ -21,11 +21,13 @@ from unmix.models.model_folder import ModelConfig, init_params, save_params, wri
 TARGETS = ["vocals", "drums", "bass", "other"]
 RATE = 44100
 HAS_NNABLA = importlib.util.find_spec("nnabla") is not None
-NNABLA_MODULES = ["test_model.py", "test_train.py", "test_ops.py", "test_solver.py", "test_train_parity.py",
-                  "test_ops_xumx.py", "test_train_xumx.py"]
+NNABLA_MODULES = ["models/test_nnabla_graph.py", "models/test_fast_ops.py", "models/test_fast_ops_xumx.py",
+                  "training/test_train.py", "training/test_solver.py", "training/test_train_parity.py",
+                  "training/test_train_xumx.py"]
 collect_ignore = [] if HAS_NNABLA else NNABLA_MODULES
 # the shared synthetic dataset (design.md, "Data at hand"): beside the repository, or where
 # UNMIX_MUSDB_SYNTH_MINI says; the tests that read it skip when it is absent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # small files made from the references (tools/fixtures)
 MUSDB_SYNTH_MINI = Path(os.environ.get("UNMIX_MUSDB_SYNTH_MINI")
                         or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "musdb-synth-mini")
 

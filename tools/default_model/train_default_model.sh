@@ -18,6 +18,12 @@
 # ROOT (the songs), RUNS and FROM default to ../data/synth-v2 and ../runs/default-v2 beside the
 # repository.
 #
+# The real-time model (`--model bundled-rt`, unmix/assets/realtime_model): unidirectional, 1024/256 STFT
+# (23 ms at 44.1 kHz), hidden 128:
+#     CAUSAL=1 NFFT=1024 NHOP=256 HIDDEN=128 ROOT=<songs> RUNS=<runs> OUT=unmix/assets/realtime_model \
+#         CURVES=models/realtime tools/default_model/train_default_model.sh
+# (models/README.md gives the exact steps and times). On MUSDB18-HQ: ROOT=<musdb18hq> with the same flags.
+#
 # The shipped model: `all` (the default) with SECONDS_PER_TARGET=4300 (24 epochs of 50 steps), then `resume`
 # with SECONDS_PER_TARGET=8000 SAMPLES_PER_TRACK=2 SEED=43 (epochs of 100 steps: validation, a
 # third of the wall time at 50 steps, runs half as often; a new seed draws new excerpts).
@@ -34,6 +40,9 @@ FROM=${FROM:-$BESIDE/runs/default-v2}
 TARGETS=${TARGETS:-vocals drums bass other}
 HIDDEN=${HIDDEN:-384}
 LAYERS=${LAYERS:-3}
+NFFT=${NFFT:-4096}
+NHOP=${NHOP:-1024}
+CAUSAL=${CAUSAL:-0}  # 1: unidirectional LSTMs, a model that streams sample by sample (bundled-rt)
 UNMIX=${UNMIX:-$REPO/.venv/bin/unmix}
 OUT=${OUT:-$REPO/unmix/assets/default_model}
 CURVES=${CURVES:-$REPO/models}  # the loss plots, for models/README.md
@@ -44,9 +53,10 @@ train_one() {  # target [--checkpoint DIR]
   OPENBLAS_NUM_THREADS=1 nice -n 10 timeout -s INT -k 300 "$SECONDS_PER_TARGET" "$UNMIX" train \
     --root "$ROOT" --dataset musdb --is-wav --target "$1" --output "$RUNS/$1" "${@:2}" \
     --epochs 1000 --batch-size 8 --seq-dur 3 --samples-per-track "$SAMPLES_PER_TRACK" --random-track-mix \
-    --hidden-size "$HIDDEN" --nb-layers "$LAYERS" --nb-channels 2 --bandwidth 16000 --nfft 4096 --nhop 1024 \
+    --hidden-size "$HIDDEN" --nb-layers "$LAYERS" --nb-channels 2 --bandwidth 16000 --nfft "$NFFT" --nhop "$NHOP" \
     --lr "$LR" --lr-decay-patience 3 --lr-decay-gamma 0.3 --patience 10 \
-    --nb-workers 0 --seed "$SEED" --quiet >> "$RUNS/$1.log" 2>&1 || true
+    --nb-workers 0 --seed "$SEED" --quiet $( [ "$CAUSAL" = 1 ] && echo --unidirectional ) \
+    >> "$RUNS/$1.log" 2>&1 || true
 }
 
 mkdir -p "$RUNS"

@@ -52,6 +52,17 @@ BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "default_mod
 BUNDLED_NAME = "bundled"  # its name for --model
 BUNDLED_DESCRIPTION = ("Open-Unmix (hidden size 384, 3 layers, float16 weights) trained by unmix on synthetic "
                        "songs; ships with unmix (offline); knows synthetic music only")
+# The causal model for real time (`unmix stream`): unidirectional LSTMs, 1024/256 STFT (23 ms).
+REALTIME_MODEL = BUNDLED_MODEL.parent / "realtime_model"
+REALTIME_NAME = "bundled-rt"
+REALTIME_DESCRIPTION = ("causal Open-Unmix for streaming (unidirectional, hidden size 128, 3 layers, STFT 1024/256: "
+                        "23 ms) trained by unmix on synthetic songs; ships with unmix (offline)")
+
+
+def bundled_models():
+    """name -> (folder, description) of the models that ship inside the package."""
+    return {BUNDLED_NAME: (BUNDLED_MODEL, BUNDLED_DESCRIPTION), REALTIME_NAME: (REALTIME_MODEL, REALTIME_DESCRIPTION)}
+
 ENV_CACHE = "UNMIX_CACHE"
 ENV_BASE_URL = "UNMIX_MODEL_URL"
 TIMEOUT_S = 30  # per socket operation: a stalled server fails instead of hanging forever
@@ -284,7 +295,8 @@ def list_models(cache_dir=None):
     """A help text: one line per model `--model NAME` takes (name, description, license, whether it
     is cached), then what None stands for."""
     rows = [(name, entry.description, entry.license) for name, entry in MODELS.items()]
-    rows.append((BUNDLED_NAME, BUNDLED_DESCRIPTION, "MIT"))
+    rows += [(name, description, "MIT") for name, (folder, description) in bundled_models().items()
+             if _is_model_folder(folder)]
     width = max(len(name) for name, _, _ in rows)
     lines = []
     for name, description, license in rows:
@@ -343,13 +355,15 @@ def resolve_model(model=None, cache_dir=None, base_url=None, progress=True):
             raise UnmixError(f"{path} is not a model folder (no separator.json); "
                              "make one from .pth/.h5 weights with `unmix convert SRC DIR`")
         return path
-    if str(model) == BUNDLED_NAME:
-        if not _is_model_folder(BUNDLED_MODEL):
-            raise UnmixError(f"the bundled model is missing from {BUNDLED_MODEL}; reinstall unmix")
-        return BUNDLED_MODEL
+    bundled = bundled_models()
+    if str(model) in bundled:
+        folder = bundled[str(model)][0]
+        if not _is_model_folder(folder):
+            raise UnmixError(f"the {model} model is missing from {folder}; reinstall unmix")
+        return folder
     if str(model) not in MODELS:
         raise UnmixError(f"model '{model}' is neither a model folder nor a known model name "
-                         f"(known: {', '.join([*MODELS, BUNDLED_NAME])})")
+                         f"(known: {', '.join([*MODELS, *bundled])})")
     entry = MODELS[str(model)]
     folder = cache_root(cache_dir) / entry.name
     if _is_model_folder(folder):

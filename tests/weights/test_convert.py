@@ -17,8 +17,8 @@ from unmix.weights import convert
 from unmix.models import model_folder
 from unmix.cli import main
 from unmix.errors import UnmixError
+from conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 CASES = ["stereo_bi", "mono", "unidir", "one_layer"]
 TOLERANCE = 1e-4  # of max|reference output|
 

@@ -5,26 +5,27 @@ import numpy as np
 import pytest
 
 from unmix.dsp import transforms
+from conftest import FIXTURES
 
-FIXTURES = np.load(Path(__file__).parent / "fixtures" / "transforms.npz")
-CASES = sorted({k.split("/")[0] for k in FIXTURES.files})
+REFERENCE = np.load(FIXTURES / "transforms.npz")
+CASES = sorted({k.split("/")[0] for k in REFERENCE.files})
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_stft_matches_torch(case):
-    n_fft, n_hop, center, _ = FIXTURES[f"{case}/params"]
-    ref = FIXTURES[f"{case}/spec"]
-    spec = transforms.stft(FIXTURES[f"{case}/audio"], n_fft=n_fft, n_hop=n_hop, center=bool(center))
+    n_fft, n_hop, center, _ = REFERENCE[f"{case}/params"]
+    ref = REFERENCE[f"{case}/spec"]
+    spec = transforms.stft(REFERENCE[f"{case}/audio"], n_fft=n_fft, n_hop=n_hop, center=bool(center))
     assert spec.dtype == np.complex64
     assert spec.shape == ref.shape
     assert np.max(np.abs(spec - ref)) <= 1e-5 * np.max(np.abs(ref))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if FIXTURES[f"{c}/params"][2]])
+@pytest.mark.parametrize("case", [c for c in CASES if REFERENCE[f"{c}/params"][2]])
 def test_istft_matches_torch(case):
-    n_fft, n_hop, _, length = FIXTURES[f"{case}/params"]
-    ref = FIXTURES[f"{case}/istft"]
-    out = transforms.istft(FIXTURES[f"{case}/spec"], n_fft=n_fft, n_hop=n_hop, center=True, length=length)
+    n_fft, n_hop, _, length = REFERENCE[f"{case}/params"]
+    ref = REFERENCE[f"{case}/istft"]
+    out = transforms.istft(REFERENCE[f"{case}/spec"], n_fft=n_fft, n_hop=n_hop, center=True, length=length)
     assert out.shape == ref.shape
     assert np.max(np.abs(out - ref)) <= 1e-5 * np.max(np.abs(ref))
 

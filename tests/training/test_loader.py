@@ -104,7 +104,7 @@ class ZerosDataset(datasets.UnmixDataset):
 
 ORPHAN_PARENT = """
 import multiprocessing, os, signal, sys
-sys.path.insert(0, {tests!r})
+sys.path[:0] = [{here!r}, {tests!r}]  # this test's folder, and tests/ for the helpers it imports
 from test_loader import ZerosDataset
 from unmix.training.loader import DataLoader
 loader = DataLoader(ZerosDataset(), 1, shuffle=False, nb_workers=1, prefetch=3, start_method="fork")
@@ -120,7 +120,8 @@ def test_workers_of_a_killed_parent_exit_and_remove_their_blocks():
     import sys
     import time
 
-    child = subprocess.run([sys.executable, "-c", ORPHAN_PARENT.format(tests=str(Path(__file__).parent))],
+    child = subprocess.run([sys.executable, "-c", ORPHAN_PARENT.format(here=str(Path(__file__).parent),
+                                                                           tests=str(Path(__file__).parents[1]))],
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == -9, child.stderr
     parent, *workers = [int(p) for p in child.stdout.split()]

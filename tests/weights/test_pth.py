@@ -15,8 +15,8 @@ import pytest
 
 from unmix.weights import pth
 from unmix.errors import UnmixError
+from conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from unmix.weights.convert import convert
 from unmix.errors import UnmixError
 from unmix.models.model_folder import load_params, read_separator_json
 from unmix.separation.separator import load_separator
+from conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 PACKAGE = FIXTURES / "xumx_asteroid.pth"
 BACKENDS = ["onnx", pytest.param("nnabla", marks=pytest.mark.nnabla)]
 

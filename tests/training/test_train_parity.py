@@ -15,10 +15,10 @@ import pytest
 from unmix.weights import convert
 from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
 from unmix.training.trainer import Trainer
+from conftest import FIXTURES
 
 pytestmark = pytest.mark.nnabla
 
-FIXTURES = Path(__file__).parent / "fixtures"
 CASES = ["stereo", "wide", "unidir"]
 BOUND = 1e-4
 

@@ -12,9 +12,10 @@ from unmix.errors import UnmixError
 from unmix.models.model_folder import ModelConfig, init_params
 from unmix.models.onnx_graph import OnnxModel
 from unmix.separation.separator import Separator
+from conftest import FIXTURES
 
-FIXTURES = np.load(Path(__file__).parent / "fixtures" / "separator.npz")
-N_FFT, N_HOP, RATE, WIN = FIXTURES["signal"]
+REFERENCE = np.load(FIXTURES / "separator.npz")
+N_FFT, N_HOP, RATE, WIN = REFERENCE["signal"]
 TARGETS = ["vocals", "drums", "bass"]
 CASES = {  # as in tools/fixtures/make_separator_fixtures.py: (niter, residual, softmask)
     "niter0": (0, False, False),
@@ -30,7 +31,7 @@ def reference_params():
     weights = {}
     for target in TARGETS:
         prefix = f"sd/{target}/"
-        sd = {k[len(prefix):]: FIXTURES[k] for k in FIXTURES.files if k.startswith(prefix)}
+        sd = {k[len(prefix):]: REFERENCE[k] for k in REFERENCE.files if k.startswith(prefix)}
         weights[target] = state_dict_to_params(sd)
     return weights
 
@@ -62,11 +63,11 @@ def test_matches_reference_separator_with_nnabla_networks(case):
 
 def check_case(case, models):
     niter, residual, softmask = CASES[case]
-    estimates = make(niter, "residual" if residual else None, softmask, models=models)(FIXTURES["audio"])
-    expected = [k.split("/")[2] for k in FIXTURES.files if k.startswith(f"est/{case}/")]
+    estimates = make(niter, "residual" if residual else None, softmask, models=models)(REFERENCE["audio"])
+    expected = [k.split("/")[2] for k in REFERENCE.files if k.startswith(f"est/{case}/")]
     assert list(estimates) == expected
     for name, est in estimates.items():
-        ref = FIXTURES[f"est/{case}/{name}"]
+        ref = REFERENCE[f"est/{case}/{name}"]
         assert est.shape == ref.shape and est.dtype == np.float32
         assert snr_db(ref, est) >= 60, name
 
@@ -74,14 +75,14 @@ def check_case(case, models):
 @pytest.mark.parametrize("win", [1, 7, 10, 1000, None])
 def test_window_length_only_changes_wiener_windows(win):
     """niter 0 has no cross-frame coupling in the filter: any window gives the same result."""
-    audio = FIXTURES["audio"]
-    ref = FIXTURES["est/niter0/vocals"]
+    audio = REFERENCE["audio"]
+    ref = REFERENCE["est/niter0/vocals"]
     assert snr_db(ref, make(0, win=win)(audio)["vocals"]) >= 60
 
 
 def test_layouts_lengths_and_rates():
     sep = make(niter=1)
-    audio = FIXTURES["audio"][0]  # (nb_channels, nb_timesteps)
+    audio = REFERENCE["audio"][0]  # (nb_channels, nb_timesteps)
     est = sep.separate(audio, RATE)
     assert set(est) == set(TARGETS) and est["vocals"].shape == audio.shape
     batched = sep.separate(np.stack([audio, audio[::-1]]), RATE)
@@ -94,7 +95,7 @@ def test_layouts_lengths_and_rates():
 
 
 def test_mixture_is_recovered_with_residual():
-    audio = FIXTURES["audio"]
+    audio = REFERENCE["audio"]
     est = make(niter=1, residual="accompaniment")(audio)
     total = sum(est.values())
     assert snr_db(audio, total) > 40
@@ -128,7 +129,7 @@ def test_bad_configuration():
 
 
 def test_result_does_not_depend_on_thread_count():
-    audio = FIXTURES["audio"]
+    audio = REFERENCE["audio"]
     one = Separator(MODELS, RATE, int(N_FFT), int(N_HOP), niter=1, wiener_win_len=int(WIN), nb_threads=1)(audio)
     two = Separator(MODELS, RATE, int(N_FFT), int(N_HOP), niter=1, wiener_win_len=int(WIN), nb_threads=2)(audio)
     for target in one:
@@ -178,7 +179,7 @@ def test_a_fork_waits_for_the_warm_up_thread(monkeypatch):
 
 def test_api_layouts_mono_and_the_transposed_hint():
     sep = make(niter=1)
-    audio = FIXTURES["audio"][0]  # (nb_channels, nb_timesteps)
+    audio = REFERENCE["audio"][0]  # (nb_channels, nb_timesteps)
     mono = sep.separate(audio[0], RATE)  # 1-D: mono, estimates 1-D
     assert mono["vocals"].shape == audio[0].shape
     np.testing.assert_array_equal(mono["vocals"], sep.separate(audio[:1], RATE)["vocals"][0])
@@ -191,7 +192,7 @@ def test_api_layouts_mono_and_the_transposed_hint():
 
 def test_api_dtypes_float_kept_integers_scaled():
     sep = make(niter=1)
-    audio = np.clip(FIXTURES["audio"][0], -1, 1)
+    audio = np.clip(REFERENCE["audio"][0], -1, 1)
     ref = sep.separate(audio.astype(np.float32), RATE)["drums"]
     est64 = sep.separate(audio.astype(np.float64), RATE)["drums"]
     assert est64.dtype == np.float64

@@ -11,12 +11,13 @@ import soundfile as sf
 
 from unmix.io import audio
 from unmix.errors import UnmixError
+from conftest import MUSDB_SYNTH_MINI
 
 RATE = 44100
 N = RATE  # one second keeps every encode and decode fast
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg/ffprobe not installed")
-MUSDB_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "musdb-synth-mini"
+MUSDB_MINI = MUSDB_SYNTH_MINI
 
 
 def tones(freqs, amps, n=N, rate=RATE):

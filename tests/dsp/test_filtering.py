@@ -6,8 +6,9 @@ import pytest
 
 from unmix.errors import UnmixError
 from unmix.dsp.filtering import expectation_maximization, get_local_gaussian_model, wiener, wiener_planar, wiener_windowed
+from conftest import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "wiener_reference.npz"
+REFERENCE_FILE = FIXTURES / "wiener_reference.npz"
 MIN_SNR_DB = 60.0
 
 
@@ -27,7 +28,7 @@ def random_input(rng, nb_frames=16, nb_bins=9, nb_channels=2, nb_sources=3, scal
 
 
 def _fixture_cases():
-    keys = np.load(FIXTURES).files
+    keys = np.load(REFERENCE_FILE).files
     return [k for k in keys if not k.endswith(("/targets", "/mix"))]
 
 
@@ -48,7 +49,7 @@ def test_fixture_covers_the_grid():
 
 @pytest.mark.parametrize("key", _fixture_cases())
 def test_matches_openunmix_reference(key):
-    data = np.load(FIXTURES)
+    data = np.load(REFERENCE_FILE)
     name, niter, softmask, residual, win = _parse_case(key)
     targets, mix, expected = data[f"{name}/targets"], data[f"{name}/mix"], data[key]
     if win:
