@@ -485,7 +485,7 @@ class CrossNet:
                 magnitude and STFT (center=True).
             target_mag: ``(N, S, C, T, bins)`` the sources' magnitudes.
             target_time: ``(N, S, C, (T - 1) * n_hop)`` the sources' signals.
-            fast: must be True (the stock graph of this loss is not built: see the README).
+            fast: must be True (the stock graph of this loss is not built: see docs/xumx.md).
             mcoef: the weight of the time-domain loss (None: `unmix.models.losses.MCOEF`).
 
         Returns:
