@@ -12,7 +12,8 @@ from songs import RATE, make_dataset
 from unmix import cli
 from unmix.dsp import transforms
 from unmix.training import train as tr
-from unmix.training.datasets import SourcesDataset, XumxDataset, load_datasets
+from unmix.training.datasets import load_datasets
+from unmix.training.views import SourcesDataset, XumxDataset
 from unmix.models.losses import multi_domain_loss
 from unmix.models.nnabla_graph import CrossNet, ModelConfig, read_h5_params, read_separator_json
 

@@ -59,7 +59,8 @@ from unmix import __version__
 from unmix.dsp import transforms
 from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history, remove_target,
                               save_checkpoint, signals_held)
-from unmix.training.datasets import MagnitudeDataset, SourcesDataset, Subset, XumxDataset, load_datasets, model_magnitude
+from unmix.training.datasets import load_datasets
+from unmix.training.views import MagnitudeDataset, SourcesDataset, Subset, XumxDataset, model_magnitude
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
 from unmix.training.loader import DataLoader
