@@ -12,7 +12,7 @@ excerpts of `seq_dur` seconds with gain and channel-swap augmentations:
     unmix      `unmix.training.trainer.Trainer(fast=True).train_step`, the CPU training of `unmix train` (the
                coarse functions of `unmix.models.fast_ops`, torch's Adam of `unmix.training.solver`), fed by
                `unmix.training.loader.DataLoader` (`nb_workers` worker processes decode the FLAC chunks and
-               compute the magnitudes, frames first) over `unmix.training.datasets.MagnitudeDataset` of
+               compute the magnitudes, frames first) over `unmix.training.views.MagnitudeDataset` of
                `unmix.training.datasets.load_datasets("musdb", is_wav=True)`
     reference  `benchmarks/reference_train_worker.py` in the torch venv: the loop of the reference's
                scripts/train.py (encoder STFT in the step, Adam with weight decay, MSE), a torch
@@ -58,6 +58,7 @@ def unmix_worker(cfg):
 
     from unmix.training import datasets
     from unmix.training.loader import DataLoader
+    from unmix.training.views import MagnitudeDataset
     from unmix.models.nnabla_graph import ModelConfig, OpenUnmix
     from unmix.training.trainer import Trainer
 
@@ -72,8 +73,7 @@ def unmix_worker(cfg):
     params["input_scale"] = (1.0 / stats["std"][:m]).astype(np.float32)
     model.set_params(params)
     trainer = Trainer(model, cfg["lr"], cfg["weight_decay"], fast=True)  # as `unmix train` on the CPU
-    loader = DataLoader(datasets.MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"],
-                                                  trainer.frames_first),
+    loader = DataLoader(MagnitudeDataset(train_ds, cfg["n_fft"], cfg["n_hop"], cfg["nb_channels"], trainer.frames_first),
                         cfg["batch_size"], shuffle=True, nb_workers=cfg["nb_workers"], seed=cfg["seed"],
                         drop_last=True)
     steps, build_s = [], 0.0
@@ -109,8 +109,9 @@ def _peak_rss_mb():
 # -- the driver -----------------------------------------------------------------------------------
 def prepare(root, target, seq_dur, nb_channels, folder):
     """Statistics and the decoded track cache of the reference; returns (train track names, rate)."""
-    from unmix.training import datasets
     from unmix.io.musdb import MUSDB_SOURCES
+    from unmix.training import datasets
+    from unmix.training.chunks import read_chunk
     from unmix.training.statistics import compute_statistics
 
     train_ds, _ = datasets.load_datasets("musdb", root, target, seq_duration=seq_dur, samples_per_track=1,
@@ -122,7 +123,7 @@ def prepare(root, target, seq_dur, nb_channels, folder):
         track_dir = folder / "tracks" / f"{i:03d}"
         track_dir.mkdir(parents=True)
         for source in MUSDB_SOURCES:
-            np.save(track_dir / f"{source}.npy", datasets.read_chunk(refs[source], nb_channels=nb_channels).T)
+            np.save(track_dir / f"{source}.npy", read_chunk(refs[source], nb_channels=nb_channels).T)
         names.append(name)
     return names, float(train_ds.sample_rate)
 
@@ -132,6 +133,7 @@ def write_wav_copy(root, target, nb_channels, folder):
     import soundfile as sf
 
     from unmix.training import datasets
+    from unmix.training.chunks import read_chunk
 
     train_ds, _ = datasets.load_datasets("musdb", root, target, seq_duration=None, samples_per_track=1,
                                          is_wav=True, nb_channels=nb_channels)
@@ -139,7 +141,7 @@ def write_wav_copy(root, target, nb_channels, folder):
         track_dir = folder / "train" / name
         track_dir.mkdir(parents=True)
         for part, ref in refs.items():
-            sf.write(track_dir / f"{part}.wav", datasets.read_chunk(ref).T, int(ref.rate), subtype="PCM_16")
+            sf.write(track_dir / f"{part}.wav", read_chunk(ref).T, int(ref.rate), subtype="PCM_16")
     return folder
 
 

@@ -1,4 +1,5 @@
-"""unmix.training.datasets on tiny synthetic datasets written in tmp_path (the ramps of `ramps`)."""
+"""unmix.training.datasets on tiny synthetic datasets written in tmp_path (the ramps of `ramps`): the five
+datasets, their splits, seeding, `load_datasets`."""
 import shutil
 from pathlib import Path
 
@@ -8,74 +9,10 @@ import soundfile as sf
 from conftest import MUSDB_SYNTH_MINI
 from ramps import FRAMES, RATE, SEQ, SEQ_LEN, decode, make_musdb, make_trackfolder, ramp, ramp_slice, write
 
-from unmix.training import datasets
-from unmix.io import musdb
 from unmix.errors import UnmixError
-
-
-# ---------------------------------------------------------------- reading
-
-
-@pytest.mark.parametrize("ext", [".wav", ".flac"])
-def test_chunk_read_equals_slice_of_full_file(tmp_path, ext):
-    audio = (np.random.default_rng(0).uniform(-0.5, 0.5, (5000, 2))).astype(np.float32)
-    path = tmp_path / f"a{ext}"
-    sf.write(str(path), audio, RATE, subtype="PCM_16")
-    ref = datasets.probe(path)
-    assert (ref.frames, ref.rate, ref.channels, ref.stem_id) == (5000, RATE, 2, None)
-    full = datasets.read_chunk(ref)
-    chunk = datasets.read_chunk(ref, 1234, 1234 + 777)
-    assert full.shape == (2, 5000) and full.dtype == np.float32
-    np.testing.assert_array_equal(chunk, full[:, 1234:2011])
-    np.testing.assert_allclose(full, audio.T, atol=1 / 32768)
-
-
-def test_fit_channels():
-    stereo = np.arange(8, dtype=np.float32).reshape(2, 4)
-    np.testing.assert_array_equal(datasets.fit_channels(stereo, 1), stereo.mean(0, keepdims=True))
-    np.testing.assert_array_equal(datasets.fit_channels(stereo[:1], 2), np.repeat(stereo[:1], 2, 0))
-    np.testing.assert_array_equal(datasets.fit_channels(np.ones((3, 4)), 2), np.ones((2, 4)))
-    assert datasets.fit_channels(stereo, None) is stereo
-
-
-def test_unreadable_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "bad.wav"
-    bad.write_bytes(b"not audio at all")
-    with pytest.raises(UnmixError, match="cannot read audio file"):
-        datasets.probe(bad)
-
-
-# ---------------------------------------------------------------- augmentations
-
-
-def test_gain_in_range_and_one_gain_per_call():
-    audio = np.ones((2, 10), np.float32)
-    gains = []
-    for k in range(400):
-        out = datasets.augment_gain(audio, np.random.default_rng(k))
-        assert np.all(out == out[0, 0]) and out.dtype == np.float32
-        gains.append(out[0, 0])
-    assert 0.25 <= min(gains) < 0.3 and 1.2 < max(gains) < 1.25
-
-
-def test_channelswap_swaps_stereo_about_half_the_time():
-    audio = np.stack([np.zeros(5), np.ones(5)]).astype(np.float32)
-    swapped = 0
-    for k in range(400):
-        out = datasets.augment_channelswap(audio, np.random.default_rng(k))
-        assert np.array_equal(out, audio) or np.array_equal(out, audio[::-1])
-        swapped += bool(out[0, 0] == 1)
-    assert 150 < swapped < 250
-    mono = np.ones((1, 5), np.float32)
-    assert datasets.augment_channelswap(mono, np.random.default_rng(0)) is mono
-
-
-def test_make_augmentations_names_and_errors():
-    aug = datasets.make_augmentations(["gain", "channelswap"])
-    assert aug.augmentations == [datasets.augment_gain, datasets.augment_channelswap]
-    assert datasets.make_augmentations(None).augmentations == []
-    with pytest.raises(UnmixError, match="unknown source augmentation 'pitch'"):
-        datasets.make_augmentations(["pitch"])
+from unmix.io import musdb
+from unmix.training import augment, datasets
+from unmix.training.chunks import read_chunk
 
 
 # ---------------------------------------------------------------- musdb
@@ -186,7 +123,7 @@ def test_musdb_seeded_split_is_disjoint_and_complete(tmp_path):
     tnames, vnames = [t[0] for t in train.tracks], [t[0] for t in valid.tracks]
     assert len(vnames) == 1 and sorted(tnames + vnames) == names
     assert len(train) == 16 and len(valid) == 1
-    assert train.source_augmentations.augmentations == [datasets.augment_gain, datasets.augment_channelswap]
+    assert train.source_augmentations.augmentations == [augment.augment_gain, augment.augment_channelswap]
     assert valid.source_augmentations.augmentations == []
     assert train.random_track_mix and valid.seq_duration is None
     for seed in (4, 42):  # the split does not follow the training seed: a seed sweep validates alike
@@ -243,8 +180,8 @@ def test_musdb_stems_mp4(tmp_path):
     assert [t[0] for t in train.tracks] == ["One - A"] and [t[0] for t in valid.tracks] == ["Two - B"]
     refs = train.tracks[0][1]
     assert refs["vocals"].stem_id == 4 and refs["mixture"].stem_id == 0 and train.sample_rate == 44100
-    full = datasets.read_chunk(refs["vocals"])
-    np.testing.assert_array_equal(datasets.read_chunk(refs["vocals"], 12345, 34567), full[:, 12345:34567])
+    full = read_chunk(refs["vocals"])
+    np.testing.assert_array_equal(read_chunk(refs["vocals"], 12345, 34567), full[:, 12345:34567])
 
     ds = datasets.MUSDBDataset(tmp_path, valid_tracks=[], seq_duration=0.5, samples_per_track=1)
     x, y = ds[0]
@@ -255,12 +192,12 @@ def test_musdb_stems_mp4(tmp_path):
     windows = np.lib.stride_tricks.sliding_window_view(full[0], 32)
     start = int(np.flatnonzero(np.all(windows == y[0, k:k + 32], axis=1))[0]) - k
     np.testing.assert_array_equal(y, full[:, start:start + 22050])
-    sources = sum(datasets.read_chunk(refs[s], start, start + 22050) for s in musdb.MUSDB_SOURCES)
+    sources = sum(read_chunk(refs[s], start, start + 22050) for s in musdb.MUSDB_SOURCES)
     np.testing.assert_allclose(x, sources, atol=1e-6)
 
     x_valid, y_valid = valid[0]
     np.testing.assert_array_equal(y_valid, full)
-    np.testing.assert_array_equal(x_valid, datasets.read_chunk(refs["mixture"]))
+    np.testing.assert_array_equal(x_valid, read_chunk(refs["mixture"]))
 
 
 @pytest.mark.skipif(not MUSDB_SYNTH_MINI.is_dir(), reason=f"no musdb-synth-mini at {MUSDB_SYNTH_MINI} "
@@ -500,3 +437,18 @@ def test_validation_files_at_another_rate_are_an_error(tmp_path):
         write(tmp_path / "valid" / "00" / f, ramp(0, 0), rate=RATE // 2)
     with pytest.raises(UnmixError, match="validation files are at 4000 Hz and the training files at 8000 Hz"):
         datasets.load_datasets("aligned", tmp_path, seq_duration=SEQ)
+
+
+def test_datasets_own_their_state():
+    """Each dataset has its own skipped list and settings (no class-level defaults to share)."""
+    class Empty(datasets.UnmixDataset):
+        def __len__(self):
+            return 0
+
+    a, b = Empty(), Empty(split="valid", seq_duration=2.0, seed=3, nb_channels=1)
+    a.skipped.append("short")
+    assert b.skipped == [] and "skipped" not in vars(datasets.UnmixDataset)
+    assert (a.split, a.seq_len, a.seed, a.epoch) == ("train", None, 42, 0)
+    assert (b.split, b.seq_duration, b.seq_len, b.seed, b.nb_channels) == ("valid", 2.0, 88200, 3, 1)
+    with pytest.raises(UnmixError, match="seed must be >= 0"):
+        Empty(seed=-1)

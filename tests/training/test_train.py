@@ -20,8 +20,9 @@ from unmix.training import train
 from unmix.training import processes, validation
 from unmix.training.options import TrainOptions
 from unmix.training.trainer import NonFiniteLoss, Trainer
-from unmix.training.datasets import MagnitudeDataset, load_datasets
+from unmix.training.datasets import load_datasets
 from unmix.training.statistics import compute_statistics
+from unmix.training.views import MagnitudeDataset
 from unmix.errors import UnmixError
 from unmix.models.nnabla_graph import ModelConfig, OpenUnmix, load_target, read_h5_params, read_separator_json
 

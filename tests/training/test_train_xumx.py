@@ -13,9 +13,10 @@ from unmix import cli
 from unmix.dsp import transforms
 from unmix.training import train as tr
 from unmix.training import processes, validation
+from unmix.training.datasets import load_datasets
 from unmix.training.options import TrainOptions
 from unmix.training.trainer import NonFiniteLoss, Trainer
-from unmix.training.datasets import SourcesDataset, XumxDataset, load_datasets
+from unmix.training.views import SourcesDataset, XumxDataset
 from unmix.models.losses import multi_domain_loss
 from unmix.models.nnabla_graph import CrossNet, ModelConfig, read_h5_params, read_separator_json
 

@@ -1,4 +1,4 @@
-"""Training datasets, source augmentations and the magnitude view the loader feeds (numpy only).
+"""Training datasets (numpy only): the five kinds, their train/valid splits, `load_datasets`.
 
 A port of open-unmix-pytorch 1.3 ``openunmix/data.py``. Five datasets, each an
 indexable sequence of ``(x, y)`` pairs of float32 arrays
@@ -30,223 +30,23 @@ Differences from the reference, on purpose:
 - Validation sets yield full tracks (``seq_duration=None``); the source folder
   dataset, which has no tracks, yields seeded chunks as in the reference.
 
-Audio files are probed once (`AudioRef`) and read in chunks (`read_chunk`); MUSDB's
-layouts are found by `unmix.io.musdb`; batches come from `unmix.training.loader.DataLoader`.
+Audio files are probed once and read in chunks (`unmix.training.chunks`); source
+augmentations are `unmix.training.augment`'s; MUSDB's layouts are found by `unmix.io.musdb`;
+the loader reads the datasets through the views of `unmix.training.views` and batches them
+with `unmix.training.loader.DataLoader`.
 """
 import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import soundfile as sf
 
-from unmix.io import musdb
-from unmix.dsp import transforms
 from unmix.errors import UnmixError
+from unmix.io import musdb
 from unmix.io.musdb import MUSDB_SOURCES, MUSDB_VALIDATION_TRACKS, existing_root, subdirs
-
-Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
-
-
-# ----------------------------------------------------------------------------
-# audio files: probe once, read chunks
-
-
-@dataclass(frozen=True)
-class AudioRef:
-    """One audio stream on disk with its probed length (frames), rate and channels.
-
-    `stem_id` is None for files soundfile reads (wav, flac, ...) and the stream
-    index for a ``.stem.mp4`` read through stempeg.
-    """
-
-    path: str
-    frames: int
-    rate: float
-    channels: int
-    stem_id: Optional[int] = None
-
-
-def probe(path) -> AudioRef:
-    """Probe a soundfile-readable file (header only)."""
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # soundfile raises several types for unreadable files
-        raise UnmixError(f"cannot read audio file {path}: {e}") from None
-    return AudioRef(str(path), int(info.frames), float(info.samplerate), int(info.channels))
-
-
-_STEM_INFO: Dict[str, object] = {}  # per process: stempeg.Info costs an ffprobe run
-
-
-def _stem_info(path: str):
-    if path not in _STEM_INFO:
-        import stempeg
-
-        try:
-            _STEM_INFO[path] = stempeg.Info(path)
-        except Exception as e:
-            raise UnmixError(f"cannot read stems file {path} (is ffmpeg installed?): {e}") from None
-    return _STEM_INFO[path]
-
-
-def probe_stems(path) -> List[AudioRef]:
-    """Probe every audio stream of a ``.stem.mp4`` (needs ffprobe)."""
-    info = _stem_info(str(path))
-    return [
-        AudioRef(str(path), int(info.samples(k)), float(info.rate(k)), int(info.channels(k)), k)
-        for k in range(info.nb_audio_streams)
-    ]
-
-
-def fit_channels(audio: np.ndarray, nb_channels: Optional[int]) -> np.ndarray:
-    """Convert `audio` (channels, time) to `nb_channels` (None keeps it).
-
-    Mono is repeated; to mono is the channel mean; otherwise extra channels are
-    dropped, like the reference's `_augment_force_stereo`.
-    """
-    have = audio.shape[0]
-    if nb_channels is None or have == nb_channels:
-        return audio
-    if nb_channels == 1:
-        return audio.mean(axis=0, keepdims=True)
-    if have == 1:
-        return np.repeat(audio, nb_channels, axis=0)
-    if have > nb_channels:
-        return audio[:nb_channels]
-    raise UnmixError(f"cannot make {nb_channels} channels out of {have}")
-
-
-def read_chunk(ref: AudioRef, start: int = 0, stop: Optional[int] = None,
-               nb_channels: Optional[int] = None) -> np.ndarray:
-    """Read frames ``[start, stop)`` of `ref` as float32 (nb_channels, stop - start).
-
-    Only that chunk is decoded (a seek). `stop=None` reads to the end. The
-    result always has exactly ``stop - start`` frames (zero padded if the file
-    turns out shorter than probed).
-    """
-    stop = ref.frames if stop is None else stop
-    try:
-        if ref.stem_id is None:
-            audio, _ = sf.read(ref.path, start=start, stop=stop, dtype="float32", always_2d=True)
-        else:
-            audio = _read_stem(ref, start, stop)
-    except UnmixError:
-        raise
-    except Exception as e:
-        raise UnmixError(f"cannot read audio file {ref.path}: {e}") from None
-    audio = np.ascontiguousarray(audio.T, dtype=np.float32)
-    if audio.shape[1] != stop - start:
-        audio = _fix_length(audio, stop - start)
-    return fit_channels(audio, nb_channels)
-
-
-def _read_stem(ref: AudioRef, start: int, stop: int) -> np.ndarray:
-    import stempeg
-
-    full = start == 0 and stop >= ref.frames
-    audio, _ = stempeg.read_stems(
-        ref.path,
-        start=None if full else start / ref.rate,
-        duration=None if full else (stop - start) / ref.rate,
-        stem_id=ref.stem_id,
-        dtype=np.float32,
-        info=_stem_info(ref.path),
-    )
-    return audio
-
-
-def _fix_length(audio: np.ndarray, length: int) -> np.ndarray:
-    if audio.shape[1] >= length:
-        return audio[:, :length]
-    return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
-
-
-def _common_format(refs: Sequence[AudioRef], sample_rate: Optional[float],
-                   nb_channels: Optional[int], where) -> float:
-    """Check that `refs` share one sample rate (and channel count); return the rate."""
-    if not refs:
-        raise UnmixError(f"{where}: no tracks found")
-    rates = sorted({r.rate for r in refs})
-    if len(rates) > 1:
-        raise UnmixError(f"{where}: files have different sample rates {rates}; resample them first")
-    if sample_rate is not None and rates[0] != float(sample_rate):
-        raise UnmixError(f"{where}: files are at {rates[0]:g} Hz, expected {float(sample_rate):g} Hz")
-    channels = sorted({r.channels for r in refs})
-    if nb_channels is None and len(channels) > 1:
-        raise UnmixError(f"{where}: files have different channel counts {channels}; pass nb_channels")
-    return rates[0]
-
-
-# ----------------------------------------------------------------------------
-# augmentations: f(audio (channels, time), rng) -> audio
-
-
-def augment_gain(audio: np.ndarray, rng: np.random.Generator,
-                 low: float = 0.25, high: float = 1.25) -> np.ndarray:
-    """Scale by one random gain, uniform in [low, high)."""
-    return audio * np.float32(rng.uniform(low, high))
-
-
-def augment_channelswap(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Swap the two channels of a stereo signal with probability 0.5."""
-    # draws only for stereo, as the reference does
-    if audio.shape[0] == 2 and rng.uniform() < 0.5:
-        return audio[::-1].copy()
-    return audio
-
-
-def augment_force_stereo(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Mono -> duplicated stereo; more than two channels -> the first two."""
-    return fit_channels(audio, 2)
-
-
-AUGMENTATIONS = {
-    "gain": augment_gain,
-    "channelswap": augment_channelswap,
-    "force_stereo": augment_force_stereo,
-}
-
-
-class Compose:
-    """Apply augmentations in order: ``Compose([...])(audio, rng)``.
-
-    Module-level functions only, so that it pickles for 'spawn' workers.
-    """
-
-    def __init__(self, augmentations: Sequence[Augmentation] = ()):
-        self.augmentations = list(augmentations)
-
-    def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        for augment in self.augmentations:
-            audio = augment(audio, rng)
-        return audio
-
-    def __repr__(self):
-        return "Compose([" + ", ".join(getattr(a, "__name__", repr(a)) for a in self.augmentations) + "])"
-
-
-def make_augmentations(augmentations: Union[None, Sequence, Callable]) -> Compose:
-    """Build a Compose from names (``"gain"``, ``"channelswap"``, ``"force_stereo"``) and/or callables."""
-    if isinstance(augmentations, Compose):
-        return augmentations
-    if augmentations is None:
-        return Compose()
-    if callable(augmentations):
-        return Compose([augmentations])
-    if isinstance(augmentations, str):
-        augmentations = [augmentations]
-    out = []
-    for a in augmentations:
-        if callable(a):
-            out.append(a)
-        elif a in AUGMENTATIONS:
-            out.append(AUGMENTATIONS[a])
-        else:
-            raise UnmixError(f"unknown source augmentation {a!r}; known: {', '.join(AUGMENTATIONS)}")
-    return Compose(out)
+from unmix.training.augment import Compose, make_augmentations
+from unmix.training.chunks import AudioRef, common_format, fit_channels_dropping_extra, probe, probe_stems, read_chunk
 
 
 # ----------------------------------------------------------------------------
@@ -339,20 +139,32 @@ class UnmixDataset:
     """Base class: ``dataset[index] -> (x, y)``, float32 ``(nb_channels, nb_timesteps)``.
 
     `get(index, epoch)` is the pure form that loaders call; ``dataset[index]``
-    uses ``dataset.epoch`` (see `set_epoch`). Subclasses set `target`,
-    `sample_rate`, `seq_len` (samples, or None for full tracks) and implement
-    `__len__` and `_get(index, rng)`.
+    uses ``dataset.epoch`` (see `set_epoch`). Subclasses call ``super().__init__``
+    first, then set `target` and `sample_rate` from their files (and `seq_len`
+    follows: samples, or None for full tracks), and implement `__len__` and
+    `_get(index, rng)`.
+
+    Args:
+        split: "train" (random draws vary per epoch), "valid" or another name (they do not).
+        seq_duration: seconds per chunk; None or <= 0: full tracks.
+        source_augmentations: names and/or callables (`unmix.training.augment.make_augmentations`).
+        seed: the draws' seed, >= 0.
+        nb_channels: channels of every chunk (None: the files'; see `fit_channels_dropping_extra`).
     """
 
-    split = "train"
-    seed = 42
-    epoch = 0
-    target = ""
-    sample_rate = 44100.0
-    seq_duration: Optional[float] = None
-    nb_channels: Optional[int] = None
-    source_augmentations: Compose = Compose()
-    skipped: List[str] = []
+    def __init__(self, split: Optional[str] = "train", seq_duration: Optional[float] = None,
+                 source_augmentations=None, seed: int = 42, nb_channels: Optional[int] = None):
+        if int(seed) < 0:
+            raise UnmixError(f"seed must be >= 0, got {seed}")
+        self.split = split
+        self.seq_duration = _seq_duration(seq_duration)
+        self.source_augmentations = make_augmentations(source_augmentations)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.nb_channels = nb_channels
+        self.target = ""
+        self.sample_rate = 44100.0
+        self.skipped: List[str] = []  # tracks (or files) too short, or without the target
 
     @property
     def seq_len(self) -> Optional[int]:
@@ -396,18 +208,7 @@ class UnmixDataset:
         return view
 
     def _augment(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return self.source_augmentations(fit_channels(audio, self.nb_channels), rng)
-
-    def _init_common(self, split, seq_duration, source_augmentations, seed, nb_channels):
-        if int(seed) < 0:
-            raise UnmixError(f"seed must be >= 0, got {seed}")
-        self.split = split
-        self.seq_duration = _seq_duration(seq_duration)
-        self.source_augmentations = make_augmentations(source_augmentations)
-        self.seed = int(seed)
-        self.epoch = 0
-        self.nb_channels = nb_channels
-        self.skipped = []
+        return self.source_augmentations(fit_channels_dropping_extra(audio, self.nb_channels), rng)
 
     def __repr__(self):
         extra = f", {len(self.skipped)} skipped" if self.skipped else ""
@@ -431,7 +232,7 @@ class AlignedDataset(UnmixDataset):
                  random_chunks: bool = False, sample_rate: Optional[float] = None,
                  seed: int = 42, samples_per_track: int = 1, valid_tracks=None,
                  nb_channels: Optional[int] = None):
-        self._init_common(split, seq_duration, None, seed, nb_channels)
+        super().__init__(split, seq_duration, None, seed, nb_channels)
         self.root = existing_root(root)
         self.input_file, self.output_file = input_file, output_file
         self.random_chunks = random_chunks
@@ -444,7 +245,7 @@ class AlignedDataset(UnmixDataset):
                 if path is None:
                     raise UnmixError(f"track {track} has no file matching {pattern!r}")
             self.tracks.append((track.name, probe(paths[0]), probe(paths[1])))
-        self.sample_rate = _common_format([r for t in self.tracks for r in t[1:]],
+        self.sample_rate = common_format([r for t in self.tracks for r in t[1:]],
                                           sample_rate, nb_channels, self.root / split)
         self._drop_short()
 
@@ -487,7 +288,7 @@ class SourceFolderDataset(UnmixDataset):
                  nb_samples: int = 1000, seq_duration: Optional[float] = 6.0,
                  random_chunks: bool = True, sample_rate: Optional[float] = None,
                  source_augmentations=None, seed: int = 42, nb_channels: Optional[int] = None):
-        self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
+        super().__init__(split, seq_duration, source_augmentations, seed, nb_channels)
         if self.seq_duration is None:
             raise UnmixError("the source folder dataset needs a seq_duration > 0")
         self.root = existing_root(root)
@@ -506,7 +307,7 @@ class SourceFolderDataset(UnmixDataset):
             if not refs:
                 raise UnmixError(f"no {self.ext} files in {folder}")
             self.source_tracks[source] = refs
-        self.sample_rate = _common_format([r for refs in self.source_tracks.values() for r in refs],
+        self.sample_rate = common_format([r for refs in self.source_tracks.values() for r in refs],
                                           sample_rate, nb_channels, self.root / split)
         for source, refs in self.source_tracks.items():
             keep = [r for r in refs if r.frames >= self.seq_len]
@@ -555,7 +356,7 @@ class FixedSourcesTrackFolderDataset(UnmixDataset):
                  random_track_mix: bool = False, source_augmentations=None,
                  sample_rate: Optional[float] = None, seed: int = 42,
                  samples_per_track: int = 1, valid_tracks=None, nb_channels: Optional[int] = None):
-        self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
+        super().__init__(split, seq_duration, source_augmentations, seed, nb_channels)
         if random_track_mix and self.seq_duration is None:
             raise UnmixError("random_track_mix needs a seq_duration (full tracks differ in length)")
         self.root = existing_root(root)
@@ -572,7 +373,7 @@ class FixedSourcesTrackFolderDataset(UnmixDataset):
                 raise UnmixError(f"track {track} has no {', '.join(missing)}")
             refs = {f: probe(track / f) for f in self.source_files}
             self.tracks.append((track.name, refs, min(r.frames for r in refs.values())))
-        self.sample_rate = _common_format([r for t in self.tracks for r in t[1].values()],
+        self.sample_rate = common_format([r for t in self.tracks for r in t[1].values()],
                                           sample_rate, nb_channels, self.root / split)
         if self.seq_len is not None:
             self.skipped = [t[0] for t in self.tracks if t[2] < self.seq_len]
@@ -615,7 +416,7 @@ class VariableSourcesTrackFolderDataset(UnmixDataset):
                  sample_rate: Optional[float] = None, source_augmentations=None,
                  silence_missing_targets: bool = False, seed: int = 42,
                  samples_per_track: int = 1, valid_tracks=None, nb_channels: Optional[int] = None):
-        self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
+        super().__init__(split, seq_duration, source_augmentations, seed, nb_channels)
         if random_interferer_mix and self.seq_duration is None:
             raise UnmixError("random_interferer_mix needs a seq_duration (full tracks differ in length)")
         self.root = existing_root(root)
@@ -645,7 +446,7 @@ class VariableSourcesTrackFolderDataset(UnmixDataset):
             raise UnmixError(f"no track in {self.root / split} has {target_file} "
                              "(pass silence_missing_targets to train on tracks without it)")
         all_refs = [r for t in self.tracks for r in ([t[1]] if t[1] else []) + t[2]]
-        self.sample_rate = _common_format(all_refs, sample_rate, nb_channels, self.root / split)
+        self.sample_rate = common_format(all_refs, sample_rate, nb_channels, self.root / split)
         if self.seq_len is not None:
             self.skipped += [t[0] for t in self.tracks if t[3] < self.seq_len]
             self.tracks = [t for t in self.tracks if t[3] >= self.seq_len]
@@ -694,7 +495,7 @@ class MUSDBDataset(UnmixDataset):
                  source_augmentations=None, random_track_mix: bool = False, seed: int = 42,
                  valid_tracks=None, sample_rate: Optional[float] = None,
                  nb_channels: Optional[int] = None):
-        self._init_common(split, seq_duration, source_augmentations, seed, nb_channels)
+        super().__init__(split, seq_duration, source_augmentations, seed, nb_channels)
         if target not in MUSDB_SOURCES and target != "accompaniment":
             raise UnmixError(f"unknown MUSDB target {target!r}; use one of "
                              f"{', '.join(MUSDB_SOURCES)}, accompaniment")
@@ -714,7 +515,7 @@ class MUSDBDataset(UnmixDataset):
                 found = [t for t in found if (t.name in valid) == (split == "valid")]
             self.tracks += [self._track(t) for t in found]
         refs = [r for t in self.tracks for r in t[1].values()]
-        self.sample_rate = _common_format(refs, sample_rate, nb_channels, f"{self.root} ({split} split)")
+        self.sample_rate = common_format(refs, sample_rate, nb_channels, f"{self.root} ({split} split)")
         if self._chunked and self.seq_len is not None:
             self.skipped = [t[0] for t in self.tracks if t[2] < self.seq_len]
             self.tracks = [t for t in self.tracks if t[2] >= self.seq_len]
@@ -878,106 +679,3 @@ def load_datasets(dataset: str = "musdb", root=None, target: str = "vocals",
         raise UnmixError(f"the validation files are at {valid.sample_rate:g} Hz and the training files at "
                          f"{train.sample_rate:g} Hz: resample them to one rate")
     return train, valid
-
-
-# ----------------------------------------------------------------------------
-# views for training: magnitudes, shards
-
-
-def model_magnitude(audio, n_fft, n_hop, nb_channels, frames_first=False):
-    """Training-time magnitude (center=False, as the reference's encoder).
-
-    Args:
-        audio: float32 ``(nb_audio_channels, nb_timesteps)``.
-        nb_channels: the model's; 1 averages the channel magnitudes (the reference's ComplexNorm(mono)),
-            2 repeats a mono signal (more channels keep the first two).
-        frames_first: return ``(nb_channels, nb_frames, nb_bins)`` (what the CPU trainer reads).
-
-    Returns:
-        float32 ``(nb_channels, nb_bins, nb_frames)``.
-    """
-    if nb_channels != 1:
-        audio = fit_channels(audio, nb_channels)
-    spec = transforms.stft(audio[None], n_fft, n_hop, center=False, frames_first=frames_first)
-    return transforms.magnitude(spec, mono=nb_channels == 1)[0]
-
-
-class MagnitudeDataset:
-    """A dataset view yielding magnitudes, so DataLoader workers do the STFT.
-
-    ``get(index, epoch)`` -> ``(X, Y)`` float32 ``(nb_channels, nb_bins, nb_frames)`` from the
-    audio pair of ``dataset.get(index, epoch)``, or ``(nb_channels, nb_frames, nb_bins)`` with
-    `frames_first` (the CPU trainer's layout, `unmix.training.trainer.Trainer.frames_first`). Picklable (for
-    'spawn' workers).
-    """
-
-    def __init__(self, dataset, n_fft, n_hop, nb_channels, frames_first=False):
-        self.dataset, self.n_fft, self.n_hop, self.nb_channels = dataset, n_fft, n_hop, nb_channels
-        self.frames_first = frames_first
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
-
-    def get(self, index, epoch=0):
-        x, y = self.dataset.get(index, epoch)
-        return tuple(model_magnitude(a, self.n_fft, self.n_hop, self.nb_channels, self.frames_first) for a in (x, y))
-
-
-class SourcesDataset:
-    """A view of a `MUSDBDataset` yielding every source: ``get(index, epoch)`` -> ``(x, stems)``
-    float32 ``(nb_channels, nb_timesteps)`` and ``(S, nb_channels, nb_timesteps)`` in the order of
-    `sources` (X-UMX's validation tracks). Picklable."""
-
-    def __init__(self, dataset, sources=("bass", "drums", "vocals", "other")):
-        if not hasattr(dataset, "get_sources"):
-            raise UnmixError(f"X-UMX trains on every MUSDB source: use --dataset musdb, not {type(dataset).__name__}")
-        self.dataset, self.sources = dataset, tuple(sources)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
-
-    def get(self, index, epoch=0):
-        return self.dataset.get_sources(index, epoch, self.sources)
-
-
-class XumxDataset(SourcesDataset):
-    """A view of a `MUSDBDataset` yielding what X-UMX's training graph reads (`unmix.models.nnabla_graph.CrossNet.
-    build_loss`), so DataLoader workers do the STFTs (center=True, as Sony's graph):
-    ``get(index, epoch)`` -> float32 ``(mix, real, imag, target_mag, target_time)``:
-    the mixture's magnitude and STFT ``(C, T, bins)`` (frames first), the sources' magnitudes
-    ``(S, C, T, bins)`` and signals ``(S, C, (T - 1) * n_hop)`` (the length of the ISTFT).
-    """
-
-    def __init__(self, dataset, n_fft, n_hop, sources=("bass", "drums", "vocals", "other")):
-        super().__init__(dataset, sources)
-        self.n_fft, self.n_hop = n_fft, n_hop
-
-    def get(self, index, epoch=0):
-        x, stems = super().get(index, epoch)
-        spec = transforms.stft(x, self.n_fft, self.n_hop, center=True, frames_first=True)
-        targets = transforms.magnitude(transforms.stft(stems, self.n_fft, self.n_hop, center=True, frames_first=True))
-        length = (spec.shape[-2] - 1) * self.n_hop
-        return (np.abs(spec).astype(np.float32), spec.real.copy(), spec.imag.copy(), targets.astype(np.float32),
-                np.ascontiguousarray(stems[..., :length]))
-
-
-class Subset:
-    """Samples `indices` of a dataset (a process's shard in data-parallel training)."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def set_epoch(self, epoch):
-        self.dataset.set_epoch(epoch)
-
-    def get(self, index, epoch=0):
-        return self.dataset.get(int(self.indices[index]), epoch)

@@ -3,7 +3,7 @@
 Iterating a `DataLoader` gives one epoch of batches ``(x, y)``, float32
 ``(batch, ...)`` stacked from ``dataset.get(index, epoch)`` (any object with
 ``get``, ``__len__`` and ``set_epoch``: the datasets of `unmix.training.datasets`, or the
-magnitude view `unmix.training.datasets.MagnitudeDataset`). The sample order is seeded
+magnitude view `unmix.training.views.MagnitudeDataset`). The sample order is seeded
 with ``(seed, epoch)``, so batches do not depend on the number of workers.
 
 With ``nb_workers > 0`` worker processes (started per epoch) load batches ahead

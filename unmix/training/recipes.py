@@ -14,7 +14,7 @@ from unmix.errors import UnmixError
 from unmix.models.model_folder import UMX, XUMX, XUMX_SOURCES, read_h5_params
 from unmix.models.onnx_graph import OnnxCrossNet, OnnxModel
 from unmix.training import validation
-from unmix.training.datasets import MagnitudeDataset, SourcesDataset, XumxDataset
+from unmix.training.views import MagnitudeDataset, SourcesDataset, XumxDataset
 
 
 class OpenUnmixRecipe:

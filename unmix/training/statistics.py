@@ -8,7 +8,7 @@ with a stable merge of per-track moments, the tracks read by `unmix.training.loa
 import numpy as np
 from tqdm import tqdm
 
-from unmix.training.datasets import MagnitudeDataset, model_magnitude
+from unmix.training.views import MagnitudeDataset, model_magnitude
 from unmix.errors import UnmixError
 from unmix.training.loader import DataLoader
 

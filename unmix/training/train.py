@@ -58,13 +58,14 @@ from unmix.models.model_folder import ModelConfig, read_separator_json
 from unmix.training import recipes
 from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history,
                                        remove_target, save_checkpoint, signals_held)
-from unmix.training.datasets import Subset, load_datasets
+from unmix.training.datasets import load_datasets
 from unmix.training.loader import DataLoader
 from unmix.training.options import TrainOptions, TrainResult
 from unmix.training.processes import Processes, all_sum, mixed_seed, setup_context, sigterm_as_ctrl_c
 from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 from unmix.training.statistics import compute_statistics
 from unmix.training.trainer import NonFiniteLoss, Trainer
+from unmix.training.views import Subset
 from unmix.training.validation import blas_threads
 from unmix.weights import registry
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from unmix.dsp import transforms
 from unmix.errors import UnmixError
 from unmix.models.losses import multi_domain_loss
-from unmix.training.datasets import model_magnitude
+from unmix.training.views import model_magnitude
 
 VALID_WINDOW = 512  # frames per validation window (bounds memory on long tracks)
 
