@@ -26,9 +26,9 @@ from unmix.web.store import clear_outputs
 
 SPECTROGRAM = "spectrograms.png"
 STEMS_TEMPLATE = "stems/{target}.{ext}"
-# progress: [0, SEPARATED) while separating (decoding included), then the picture
-SEPARATED = 0.92
-_WRITE_EVERY_S = 0.2  # progress writes per job: enough for a smooth bar, few for the database
+# a progress write when a step moves the bar by 1% or more (steps are windows of ~7 s of audio
+# and networks: tens per song), else at most this often
+_WRITE_EVERY_S = 0.2
 
 
 class Cancelled(Exception):
@@ -119,7 +119,8 @@ class Runner:
                           finished=time.time())
 
     def _separate(self, job, cancel):
-        """The work: stems into ``<job folder>/stems/``, then their spectrograms.
+        """The work: stems into ``<job folder>/stems/`` (the picture is drawn when asked for:
+        `draw_spectrograms`).
 
         Returns:
             ``(stems, notes)``: target -> file name in the job folder, and warning lines.
@@ -133,9 +134,7 @@ class Runner:
         step("separating", 0.0)
         outputs, warnings = stems_io.separate_file(
             folder / job["input"], separator, folder, filename=STEMS_TEMPLATE, fmt=catalog.stem_format(options),
-            force=True, progress=lambda done, total: step("separating", SEPARATED * done / total))
-        step("drawing spectrograms", SEPARATED)
-        self._draw(folder / job["input"], outputs, folder / SPECTROGRAM)
+            force=True, progress=lambda done, total: step("separating", done / total))
         notes = [line.replace(str(path), target) for line in warnings for target, path in outputs.items()
                  if line.startswith(str(path))]
         return {t: p.relative_to(folder).as_posix() for t, p in outputs.items()}, notes
@@ -149,17 +148,6 @@ class Runner:
             self._local.key = key
         return self._local.separator
 
-    @staticmethod
-    def _draw(mixture_path, outputs, png):
-        """The demo's picture of the mixture and the stems, drawn from mono copies: only one
-        stereo stem is held at a time."""
-        def mono(path):
-            audio, rate = audio_io.load(path)
-            return audio.mean(axis=0, keepdims=True, dtype=np.float32), rate
-
-        mixture, rate = mono(mixture_path)
-        plot_spectrograms(mixture, {t: mono(p)[0] for t, p in outputs.items()}, rate, png)
-
 
 class _Progress:
     """A job's progress reporter: writes stage and fraction (throttled) and raises `Cancelled`
@@ -167,15 +155,38 @@ class _Progress:
 
     def __init__(self, store, job_id, cancel):
         self.store, self.job_id, self.cancel = store, job_id, cancel
-        self.stage, self.written = None, 0.0
+        self.stage, self.fraction, self.written = None, 0.0, 0.0
 
     def __call__(self, stage, fraction):
         if self.cancel.is_set():
             raise Cancelled()
         now = time.monotonic()
-        if stage != self.stage or now - self.written >= _WRITE_EVERY_S:
-            self.stage, self.written = stage, now
+        if stage != self.stage or fraction - self.fraction >= 0.01 or now - self.written >= _WRITE_EVERY_S:
+            self.stage, self.fraction, self.written = stage, fraction, now
             self.store.update(self.job_id, stage=stage, progress=round(fraction, 4))
+
+
+_DRAWING = threading.Lock()
+
+
+def draw_spectrograms(folder, job):
+    """``<folder>/spectrograms.png`` of a finished job, drawn on the first request (matplotlib
+    takes a second or two: the stems are ready to play before it). One picture at a time,
+    each from mono copies of the mixture and the stems: memory stays bounded.
+
+    Returns:
+        the PNG's path.
+    """
+    png = folder / SPECTROGRAM
+    with _DRAWING:
+        if not png.exists():
+            def mono(name):
+                audio, rate = audio_io.load(folder / name)
+                return audio.mean(axis=0, keepdims=True, dtype=np.float32), rate
+
+            mixture, rate = mono(job["input"])
+            plot_spectrograms(mixture, {t: mono(name)[0] for t, name in job["stems"].items()}, rate, png)
+    return png
 
 
 def _error_line(exc):

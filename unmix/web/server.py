@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
 from unmix.web import catalog, uploads
-from unmix.web.runner import SPECTROGRAM, Runner
+from unmix.web.runner import Runner, draw_spectrograms
 from unmix.web.store import JobStore
 
 try:
@@ -157,7 +157,7 @@ class WebApp:
         self.httpd = None
 
     def __enter__(self):
-        return self.start()
+        return self if self.httpd is not None else self.start()
 
     def __exit__(self, *exc):
         self.stop()
@@ -496,8 +496,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                    download=_download_name(uploads.name_stem(job["name"]), target, path))
 
     def _spectrogram(self, job_id):
-        if self._finished_job(job_id) is not None:
-            self._file(self.app.store.job_dir(job_id) / SPECTROGRAM, "image/png")
+        job = self._finished_job(job_id)
+        if job is None:
+            return
+        try:
+            png = draw_spectrograms(self.app.store.job_dir(job_id), job)
+        except (UnmixError, OSError):  # deleted meanwhile
+            return self._error(HTTPStatus.NOT_FOUND, "no such job")
+        self._file(png, "image/png")
 
     def _zip(self, job_id):
         job = self._finished_job(job_id)
@@ -585,8 +591,7 @@ def serve(data=None, host=DEFAULT_HOST, port=DEFAULT_PORT, jobs=1, token=None, m
           verbose=False, out=sys.stdout):
     """Run the app until Ctrl-C (`unmix serve`); prints where to open it."""
     app = WebApp(data, host=host, port=port, jobs=jobs, token=token, max_upload=max_upload, verbose=verbose)
-    app.start()
-    try:
+    with contextlib.suppress(KeyboardInterrupt), _sigterm_as_interrupt(), app:
         print(f"unmix serve: open {app.link}", file=out)
         if app.host in ("0.0.0.0", "::"):
             print(f"  or, on this machine, http://127.0.0.1:{app.port}/" + (f"?token={app.token}" if app.token
@@ -594,10 +599,7 @@ def serve(data=None, host=DEFAULT_HOST, port=DEFAULT_PORT, jobs=1, token=None, m
         print(f"jobs and stems in {app.data}; {app.jobs} song(s) at a time; uploads up to "
               f"{uploads.format_size(app.max_upload)}; Ctrl-C stops (running jobs resume at the next start)",
               file=out, flush=True)
-        with contextlib.suppress(KeyboardInterrupt), _sigterm_as_interrupt():
-            app.stopping.wait()
-    finally:
-        app.stop()
+        app.stopping.wait()
     return 0
 
 

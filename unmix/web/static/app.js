@@ -45,7 +45,7 @@ function bytes(n) {
   const units = ["bytes", "KB", "MB", "GB", "TB"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${i ? n.toPrecision(3) : n} ${units[i]}`;
+  return `${i ? Number(n.toPrecision(3)) : n} ${units[i]}`;
 }
 
 async function api(path, init = {}) {
@@ -71,6 +71,7 @@ function settings() {
 
 function showTargets(chosen) {
   const model = currentModel();
+  $("model-info").textContent = model.label;
   const box = $("targets");
   box.replaceChildren(...model.targets.map((t) => el("label", { class: "chip" },
     el("input", { type: "checkbox", value: t, checked: !chosen || chosen.includes(t), onchange: saveSettings }), t)));
@@ -84,9 +85,10 @@ function showTargets(chosen) {
 async function loadSettings() {
   const [options, saved] = await Promise.all([api("/api/options"), api("/api/settings")]);
   state.options = options;
-  $("model").replaceChildren(...options.models.map((m) => el("option", { value: m.name }, m.label)));
+  $("model").replaceChildren(...options.models.map((m) => el("option", { value: m.name, title: m.label },
+    m.cached ? m.name : `${m.name} (download on first use)`)));
   $("format").replaceChildren(...options.formats.map((f) => el("option", { value: f.id }, f.label)));
-  const labels = ["0: masks only (fastest)", "1: Wiener filter (default)", "2", "3 (slowest)"];
+  const labels = ["0 · fastest", "1 · default", "2", "3 · slowest"];
   $("niter").replaceChildren(...Array.from({ length: options.niter.max + 1 },
     (_, i) => el("option", { value: i }, labels[i] || String(i))));
   const has = (select, value) => [...select.options].some((o) => o.value === String(value));
