@@ -139,7 +139,8 @@ class WebApp:
         self.port = self.httpd.server_address[1]
         self.runner = Runner(self.store, self.jobs)
         self.runner.start()
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="unmix-http", daemon=True)
+        # a short poll: `stop` (shutdown) returns within it
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="unmix-http", daemon=True)
         self._thread.start()
         return self
 
