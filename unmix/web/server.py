@@ -225,6 +225,7 @@ def _download_name(stem, target, path):
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True  # a stalled client never keeps the app from stopping
+    request_queue_size = 128  # socketserver's 5 drops connections when a page and many uploads arrive at once
 
     def __init__(self, app, address):
         self.app = app
