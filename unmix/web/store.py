@@ -82,6 +82,7 @@ class JobStore:
             self._db = sqlite3.connect(str(self.folder / DB_NAME), check_same_thread=False, isolation_level=None)
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never wait for the workers' progress writes
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per progress write; safe from crashes
             self._db.executescript(_SCHEMA)
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
