@@ -166,7 +166,8 @@ def main(argv=None):
     latencies = [t for _, t, e in results if not e]
     print(f"clients {args.clients}, app --jobs {args.jobs}, songs {args.seconds:g} s, model {args.model}, "
           f"{os.cpu_count()} CPUs")
-    print(f"wall time {wall:.1f} s for {args.clients} songs ({args.clients * args.seconds / wall:.2f} s of audio per s)")
+    print(f"wall time {wall:.1f} s for {args.clients} songs "
+          f"({args.clients * args.seconds / wall:.2f} s of audio per s)")
     print(f"job latency (upload to zip): median {statistics.median(latencies):.1f} s, max {max(latencies):.1f} s"
           if latencies else "no job finished")
     print(f"client requests: {len(timings)}, latency p50 {1000 * percentile(timings, 50):.0f} ms, "

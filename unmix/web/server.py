@@ -450,16 +450,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         job_id = app.store.new_id()
         folder = app.store.job_dir(job_id)
         folder.mkdir(parents=True)
+        part = folder / "upload.part"
+        status = HTTPStatus.BAD_REQUEST  # until the body is in: a cut-off upload
         try:
-            part = folder / "upload.part"
             uploads.receive(self.rfile, length, part)
+            status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE  # then: a file that is not audio
             ext, seconds = uploads.check_audio(part)
             os.rename(part, folder / f"input{ext}")
             job = app.store.add(job_id, name, options, f"input{ext}", seconds)
-        except UnmixError as exc:
+        except (UnmixError, OSError) as exc:
             app.store.remove_files(job_id)
             self.close_connection = True
-            return self._error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"{name}: {exc}")
+            if isinstance(exc, (ConnectionError, TimeoutError)):  # the client went away: nobody to answer
+                raise
+            if isinstance(exc, OSError):  # e.g. a full disk
+                full = exc.errno == errno.ENOSPC
+                status = HTTPStatus.INSUFFICIENT_STORAGE if full else HTTPStatus.INTERNAL_SERVER_ERROR
+                exc = f"the upload could not be stored ({exc.strerror or exc})"
+            return self._error(status, f"{name}: {exc}")
         except BaseException:
             app.store.remove_files(job_id)
             raise
@@ -514,11 +522,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         folder = self.app.store.job_dir(job_id)
         path = folder / "stems.zip"
         stem = uploads.name_stem(job["name"])
-        with self.app.zip_lock:  # built once, on the first request
-            if not path.exists():
-                with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
-                    for target, name in job["stems"].items():
-                        archive.write(folder / name, f"{stem}/{target}{Path(name).suffix}")
+        try:
+            with self.app.zip_lock:  # built once, on the first request
+                if not path.exists():
+                    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+                        for target, name in job["stems"].items():
+                            archive.write(folder / name, f"{stem}/{target}{Path(name).suffix}")
+        except OSError:  # deleted meanwhile
+            return self._error(HTTPStatus.NOT_FOUND, "no such job")
         self._file(path, "application/zip", download=f"{stem} - stems.zip")
 
     # -- events ---------------------------------------------------------------------------------
