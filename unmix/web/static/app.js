@@ -314,9 +314,10 @@ function listen() {
   const events = new EventSource("/api/events");
   events.addEventListener("open", () => { $("live").textContent = "live"; $("live").classList.add("on"); });
   events.addEventListener("error", () => { $("live").textContent = "reconnecting…"; $("live").classList.remove("on"); });
-  events.addEventListener("jobs", (e) => {
+  events.addEventListener("jobs", (e) => { // at first, and after a reconnection
     state.jobs.clear();
     JSON.parse(e.data).forEach(upsert);
+    if (state.mixer && !state.jobs.has(state.mixer.job.id)) closeMixer(); // deleted meanwhile
     render();
   });
   events.addEventListener("job", (e) => { upsert(JSON.parse(e.data)); render(); });
