@@ -14,6 +14,7 @@ import soundfile as sf
 from web_helpers import get_json, read_events, request, song_bytes, start_app, upload, wait_for
 
 from unmix import cli
+from unmix.errors import UnmixError
 from unmix.separation import stems as stems_io
 from unmix.web.server import WebApp
 from unmix.web.store import JobStore
@@ -312,6 +313,9 @@ def test_another_host_gets_a_generated_token():
     assert app.token and len(app.token) >= 24 and app.link.endswith(f"?token={app.token}")
     assert WebApp("unused", host="127.0.0.1").token is None
     assert WebApp("unused", host="192.168.1.5", token="given-token").token == "given-token"
+    for bad in ("short", "has space in it", "semi;colon=x", "é-accented"):
+        with pytest.raises(UnmixError, match="--token must be"):
+            WebApp("unused", token=bad)
 
 
 def test_other_sites_cannot_reach_or_change_anything(app):

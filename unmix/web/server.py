@@ -110,8 +110,9 @@ class WebApp:
 
         if int(jobs) < 1:
             raise UnmixError(f"--jobs must be >= 1, got {jobs}")
-        if token is not None and len(token) < 8:
-            raise UnmixError("--token must be at least 8 characters long")
+        if token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{8,}", token):
+            # it travels in a URL and a cookie: no characters that either would need to escape
+            raise UnmixError("--token must be 8 or more letters, digits or . _ ~ -")
         if token is None and not is_loopback(host):
             token = secrets.token_urlsafe(24)  # another host: never open, as Jupyter
         self.data = Path(data).expanduser() if data else cache_root() / "web"
