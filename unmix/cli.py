@@ -368,6 +368,38 @@ def _run_models(args):
     return 0
 
 
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="a local web app: drop songs in a browser, get their stems and a mixer",
+                       description="Start the web app (default http://127.0.0.1:8000): drop songs, choose the "
+                                   "model and stems, follow the queue, play the stems in a mixer, download them. "
+                                   "Jobs are kept in --data and resume after a restart.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only); any other needs a token, "
+                        "generated unless --token")
+    p.add_argument("--port", type=_integer(0, 65535), default=8000, help="port (default 8000; 0: a free one)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="folder of the jobs database and the stems (default: <$UNMIX_CACHE or ~/.cache/unmix>/web)")
+    p.add_argument("--jobs", type=_integer(1), default=1, help="songs separated at once (default 1)")
+    p.add_argument("--token", default=None,
+                   help="require this token on every request (default: none on 127.0.0.1, a generated one on "
+                        "any other host)")
+    p.add_argument("--max-upload", default="1G", metavar="SIZE",
+                   help="largest song accepted, e.g. 500M or 2G (default 1G); larger uploads get HTTP 413")
+    p.add_argument("--verbose", action="store_true", help="log every request")
+    return p
+
+
+def _run_serve(args):
+    from unmix.web import server, uploads
+
+    try:
+        max_upload = uploads.parse_size(args.max_upload)
+    except UnmixError as exc:
+        args._parser.error(f"--max-upload: {exc}")
+    return server.serve(args.data, host=args.host, port=args.port, jobs=args.jobs, token=args.token,
+                        max_upload=max_upload, verbose=args.verbose)
+
+
 # (name, add-function, run-function); later stages append here.
 COMMANDS = [
     ("separate", _add_separate, _run_separate),
@@ -377,6 +409,7 @@ COMMANDS = [
     ("demo", _add_demo, _run_demo),
     ("train", _add_train, _run_train),
     ("evaluate", _add_evaluate, _run_evaluate),
+    ("serve", _add_serve, _run_serve),
 ]
 
 

@@ -48,10 +48,14 @@ def run_demo(outdir, model=None, backend="auto", example=EXAMPLE_PATH, progress=
     return written
 
 
-def log_spectrogram(audio, n_fft=2048, n_hop=512):
+def log_spectrogram(audio, n_fft=2048, n_hop=512, max_frames=2000):
     """Channel-averaged power in dB of ``(nb_channels, nb_timesteps)`` audio:
-    ``(nb_bins, nb_frames)``, Hann-windowed frames (the plot only, not the model's STFT)."""
+    ``(nb_bins, nb_frames)``, Hann-windowed frames (the plot only, not the model's STFT).
+
+    A long song gets a longer hop, at most `max_frames` frames: a picture a few hundred pixels
+    wide shows no more, and the frames of a 5-minute song at hop 512 would take 1.3 GB."""
     mono = np.asarray(audio, dtype=np.float64).mean(axis=0)
+    n_hop = max(n_hop, -(-mono.size // max_frames))
     if mono.size < n_fft:
         mono = np.pad(mono, (0, n_fft - mono.size))
     nb_frames = 1 + (mono.size - n_fft) // n_hop

@@ -136,6 +136,8 @@ class Separator:
                 (x - 128) / 128, ...).
             rate: its sample rate; it is resampled to the model's and the estimates back.
             downmix: average more than two channels down instead of refusing them.
+            progress: True for a progress bar, or a callable ``progress(done, total)`` called
+                after each step (windows and networks).
 
         Returns:
             target -> estimate with the input's layout and exactly its length, in the input's
@@ -196,8 +198,7 @@ class Separator:
         length = audio.shape[-1]
         nb_frames = transforms.nb_frames_for(length, self.n_fft, self.n_hop)
         windows = self._windows(nb_frames)
-        bar = tqdm(total=2 * len(windows) + len(self.models), disable=not progress, unit="step",
-                   desc="separating", leave=False)
+        bar = _progress_bar(progress, 2 * len(windows) + len(self.models))
 
         models = list(self.models.values())
         with self._side_by_side() as each:  # each(function, items): the per-target calls of a window
@@ -306,6 +307,27 @@ class Separator:
                              f"(at least {min_len} samples at {self.sample_rate:g} Hz)")
         if not np.all(np.isfinite(audio)):
             raise UnmixError("audio contains NaN or infinite samples")
+
+
+def _progress_bar(progress, total):
+    """A tqdm bar (`progress` True), none (False), or, for a callable, an object whose
+    ``update(n)`` calls ``progress(done, total)``: how `unmix serve` follows a job (a callback
+    that raises stops the separation)."""
+    if not callable(progress):
+        return tqdm(total=total, disable=not progress, unit="step", desc="separating", leave=False)
+    return _CallbackBar(progress, total)
+
+
+class _CallbackBar:
+    def __init__(self, callback, total):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def update(self, n=1):
+        self.done += n
+        self.callback(self.done, self.total)
+
+    def close(self):
+        pass
 
 
 def _float_audio(audio):
