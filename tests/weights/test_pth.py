@@ -16,6 +16,7 @@ import pytest
 from unmix.weights import pth
 from unmix.errors import UnmixError
 from conftest import FIXTURES
+from pth_files import legacy_pth
 
 
 
@@ -61,19 +62,6 @@ def _zip_pth(path, data_pkl, storages=None, byteorder=None):
     return path
 
 
-def _legacy_pth(path, obj_pickle, keys=(), storages=()):
-    """A legacy checkpoint: magic, protocol, sys_info, the object, the keys, the storages."""
-    buf = io.BytesIO()
-    for header in (pth.LEGACY_MAGIC_NUMBER, pth.LEGACY_PROTOCOL_VERSION, {"little_endian": True}):
-        pickle.dump(header, buf, protocol=2)
-    buf.write(obj_pickle)
-    pickle.dump(list(keys), buf, protocol=2)
-    for numel, data in storages:
-        buf.write(struct.pack("<q", numel) + data)
-    path.write_bytes(buf.getvalue())
-    return path
-
-
 def _tensor_pickle(numel, offset, size, stride, storage="FloatStorage"):
     """Raw opcodes for OrderedDict(w=<tensor on storage '0'>), as torch pickles a state dict."""
     ints = lambda values: b"(" + b"".join(b"I%d\n" % v for v in values) + b"t"  # noqa: E731
@@ -87,7 +75,7 @@ def test_crafted_tensor_pickle_in_both_formats(tmp_path):
     data = np.arange(10, dtype="<f4").tobytes()
     want = np.arange(10, dtype=np.float32)[1:].reshape(3, 3)[:, :2]
     zipped = _zip_pth(tmp_path / "z.pth", _tensor_pickle(10, 1, (3, 2), (3, 1)), {"0": data})
-    legacy = _legacy_pth(tmp_path / "l.pth", _tensor_pickle(10, 1, (3, 2), (3, 1)), ["0"], [(10, data)])
+    legacy = legacy_pth(tmp_path / "l.pth", _tensor_pickle(10, 1, (3, 2), (3, 1)), ["0"], [(10, data)])
     for path in (zipped, legacy):
         assert np.array_equal(pth.load_state_dict(path)["w"], want)
 
@@ -152,7 +140,7 @@ def test_code_in_pickle_is_refused_and_not_run(tmp_path, fmt, payload):
     marker = tmp_path / "ran"
     data = _payloads(marker)[payload]
     path = tmp_path / "evil.pth"
-    _zip_pth(path, data) if fmt == "zip" else _legacy_pth(path, data)
+    _zip_pth(path, data) if fmt == "zip" else legacy_pth(path, data)
     with pytest.raises(UnmixError, match=r"refusing to load .*evil\.pth: it asks to import \S+, "
                                          r"which a state dict never needs"):
         pth.load(path)
