@@ -3,10 +3,8 @@
 The .pth fixtures were written by torch itself (tools/fixtures/make_parity_fixtures.py); the
 malicious and malformed files are crafted here with plain pickle and raw opcodes.
 """
-import io
 import os
 import pickle
-import struct
 import zipfile
 from pathlib import Path
 
