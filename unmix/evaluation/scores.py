@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from unmix.errors import UnmixError
 from unmix.evaluation import bsseval
@@ -244,9 +246,6 @@ def plot_sdr(per_track, path, title=""):
     """Per-track SDRs (median over frames) as a box plot per target with the tracks as dots
     (on matplotlib's Agg canvas without pyplot: the caller's backend is left alone)."""
     # imported when drawing: matplotlib is slow to import and few runs plot
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     targets = [t for t in MUSDB_TARGETS if t in per_track.index.get_level_values("target")]
     data = [per_track.xs(t, level="target")["SDR"].dropna().to_numpy() for t in targets]
     fig = Figure(figsize=(1.6 * len(targets) + 2, 4))

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+import h5py
 import numpy as np
 
 from unmix.errors import UnmixError
@@ -172,8 +173,6 @@ def write_h5_params(path, params):
     Args:
         params: name -> array, in the order NNabla creates them (`param_shapes` order).
     """
-    import h5py
-
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for index, (name, value) in enumerate(params.items()):
@@ -189,8 +188,6 @@ def read_h5_params(path):
     uncompressed), so a crafted file cannot make the reader allocate what it does not hold;
     corrupt HDF5 internals, whatever h5py raises for them, are one UnmixError.
     """
-    import h5py
-
     params = {}
     limit = os.path.getsize(path) if os.path.isfile(path) else 0
 

@@ -31,6 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_folder, atomic_path
@@ -53,23 +56,17 @@ class _Graph:
         self.prefix = ""  # of the weights' names: X-UMX's sources each have their own
 
     def const(self, name, value, dtype=np.float32):
-        from onnx import numpy_helper
-
         name = self.prefix + name
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=dtype), name))
         return name
 
     def name(self, source_name, tensor):
         """An Identity giving `tensor` the name `source_name` (a stage boundary or an output)."""
-        from onnx import helper
-
         self.nodes.append(helper.make_node("Identity", [tensor], [source_name], name=source_name))
         return source_name
 
     def op(self, op_type, inputs, **attrs):
         """Add one node; returns the name of its (first) output."""
-        from onnx import helper
-
         name = f"{op_type.lower()}_{len(self.nodes)}"
         self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
         return name
@@ -115,8 +112,6 @@ def build_onnx(config, params, stage="full", check=True):
             `OnnxModel` builds for every separation skip it: 0.15 s for four umxhq targets,
             and ONNX Runtime validates the graph itself).
     """
-    import onnx
-
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage}")
     cfg, p = config, check_params(config, params)
@@ -148,8 +143,6 @@ def build_xumx_onnx(config, params, sources, targets=None, check=True):
         ``lstm_out`` (c2, ``(nb_frames, nb_samples, 2 * hidden_size)``), an output
         ``target_<source>`` (the shape of ``mix``) per target; `stage_models` cuts it.
     """
-    import onnx
-
     checked = {s: check_params(config, params[s]) for s in sources}
     g = _Graph()
     encoded = []
@@ -176,8 +169,6 @@ def build_xumx_onnx(config, params, sources, targets=None, check=True):
 
 def _model(config, stage, nodes, inputs, outputs, initializers, sources=None):
     """The ModelProto of a graph whose inputs and outputs are named tensors (`_stage_io`)."""
-    from onnx import TensorProto, helper
-
     mix_dims = ["nb_samples", config.nb_channels, config.nb_bins, "nb_frames"]
     features = ["nb_frames", "nb_samples", config.hidden_size]
     bridged = ["nb_frames", "nb_samples", 2 * config.hidden_size] if sources else features
@@ -460,8 +451,6 @@ def _label(source):
 def _read_graph(source):
     """``(ModelConfig, sources or None, stage -> ModelProto)`` of a full graph written by `export`
     (path or proto); sources are those of an X-UMX graph, None for Open-Unmix."""
-    import onnx
-
     label = _label(source)
     if isinstance(source, (str, os.PathLike)):
         if not Path(source).is_file():
@@ -483,8 +472,6 @@ def _read_graph(source):
 
 def _session(source, label, nb_threads):
     """An ONNX Runtime CPU session for a path or serialized model."""
-    import onnxruntime as ort
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = nb_threads or os.cpu_count() or 1
     opts.inter_op_num_threads = 1
@@ -529,8 +516,6 @@ def _shared_arena(ort):
 def _shrinking_run_options():
     """RunOptions that hand the arena's free memory back after the run: for the runs over a
     whole track (the LSTM; the full graph), whose working set grows with the track's length."""
-    import onnxruntime as ort
-
     options = ort.RunOptions()
     options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return options
@@ -540,8 +525,6 @@ def _shrinking_run_options():
 def check_unmix_graph(path):
     """Raise UnmixError unless `path` is a file holding an ONNX graph that unmix wrote: --force
     replaces nothing else."""
-    import onnx
-
     try:
         if path.is_symlink() or not path.is_file():
             raise ValueError("not a regular file")
@@ -572,8 +555,6 @@ def write_export(out, graphs, meta, force=False):
 def save_graph(proto, path, replace=True):
     """Write an ONNX model atomically, with a clear error when the disk says no; an existing
     `path` is kept unless `replace` (checked at the rename)."""
-    import onnx
-
     try:
         with atomic_path(path, replace=replace) as tmp:
             onnx.save_model(proto, str(tmp))

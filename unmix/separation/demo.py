@@ -11,10 +11,13 @@ offline: `unmix.weights.registry.resolve_model`; `make demo` passes ``--model bu
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from unmix.io import audio as audio_io
 from unmix.errors import UnmixError
+from unmix.io import audio as audio_io
 from unmix.io.files import atomic_path
+from unmix.separation.separator import load_separator
 
 EXAMPLE_PATH = Path(__file__).resolve().parent.parent / "assets" / "example" / "example.flac"
 PNG_NAME = "spectrograms.png"
@@ -34,8 +37,6 @@ def run_demo(outdir, model=None, backend="auto", example=EXAMPLE_PATH, progress=
     Returns:
         dict name -> written path: each target, and ``"png"``.
     """
-    from unmix.separation.separator import load_separator
-
     if not Path(example).is_file():
         raise UnmixError(f"example song {example} is missing; reinstall unmix")
     mixture, rate = audio_io.load(example)
@@ -70,9 +71,6 @@ def plot_spectrograms(mixture, estimates, rate, path):
     colour scale (so a quiet stem looks quiet). Returns `path`.
 
     Drawn on matplotlib's Agg canvas without pyplot: the caller's backend is left alone."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     panels = {"mixture": mixture, **estimates}
     specs = {name: log_spectrogram(a) for name, a in panels.items()}
     top = specs["mixture"].max()

@@ -39,10 +39,13 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from unmix.io import audio as audio_io
+from unmix import cluster
 from unmix.errors import UnmixError
+from unmix.io import audio as audio_io
 from unmix.io.files import make_temp_dir
 from unmix.io.paths import inside, move_no_replace, safe_name
+from unmix.separation.separator import load_separator
+from unmix.weights import registry
 
 OUTPUT_EXTENSIONS = (".wav", ".flac", ".mp3")
 DEFAULT_FILENAME = "{track}/{target}.{ext}"
@@ -340,11 +343,8 @@ def separate_files(paths, separator_options, file_options, jobs=1, scheduler=Non
     Returns:
         the number of files that failed (each reported on stderr in one line).
     """
-    from unmix.weights.registry import resolve_model
-    from unmix.separation.separator import load_separator
-
     # the default model is resolved (downloaded, or the offline fallback) once, not in every worker
-    separator_options = dict(separator_options, model=resolve_model(separator_options.get("model")))
+    separator_options = dict(separator_options, model=registry.resolve_model(separator_options.get("model")))
     fmt = file_options.get("fmt", StemFormat())
     if fmt.ext == ".mp3":
         audio_io._ffmpeg_tool("ffmpeg", "mp3 stems", doing="writing")
@@ -372,9 +372,6 @@ def separate_files(paths, separator_options, file_options, jobs=1, scheduler=Non
 
 def _separate_on_cluster(paths, separator_options, file_options, scheduler):
     """`separate_files` with one task per file on the Dask cluster at `scheduler`."""
-    from unmix import cluster
-    from unmix.weights import registry
-
     # the workers' current folders are not ours: every path they get is absolute
     model = os.path.abspath(registry.resolve_model(separator_options.get("model")))
     options = dict(separator_options, model=model)
@@ -391,9 +388,6 @@ def _cluster_separate(path, separator_options, file_options):
     """In a Dask worker: separate `path` with a separator loaded once per worker process, on
     one thread as in a local pool (a worker runs as many files at once as it has threads);
     returns ``(result, error line)`` as `_user_error`."""
-    from unmix import cluster
-    from unmix.separation.separator import load_separator
-
     separator_options = dict(separator_options, nb_threads=1)
     key = json.dumps(separator_options, sort_keys=True)
     separator = cluster.worker_cached(key, lambda: load_separator(**separator_options))
@@ -441,8 +435,6 @@ _WORKER_SEPARATOR = None
 
 def _init_worker(separator_options):
     global _WORKER_SEPARATOR
-    from unmix.separation.separator import load_separator
-
     options = dict(separator_options, nb_threads=1)
     _WORKER_SEPARATOR = load_separator(**options)
 

@@ -6,6 +6,8 @@ graph and NNabla's Adam (see `unmix.training.train`).
 """
 import math
 
+import h5py
+
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
 from unmix.training.checkpoint import signals_held
@@ -136,8 +138,6 @@ class Trainer:
         Read by exact name with h5py: NNabla 1.39's ``load_states`` mixes up parameters whose name
         is a prefix of another's (``lstm/lstm/weight`` got the moments of ``lstm/lstm/weight_l0``).
         """
-        import h5py
-
         states = self.solver.get_states()
         try:
             with h5py.File(path, "r") as f:

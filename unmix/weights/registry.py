@@ -41,9 +41,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from tqdm import tqdm
+
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
 from unmix.io.paths import move_no_replace
+from unmix.models.model_folder import read_separator_json, write_json
+from unmix.weights import convert as convert_module
 
 DEFAULT_MODEL = "umxhq"  # what None stands for: downloaded on first use
 # A small model trained by this project on synthetic songs (see models/README.md). It ships inside
@@ -456,9 +460,6 @@ def _unpack(entry, downloads):
 
 def _convert_into(entry, src, folder):
     """Convert `src` into a temporary folder, pin the registry's metadata, rename onto `folder`."""
-    from unmix.weights import convert as convert_module
-    from unmix.models.model_folder import read_separator_json, write_json
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".part", dir=folder.parent))
     try:
@@ -507,8 +508,6 @@ def download(url, dest, weight_file=None, progress=True):
 
 def _fetch(url, path, progress):
     """Stream `url` into `path`; return {'sha256': hex, 'sha512': hex} of what was written."""
-    from tqdm import tqdm
-
     hashes = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
     with _network_errors(url):
         response = urllib.request.urlopen(url, timeout=TIMEOUT_S)
