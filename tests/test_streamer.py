@@ -211,3 +211,22 @@ def test_block_stats():
 
 def test_streamer_class_from_separator(causal):
     assert isinstance(unmix.load_separator(causal, niter=0).streamer(), Streamer)
+
+
+def test_causal_wiener_stream_does_not_depend_on_blocks(causal):
+    """niter >= 1 streams through the causal Wiener filter: frame-synchronous, so the stems are
+    the same whatever the blocks, and they differ from the ratio masks of niter 0."""
+    audio = noise(12000)
+    outs = []
+    for block_size in (N_HOP, 1000, None):
+        st = unmix.load_separator(causal, niter=2, wiener_win_len=50, residual="rest").streamer(block_size=block_size)
+        sizes = [block_size] if block_size else list(np.random.default_rng(2).integers(1, 900, 40))
+        out = stream(st, audio, sizes)
+        outs.append({t: v[:, st.latency:] for t, v in out.items()})
+    for other in outs[1:]:
+        for target in outs[0]:
+            assert db_below(other[target], outs[0][target]) >= 100
+    plain = unmix.load_separator(causal, niter=0, residual="rest").separate(audio, RATE)
+    assert db_below(outs[0]["vocals"], plain["vocals"]) < 40
+    total = sum(outs[0].values())  # the Wiener estimates still add up to the mixture
+    assert db_below(total[:, 2000:], audio[:, 2000:]) >= 40
