@@ -40,6 +40,7 @@ from unmix.dsp import transforms
 from unmix.dsp.causal_wiener import CausalWiener
 from unmix.dsp.streaming_stft import StreamingOverlapAdd, StreamingSTFT
 from unmix.errors import UnmixError
+from unmix.separation.separator import _fit_channels_back
 
 
 def make_streamer(separator, block_size=None, chunk=None, lookahead=None, past=None, nb_channels=None,
@@ -161,6 +162,16 @@ class _StreamBase:
         self.flushed = False
         self._reset()
 
+    def warm_up(self):
+        """Run silence through once and start afresh (statistics cleared): the first calls load
+        the kernels and size ONNX Runtime's buffers, which must not happen in a live callback."""
+        step, _ = self._period()
+        block = np.zeros((self.nb_channels, self.block_size or self.separator.n_hop), np.float32)
+        for _ in range(-(-(2 * step) // block.shape[1]) + 1):
+            self.feed(block)
+        self.reset()
+        self.stats = BlockStats()
+
     def feed(self, block):
         """Separate the next block.
 
@@ -210,8 +221,8 @@ class _StreamBase:
         if zeros:
             taken = np.concatenate([np.zeros(taken.shape[:-1] + (zeros,), np.float32), taken], axis=-1)
         self.emitted += n
-        if self.nb_channels != self.model_channels:  # mono in, mono out
-            taken = taken.mean(axis=1, keepdims=True)
+        if self.nb_channels != self.model_channels:  # back to the blocks' channels (mono in, mono out)
+            taken = _fit_channels_back(taken, self.nb_channels)
         return dict(zip(self.targets, taken))
 
     def _check(self, block):
