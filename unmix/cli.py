@@ -83,6 +83,9 @@ def _add_export(sub):
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to export (default: all)")
+    p.add_argument("--streaming", action="store_true",
+                   help="also write a step graph per target (<target>.step.onnx: mix frames, LSTM state h, c -> "
+                        "target, h_out, c_out) for frame-by-frame streaming, e.g. in a plugin; causal models only")
     return p
 
 
@@ -91,6 +94,12 @@ def _run_export(args):
     from unmix.weights import registry
 
     model = registry.resolve_model(args.model)
+    if args.streaming:
+        from unmix.models import onnx_step
+
+        for path in onnx_step.export_streaming(model, args.out, targets=args.targets, force=args.force):
+            print(f"wrote {path}")
+        return 0
     for path in onnx_graph.export(model, args.out, targets=args.targets, force=args.force):
         print(f"wrote {path}")
     return 0

@@ -171,3 +171,67 @@ def _step_session(serialized, nb_threads):
         return ort.InferenceSession(serialized, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise UnmixError(f"cannot load the step graph: {str(exc).splitlines()[0]}") from None
+
+
+# -- export -----------------------------------------------------------------------------------
+def streaming_meta(meta, targets):
+    """The ``streaming`` section of an exported folder's separator.json: what a plugin needs to
+    run the step graphs frame by frame (the STFT, the graphs' tensors, the filter, the delay)."""
+    n_fft, n_hop = int(meta.get("n_fft", 4096)), int(meta.get("n_hop", 1024))
+    config = ModelConfig.from_dict(meta["models"][targets[0]])
+    return {
+        "step_graphs": {t: step_file(t) for t in targets},
+        "tensors": {
+            "mix": "input (nb_samples, nb_channels, nb_bins, nb_frames) float32: |STFT| of the new frames",
+            "h": f"input (nb_layers={config.nb_layers}, nb_samples, hidden_size={config.hidden_size}) float32: "
+                 "the LSTM state after the previous frames (zeros at the start)",
+            "c": "input, the shape of h: the LSTM cell state",
+            "target": "output, the shape of mix: the target's magnitude",
+            "h_out": "output: h after these frames (feed it back as h)",
+            "c_out": "output: c after these frames (feed it back as c)",
+        },
+        "stft": {"n_fft": n_fft, "n_hop": n_hop, "window": "hann, periodic (torch.hann_window)", "center": True,
+                 "pad_mode": "reflect", "onesided": True, "normalized": False,
+                 "istft": "overlap-add of irfft(frame) * window, divided by the summed squared windows"},
+        "filter": {"niter_0": "estimate_j = target_j * mix_stft / |mix_stft| (the mixture's phase)",
+                   "causal_wiener": "unmix.dsp.causal_wiener: covariances from past frames with forgetting "
+                                    "1 - 1 / wiener_win_len", "eps": 1e-10, "scale_factor": 10.0},
+        "latency_samples": {"blocks_of_n_hop": n_fft - n_hop, "blocks_of_any_size": n_fft - 1},
+    }
+
+
+def export_streaming(model_folder, out, targets=None, force=False):
+    """`unmix export --streaming`: a model folder with, per target, its whole-track graph
+    ``<target>.onnx`` (the folder separates like any export) and its step graph
+    ``<target>.step.onnx``, and the `streaming_meta` section in separator.json.
+
+    Returns:
+        the list of written ``.onnx`` paths.
+    """
+    from unmix.models.model_folder import XUMX, architecture, load_params, read_separator_json
+
+    meta = read_separator_json(model_folder)
+    if architecture(meta) == XUMX:
+        raise UnmixError("an X-UMX model has no step graphs (its LSTMs are bidirectional): export it without "
+                         "--streaming and stream it block-online (--chunk)")
+    targets = list(targets or meta["targets"])
+    unknown = [t for t in targets if t not in meta["targets"]]
+    if unknown:
+        raise UnmixError(f"model {model_folder} has no target {', '.join(unknown)}")
+    out = Path(out)
+    if out.suffix == ".onnx":
+        raise UnmixError("--streaming writes a folder (graphs and separator.json), not a .onnx file")
+    onnx_graph._check_export_out(model_folder, out, force)
+    params = {t: load_params(model_folder, t) for t in targets}  # all errors before any write
+    bidirectional = [t for t, (config, _) in params.items() if not config.unidirectional]
+    if bidirectional:
+        raise UnmixError(f"--streaming needs a unidirectional (causal) model; {', '.join(bidirectional)} is "
+                         "bidirectional: export it without --streaming and stream it block-online (--chunk)")
+    graphs = {}
+    for target, (config, p) in params.items():
+        graphs[f"{target}.onnx"] = onnx_graph.build_onnx(config, p)
+        graphs[step_file(target)] = build_step_onnx(config, p)
+    exported = {**meta, "targets": targets, "models": {t: meta["models"][t] for t in targets}, "format": "onnx",
+                "streaming": streaming_meta(meta, targets)}
+    onnx_graph._write_export(out, graphs, exported)
+    return [out / name for name in graphs]
