@@ -74,12 +74,17 @@ class StreamingSTFT:
         first, nb = self.next_frame, stop - self.next_frame
         if nb <= 0:
             return np.zeros((self.nb_channels, 0, self.n_fft // 2 + 1), np.complex64)
-        # input positions of every frame sample, reflected at both ends as np.pad(mode="reflect")
-        pos = np.arange(first * self.n_hop - self.pad, (stop - 1) * self.n_hop + self.n_fft - self.pad)
-        pos = np.abs(pos)
-        pos = np.where(pos >= self.length, 2 * (self.length - 1) - pos, pos)
-        segment = np.take(self.buffer, pos - self.start, axis=1)  # contiguous per channel, as stft_frames
-        frames = np.lib.stride_tricks.sliding_window_view(segment, self.n_fft, axis=-1)[:, ::self.n_hop]
+        lo, hi = first * self.n_hop - self.pad, (stop - 1) * self.n_hop + self.n_fft - self.pad
+        if lo >= 0 and hi <= self.length:  # inside the signal (every frame but the ends'): a view
+            segment = self.buffer[:, lo - self.start:hi - self.start]
+        else:  # input positions reflected at both ends, as np.pad(mode="reflect")
+            pos = np.abs(np.arange(lo, hi))
+            pos = np.where(pos >= self.length, 2 * (self.length - 1) - pos, pos)
+            segment = np.take(self.buffer, pos - self.start, axis=1)  # contiguous per channel, as stft_frames
+        if nb == 1:
+            frames = segment[:, None, :]
+        else:
+            frames = np.lib.stride_tricks.sliding_window_view(segment, self.n_fft, axis=-1)[:, ::self.n_hop]
         spec = scipy.fft.rfft(frames * self.window, axis=-1)
         self.next_frame = stop
         # the next frame reaches back to next_frame * n_hop - pad; one more sample for the end's
@@ -103,6 +108,12 @@ class StreamingOverlapAdd:
         self.shape, self.n_fft, self.n_hop, self.pad = tuple(shape), int(n_fft), int(n_hop), int(n_fft) // 2
         self.window = hann_window(self.n_fft)
         self.square = self.window * self.window
+        # the envelope where every frame covering a sample is there: periodic in n_hop, summed in
+        # frame order like `istft`'s (the same float32 values)
+        self.steady = np.zeros(self.n_hop, np.float32)
+        for m in reversed(range(-(-self.n_fft // self.n_hop))):
+            part = self.square[m * self.n_hop:(m + 1) * self.n_hop]
+            self.steady[:part.shape[0]] += part
         self.reset()
 
     def reset(self):
@@ -162,6 +173,9 @@ class StreamingOverlapAdd:
     def _envelope(self, a, b):
         """Sum of the squared windows of the frames added, over padded samples ``a .. b``
         (positions no frame covers get 1: `istft` leaves them undivided)."""
+        if a >= self.n_fft - self.n_hop and b <= self.nb_frames * self.n_hop and self.n_fft % self.n_hop == 0:
+            start = a % self.n_hop
+            return np.tile(self.steady, -(-(start + b - a) // self.n_hop))[start:start + b - a]
         env = np.zeros(b - a, np.float32)
         first = max(0, (a - self.n_fft) // self.n_hop)
         for t in range(first, min(self.nb_frames, (b - 1) // self.n_hop + 1)):
