@@ -364,7 +364,9 @@ def _add_stream(sub):
     p.add_argument("input", nargs="?", default=None,
                    help="audio file, or - for raw PCM on stdin (--format, --rate, --channels); "
                         "omit with --input-device")
-    p.add_argument("--model", default=None, help="registry name or model folder (default: as separate)")
+    p.add_argument("--model", default=None,
+                   help="registry name or model folder (default: bundled-rt, the causal model, where this version "
+                        "ships it; else as separate)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to separate (default: all of the model)")
     p.add_argument("--niter", type=_integer(0), default=0,
                    help="Wiener EM iterations (default 0: ratio masks, frame by frame); >= 1 with a causal "

@@ -26,6 +26,7 @@ arithmetic as scaling x and the estimates by s), so a later, louder frame does n
 import numpy as np
 
 from unmix.dsp import filtering
+from unmix.dsp.jit import kernel
 from unmix.errors import UnmixError
 
 
@@ -62,7 +63,7 @@ class CausalWiener:
 
     def reset(self):
         """Forget every statistic: the start of a stream."""
-        self.sums = None  # per iteration: (S (J, C, C, F) complex64, W (J, F) float32), made on first use
+        self.sums = self.weights = None  # made on first use, when the number of sources is known
         self.scale = 1.0
 
     def __call__(self, targets, x):
@@ -79,45 +80,66 @@ class CausalWiener:
         if self.niter == 0 or not x.shape[1]:
             return y
         if self.sums is None:
-            shape = (y.shape[0], self.nb_channels, self.nb_channels, self.nb_bins)
-            self.sums = [(np.zeros(shape, np.complex64), np.zeros(shape[:1] + shape[3:], np.float32))
-                         for _ in range(self.niter)]
-        for t in range(x.shape[1]):
-            self.scale = max(self.scale, float(np.abs(x[:, t]).max()) / self.scale_factor)
-            frame = y[:, :, t]  # (J, C, F), a view: filtered in place
-            for S, W in self.sums:
-                frame[...] = self._step(frame, x[:, t], S, W)
+            self.sums = np.zeros((self.niter, y.shape[0], self.nb_channels, self.nb_channels, self.nb_bins),
+                                 np.complex64)  # S of each iteration and source (the full matrix)
+            self.weights = np.zeros((self.niter, y.shape[0], self.nb_bins), np.float32)  # W
+        self.scale = _causal_em_kernel(y, np.ascontiguousarray(x, np.complex64), self.sums, self.weights,
+                                       np.float32(self.lam), np.float32(self.eps), np.float32(self.scale_factor),
+                                       np.float32(self.scale))
         return y
 
-    def _step(self, y, x, S, W):
-        """One EM iteration on one frame: update the sums S, W in place with y, return the new y.
 
-        y: (J, C, F) complex64 estimates; x: (C, F) complex64.
-        """
-        power = (y.real * y.real + y.imag * y.imag).astype(np.float32)
-        v = power.mean(axis=1)  # (J, F)
-        S *= self.lam
-        S += y[:, :, None, :] * np.conj(y[:, None, :, :])
-        W *= self.lam
-        W += v
-        s2 = np.float32(self.scale * self.scale)
-        R = S / (np.float32(self.eps) * s2 + W)[:, None, None, :]  # (J, C, C, F)
-        vR = v[:, None, None, :] * R
-        cxx = vR.sum(axis=0)  # (C, C, F), without the regularization
-        r = np.float32(np.sqrt(np.float32(self.eps))) * s2
-        if self.nb_channels == 1:
-            z = x / (cxx[0] + r)  # (1, F)
-        else:
-            z = _solve_2x2(cxx, r, x)
-        return np.einsum("jcdf,df->jcf", vR, z).astype(np.complex64)
+@kernel
+def _causal_em_kernel(y, x, S, W, lam, eps, scale_factor, scale):
+    """The causal EM on every frame of y (J, C, T, F) complex64, in place, in frame order.
 
-
-def _solve_2x2(S, r, x):
-    """``(r I + S)^-1 x`` per bin for Hermitian PSD ``S`` (2, 2, F) and x (2, F), as the offline
-    kernel: det(S) clamped at 0 (float32 cancellation), the regularization added outside the
-    adjugate so that it is not lost next to large diagonal terms (mono in stereo)."""
-    a, b, c = S[0, 0].real, S[1, 1].real, S[0, 1]
-    det = np.maximum(a * b - (c.real * c.real + c.imag * c.imag), 0) + (a + b) * r + r * r
-    z0 = (b * x[0] - c * x[1] + r * x[0]) / det
-    z1 = (a * x[1] - np.conj(c) * x[0] + r * x[1]) / det
-    return np.stack([z0, z1])
+    S (niter, J, C, C, F) complex64 and W (niter, J, F) float32 are the sums (updated); `scale` is
+    the running scale before the first frame; returns it after the last. Per bin, as
+    `filtering._separate_stereo_kernel`: Cxx = r I + sum_j v_j R_j inverted in closed form, det(S)
+    clamped at 0 (float32 cancellation), the regularization r added outside the adjugate.
+    """
+    nb_sources, nb_channels, nb_frames, nb_bins = y.shape
+    v = np.empty(nb_sources, np.float32)
+    gain = np.empty(nb_sources, np.float32)
+    for t in range(nb_frames):
+        loudest = np.float32(0)
+        for c in range(nb_channels):
+            for f in range(nb_bins):
+                loudest = max(loudest, abs(x[c, t, f]))
+        scale = max(scale, loudest / scale_factor)
+        s2 = scale * scale
+        r = np.float32(np.sqrt(eps)) * s2
+        for k in range(S.shape[0]):
+            for f in range(nb_bins):
+                for j in range(nb_sources):
+                    power = np.float32(0)
+                    for c in range(nb_channels):
+                        z = y[j, c, t, f]
+                        power += z.real * z.real + z.imag * z.imag
+                    v[j] = power / np.float32(nb_channels)
+                    W[k, j, f] = lam * W[k, j, f] + v[j]
+                    for c1 in range(nb_channels):
+                        for c2 in range(nb_channels):
+                            S[k, j, c1, c2, f] = lam * S[k, j, c1, c2, f] + y[j, c1, t, f] * np.conj(y[j, c2, t, f])
+                    gain[j] = v[j] / (eps * s2 + W[k, j, f])  # v_j R_j = gain_j S_j
+                x0 = x[0, t, f]
+                if nb_channels == 1:
+                    cxx = r
+                    for j in range(nb_sources):
+                        cxx += gain[j] * S[k, j, 0, 0, f].real
+                    for j in range(nb_sources):
+                        y[j, 0, t, f] = gain[j] * S[k, j, 0, 0, f] * (x0 / cxx)
+                    continue
+                x1 = x[1, t, f]
+                a, b, c01 = np.float32(0), np.float32(0), np.complex64(0)
+                for j in range(nb_sources):
+                    a += gain[j] * S[k, j, 0, 0, f].real
+                    b += gain[j] * S[k, j, 1, 1, f].real
+                    c01 += gain[j] * S[k, j, 0, 1, f]
+                det = max(a * b - (c01.real * c01.real + c01.imag * c01.imag), np.float32(0)) + (a + b) * r + r * r
+                z0 = (b * x0 - c01 * x1 + r * x0) / det
+                z1 = (a * x1 - np.conj(c01) * x0 + r * x1) / det
+                for j in range(nb_sources):
+                    y[j, 0, t, f] = gain[j] * (S[k, j, 0, 0, f] * z0 + S[k, j, 0, 1, f] * z1)
+                    y[j, 1, t, f] = gain[j] * (S[k, j, 1, 0, f] * z0 + S[k, j, 1, 1, f] * z1)
+    return scale

@@ -271,12 +271,23 @@ class _AlignedOutput:
 
 
 # -- the `unmix stream` command for files and pipes -----------------------------------------------
+# the model `unmix stream` takes when none is given, once the registry knows it (a causal model
+# that ships with unmix); until then, the default model of `separate`
+STREAM_DEFAULT_MODEL = "bundled-rt"
+
+
 def load_stream_separator(options):
     """The `Separator` of `unmix stream` (`options`: keyword arguments of `load_separator`)."""
     from unmix.separation.separator import load_separator
     from unmix.weights.registry import resolve_model
 
-    return load_separator(**dict(options, model=resolve_model(options.get("model"))))
+    model = options.get("model")
+    if model is None:
+        try:
+            model = resolve_model(STREAM_DEFAULT_MODEL)
+        except UnmixError:  # not (yet) in this version's registry
+            model = None
+    return load_separator(**dict(options, model=resolve_model(model)))
 
 
 def make_stream(separator, streaming, nb_channels=None, default_block=None):
