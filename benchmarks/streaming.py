@@ -16,6 +16,7 @@ Sections:
 - blockonline: the bundled model (bidirectional, hidden 384, n_fft 4096) streamed block-online on
   the synthetic test songs for chunk / lookahead pairs: latency, real-time factor, and the SDR
   (BSSEval v4, median over 1 s windows, then over songs) against the offline separation.
+- umxhq: the same pairs with a umxhq-shaped model (random weights): latency and real-time factor.
 - wiener: the bundled model's magnitudes filtered offline (niter 1, windows of 300 frames)
   and causally (niter 1, exponential windows of 30, 300 and every past frame) and with ratio
   masks (niter 0): the SDR of each.
@@ -113,6 +114,12 @@ def section_jack(cache, minutes, quick):
     env = dict(os.environ, JACK_DEFAULT_SERVER=name, JACK_NO_START_SERVER="1", PYTHONPATH=str(ROOT))
     try:
         time.sleep(1.0)
+        # the baseline: a client that only writes silence, same period: the xruns of the machine alone
+        seconds_base = min(seconds, 120)
+        base = subprocess.run([sys.executable, "-c", _SILENT_CLIENT, str(seconds_base)], env=env, capture_output=True,
+                              text=True, check=True).stdout.split()
+        base_calls, base_flagged = int(base[0]), int(base[1])
+        print(f"baseline (silence, {seconds_base:g} s): {base_flagged} of {base_calls} callbacks flagged", flush=True)
         cmd = [sys.executable, "-m", "unmix", "stream", str(song), "--model", str(rt_folder(cache, 128)),
                "--output-device", "system", "--mix", "vocals=0"]
         began = time.monotonic()
@@ -138,10 +145,26 @@ def section_jack(cache, minutes, quick):
     late = int(re.search(r"(\d+) blocks slower", line).group(1))
     xruns = int(re.search(r"(\d+) callbacks flagged", line).group(1))
     row = dict(minutes=minutes, wall_s=wall, summary=line, late_blocks=late, xruns=xruns,
+               baseline=dict(seconds=seconds_base, callbacks=base_calls, flagged=base_flagged),
                rss_early_mb=rss_early, rss_end_mb=rss_last, rss_early_at_s=early, command=" ".join(cmd))
     print(f"JACK dummy, 256-frame periods, {minutes:g} min: {line}\nRSS {rss_early} MB at {early} s, "
           f"{rss_last} MB at the end", flush=True)
     return row
+
+
+_SILENT_CLIENT = """
+import sys, time
+import sounddevice as sd
+counts = [0, 0]
+def callback(outdata, frames, when, status):
+    counts[0] += 1
+    counts[1] += bool(status)
+    outdata.fill(0)
+with sd.OutputStream(device="system", samplerate=44100, blocksize=256, channels=2, dtype="float32",
+                     callback=callback):
+    time.sleep(float(sys.argv[1]))
+print(counts[0], counts[1])
+"""
 
 
 def _rss_mb(pid):
@@ -210,6 +233,43 @@ def section_blockonline(pairs):
     return rows
 
 
+def umxhq_folder(cache):
+    """A umxhq-shaped model folder (bidirectional, hidden 512, 3 layers, n_fft 4096) with random weights."""
+    from unmix.models.model_folder import ModelConfig, init_params, save_params, write_separator_json
+
+    folder = Path(cache) / "umxhq-shaped"
+    if not (folder / "separator.json").is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        config = ModelConfig(nb_bins=2049, nb_channels=2, hidden_size=512, nb_layers=3, max_bin=1487)
+        for i, target in enumerate(TARGETS):
+            save_params(folder, target, config, init_params(config, seed=i))
+        write_separator_json(folder, {t: config for t in TARGETS}, sample_rate=RATE)
+    return folder
+
+
+def section_umxhq(cache, pairs):
+    """Block-online with a umxhq-shaped model (random weights): latency and real-time factor."""
+    import unmix
+
+    sep = unmix.load_separator(umxhq_folder(cache), niter=1, nb_threads=2)
+    mix = song_audio(24)
+    began = time.perf_counter()
+    sep.separate(mix, RATE)
+    rows = [dict(chunk=None, lookahead=None, latency_s=None, rtf=(time.perf_counter() - began) / 24)]
+    for chunk, lookahead in pairs:
+        st = sep.streamer(chunk=chunk, lookahead=lookahead, block_size=1024)
+        began = time.perf_counter()
+        for pos in range(0, mix.shape[1], 1024):
+            st.feed(mix[:, pos:pos + 1024])
+        st.flush()
+        rows.append(dict(chunk=chunk, lookahead=lookahead, latency_s=st.latency / RATE,
+                         rtf=(time.perf_counter() - began) / 24))
+    for row in rows:
+        print(f"umxhq-shaped, chunk {row['chunk']} s, lookahead {row['lookahead']} s: latency {row['latency_s']} s, "
+              f"RTF {row['rtf']:.3f}", flush=True)
+    return rows
+
+
 def section_wiener():
     """Offline vs causal Wiener filter on the bundled model's magnitudes."""
     import unmix
@@ -245,8 +305,8 @@ def section_wiener():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", nargs="+", default=["steps", "jack", "blockonline", "wiener"],
-                        choices=["steps", "jack", "blockonline", "wiener"])
+    parser.add_argument("--sections", nargs="+", default=["steps", "jack", "blockonline", "umxhq", "wiener"],
+                        choices=["steps", "jack", "blockonline", "umxhq", "wiener"])
     parser.add_argument("--quick", action="store_true", help="short runs (20 s of blocks, 0.5 min under JACK)")
     parser.add_argument("--seconds", type=float, default=None, help="audio per model in `steps` (default 60)")
     parser.add_argument("--minutes", type=float, default=None, help="the JACK run's length (default 10)")
@@ -264,6 +324,10 @@ def main(argv=None):
         pairs = [(1.0, 0.5), (4.0, 1.0)] if args.quick else [(0.5, 0.25), (1.0, 0.5), (2.0, 0.5), (4.0, 1.0),
                                                               (8.0, 2.0)]
         results["blockonline"] = section_blockonline(pairs)
+    if "umxhq" in args.sections:
+        pairs = [(1.0, 0.5), (4.0, 1.0)] if args.quick else [(0.5, 0.25), (1.0, 0.5), (2.0, 0.5), (4.0, 1.0),
+                                                              (8.0, 2.0)]
+        results["umxhq"] = section_umxhq(args.cache, pairs)
     if "wiener" in args.sections:
         results["wiener"] = section_wiener()
     if args.json:

@@ -4,6 +4,7 @@ and stopped (by its PID) by these tests; PortAudio (through sounddevice) talks t
 Each test runs the CLI in a process of its own: PortAudio reads ``JACK_DEFAULT_SERVER`` (the
 server's unique name, so that parallel runs do not meet) when sounddevice is imported.
 """
+import ctypes.util
 import os
 import shutil
 import signal
@@ -19,7 +20,8 @@ import soundfile as sf
 import unmix
 from streaming_models import RATE, db_below, make_causal_folder, noise
 
-pytestmark = pytest.mark.skipif(shutil.which("jackd") is None, reason="needs jackd (apt-get install jackd2)")
+pytestmark = pytest.mark.skipif(shutil.which("jackd") is None or ctypes.util.find_library("portaudio") is None,
+                                reason="needs jackd and PortAudio (apt-get install jackd2 libportaudio2)")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ is a one-line error. PortAudio talks to ALSA, PulseAudio or JACK; JACK's dummy b
 """
 import queue
 import sys
+from pathlib import Path
 import threading
 import time
 
@@ -62,19 +63,86 @@ def _device(sd, text, kind):
     return index, info
 
 
+class FileSource:
+    """A file read ahead on a thread of its own, in blocks at the model's rate, so that the audio
+    callback never waits for the disk and a long file (an hour's set) is never held whole.
+
+    libsndfile formats (wav, flac, ogg, ...) are read piece by piece (resampled with soxr's
+    stream when the rates differ); other formats (mp3, m4a: ffmpeg) are decoded whole first.
+
+    Args:
+        path: the file; rate: the model's rate; block: samples per block.
+        ahead: seconds of blocks kept ready.
+    """
+
+    def __init__(self, path, rate, block, ahead=4.0):
+        import soundfile as sf
+        import soxr
+
+        from unmix.io import audio as audio_io
+
+        self.block, self.late = int(block), 0
+        self.error = None
+        path = Path(path)
+        info = audio_io.info(path)
+        if info.nb_channels > 2:
+            raise UnmixError(f"{path} has {info.nb_channels} channels: downmix it to stereo first (ffmpeg -ac 2)")
+        self.nb_channels = info.nb_channels
+        self.queue = queue.Queue(maxsize=max(2, int(ahead * rate / self.block)))
+        if audio_io._uses_sndfile(path):
+            handle = sf.SoundFile(str(path))
+            resampler = None if handle.samplerate == rate else soxr.ResampleStream(
+                handle.samplerate, rate, self.nb_channels, dtype="float32", quality="HQ")
+            pieces = self._pieces(handle, resampler)
+        else:
+            audio, _ = audio_io.load(path, rate=rate)
+            pieces = iter([audio])
+        self.thread = threading.Thread(target=self._read, args=(pieces,), name="unmix-file-reader", daemon=True)
+        self.thread.start()
+
+    def _pieces(self, handle, resampler):
+        with handle:
+            for piece in handle.blocks(blocksize=1 << 15, dtype="float32", always_2d=True):
+                yield piece.T if resampler is None else resampler.resample_chunk(piece).T
+            if resampler is not None:
+                yield resampler.resample_chunk(np.zeros((0, self.nb_channels), np.float32), last=True).T
+
+    def _read(self, pieces):
+        carry = np.zeros((self.nb_channels, 0), np.float32)
+        try:
+            for piece in pieces:
+                carry = np.concatenate([carry, np.ascontiguousarray(piece, np.float32)], axis=1)
+                while carry.shape[1] >= self.block:
+                    self.queue.put(carry[:, :self.block].copy())
+                    carry = carry[:, self.block:]
+            if carry.shape[1]:
+                self.queue.put(carry)
+        except Exception as exc:  # reported by the main thread
+            self.error = exc
+        self.queue.put(None)
+
+    def read(self):
+        """The next block ``(nb_channels, n)``, zeros if the reader is late (counted), or None at the end."""
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            self.late += 1
+            return np.zeros((self.nb_channels, self.block), np.float32)
+
+
 class LiveSession:
     """The audio callback's state: the streamer, the source, the remix and the counters.
 
     Args:
         streamer: a streamer with ``block_size`` = the device's period.
-        source: ``(nb_channels, n)`` audio to play (a file), or None to take the input device's.
+        source: a `FileSource` to play, or None to take the input device's audio.
         gains: target -> gain of the remix; out_channels: the output device's channels (0: none).
         recorder: a `pipes.StemRecorder` for the stems, or None.
     """
 
     def __init__(self, streamer, source, gains, out_channels, recorder=None):
         self.streamer, self.source, self.gains, self.out_channels = streamer, source, gains, out_channels
-        self.position = 0
+        self.ended = False  # the source has no more samples
         self.tail = np.zeros((streamer.nb_channels, 0), np.float32)  # the flushed remix still to play
         self.xruns, self.callbacks = 0, 0
         self.done = threading.Event()
@@ -109,26 +177,24 @@ class LiveSession:
 
     def _next(self, indata, frames):
         """The next `frames` output samples ``(nb_channels, <= frames)`` of the remix."""
-        if self.tail.shape[1] or (self.source is not None and self.position >= self.source.shape[1]):
+        if self.ended:  # the file is over: play what the flush gave
             out, self.tail = self.tail[:, :frames], self.tail[:, frames:]
             if not self.tail.shape[1]:
                 self.done.set()
             return out
-        if self.source is None:
-            block = np.ascontiguousarray(indata.T[:self.streamer.nb_channels], np.float32)
-        else:
-            block = self.source[:, self.position:self.position + frames]
-            self.position += block.shape[1]
-        stems = self.streamer.feed(block)
-        self._record(stems)
-        out = pipes.remix(stems, self.gains)
-        if self.source is not None and self.position >= self.source.shape[1]:  # the file is over: play the rest
+        block = np.ascontiguousarray(indata.T[:self.streamer.nb_channels], np.float32) if self.source is None \
+            else self.source.read()
+        if block is None:
+            if self.source.error is not None:
+                raise self.source.error
+            self.ended = True
             stems = self.streamer.flush()
             self._record(stems)
             self.tail = pipes.remix(stems, self.gains)
-            if not self.tail.shape[1]:
-                self.done.set()
-        return out
+            return self._next(indata, frames)
+        stems = self.streamer.feed(block)
+        self._record(stems)
+        return pipes.remix(stems, self.gains)
 
     def finish(self):
         """After the stream stopped: flush a capture's streamer, wait for the recorder."""
@@ -168,7 +234,6 @@ def run_live(options, streaming, source=None, input_device=None, output_device=N
              name=None, duration=None, stats=False, force=False, fmt="f32le", rate=None, channels=2):
     """`unmix stream` with devices: play a file (or capture `input_device`) through the streamer,
     the remix to `output_device`, the stems recorded into ``<outdir>/<name>/``. Returns the exit code."""
-    from unmix.io import audio as audio_io
     from unmix.separation.stems import track_name
 
     sd = _sounddevice()
@@ -181,14 +246,13 @@ def run_live(options, streaming, source=None, input_device=None, output_device=N
     rate = separator.sample_rate
     ins = _device(sd, input_device, "input") if input_device is not None else None
     outs = _device(sd, output_device, "output") if output_device is not None else None
+    block = streaming.get("block") or separator.n_hop
     if source is not None:
-        audio, _ = audio_io.load(source, rate=rate)
-        audio = audio_io.fit_channels(audio, separator.nb_channels) if audio.shape[0] > 2 else audio
-        nb_channels = audio.shape[0]
+        audio = FileSource(source, rate, block)
+        nb_channels = audio.nb_channels
     else:
         audio, nb_channels = None, min(2, ins[1]["max_input_channels"])
     streamer = pipes.make_stream(separator, streaming, nb_channels=nb_channels)
-    block = streamer.block_size
     gains = pipes.parse_mix(mix, separator.targets)
     out_channels = min(2, outs[1]["max_output_channels"]) if outs else 0
     recorder = pipes.StemRecorder(_record_folder(outdir, name, source, track_name), separator.targets, rate,
@@ -206,6 +270,8 @@ def run_live(options, streaming, source=None, input_device=None, output_device=N
     if error is not None and not isinstance(error, KeyboardInterrupt):
         raise error
     reporter.end(f"{session.xruns} callbacks flagged an underrun/overflow by the audio server"
+                 + (f"; {audio.late} blocks of silence (the file reader was late)" if audio is not None and audio.late
+                    else "")
                  + (f"; {session.dropped} blocks not recorded (disk too slow)" if session.dropped else ""))
     if recorder is not None:
         print(f"wrote {recorder.folder}", file=sys.stderr)
