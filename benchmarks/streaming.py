@@ -72,6 +72,7 @@ def song_audio(seconds=None):
 def section_steps(cache, seconds):
     """p50 / p99 / max compute per 256-sample block, one core."""
     import unmix
+    from unmix.separation.streamer import BlockStats
 
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
     audio = song_audio(seconds)
@@ -80,18 +81,26 @@ def section_steps(cache, seconds):
         sep = unmix.load_separator(rt_folder(cache, hidden), niter=niter, nb_threads=1)
         st = sep.streamer(block_size=256)
         st.warm_up()
+        cpu = BlockStats()  # the thread's CPU time per block: the compute, without the waits for a core
         for pos in range(0, audio.shape[1] - 255, 256):
+            began = time.thread_time()
             st.feed(audio[:, pos:pos + 256])
+            cpu.add(time.thread_time() - began, 256 / RATE)
         s = st.stats
         block_ms = 1000 * 256 / RATE
         row = dict(hidden=hidden, niter=niter, weights_mb=_weights_mb(hidden), blocks=s.blocks,
                    p50_ms=1000 * s.percentile(50), p99_ms=1000 * s.percentile(99), max_ms=1000 * s.max,
-                   block_ms=block_ms, late=s.late, latency_ms=1000 * st.latency / RATE)
+                   cpu_p50_ms=1000 * cpu.percentile(50), cpu_p99_ms=1000 * cpu.percentile(99),
+                   cpu_max_ms=1000 * cpu.max, block_ms=block_ms, late=s.late, latency_ms=1000 * st.latency / RATE,
+                   load=os.getloadavg()[0])
         row["p99_pct"] = 100 * row["p99_ms"] / block_ms
+        row["cpu_p99_pct"] = 100 * row["cpu_p99_ms"] / block_ms
         rows.append(row)
-        print(f"hidden {hidden} niter {niter}: p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms "
-              f"({row['p99_pct']:.0f}% of {block_ms:.1f} ms), max {row['max_ms']:.2f} ms, {s.late} of {s.blocks} "
-              f"blocks late; latency {row['latency_ms']:.1f} ms", flush=True)
+        print(f"hidden {hidden} niter {niter} ({row['weights_mb']:.1f} MB of weights): wall p50 {row['p50_ms']:.2f} ms, "
+              f"p99 {row['p99_ms']:.2f} ms ({row['p99_pct']:.0f}% of {block_ms:.1f} ms), max {row['max_ms']:.2f} ms, "
+              f"{s.late} of {s.blocks} blocks late; CPU p50 {row['cpu_p50_ms']:.2f} ms, p99 {row['cpu_p99_ms']:.2f} ms "
+              f"({row['cpu_p99_pct']:.0f}%), max {row['cpu_max_ms']:.2f} ms; latency {row['latency_ms']:.1f} ms; "
+              f"load {row['load']:.1f}", flush=True)
     return rows
 
 
