@@ -93,6 +93,9 @@ def _add_export(sub):
     p.add_argument("--force", action="store_true", help="replace an existing output")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
     p.add_argument("--targets", nargs="+", default=None, help="targets to export (default: all)")
+    p.add_argument("--streaming", action="store_true",
+                   help="also write a step graph per target (<target>.step.onnx: mix frames, LSTM state h, c -> "
+                        "target, h_out, c_out) for frame-by-frame streaming, e.g. in a plugin; causal models only")
     return p
 
 
@@ -101,7 +104,7 @@ def _run_export(args):
     from unmix.weights import registry
 
     model = registry.resolve_model(args.model)
-    for path in export(model, args.out, targets=args.targets, force=args.force):
+    for path in export(model, args.out, targets=args.targets, force=args.force, streaming=args.streaming):
         print(f"wrote {path}")
     return 0
 
@@ -357,6 +360,99 @@ def _run_evaluate(args):
     return 0
 
 
+def _add_stream(sub):
+    p = sub.add_parser(
+        "stream", help="separate in real time: a file, a raw PCM pipe or an audio device, with a live remix",
+        description="Stream through a separator block by block. A causal (unidirectional) model streams "
+                    "sample-exact with about one STFT window of delay; any model streams block-online with "
+                    "--chunk. Examples: `unmix stream song.mp3 --outdir stems/`; `ffmpeg -i song.mp3 -f f32le "
+                    "-ac 2 -ar 44100 - | unmix stream - --rate 44100 --channels 2 --mix vocals=0 > karaoke.f32`; "
+                    "`unmix stream song.wav --output-device default --mix vocals=0`.")
+    p.add_argument("input", nargs="?", default=None,
+                   help="audio file, or - for raw PCM on stdin (--format, --rate, --channels); "
+                        "omit with --input-device")
+    p.add_argument("--model", default=None,
+                   help="registry name or model folder (default: bundled-rt, the causal model, where this version "
+                        "ships it; else as separate)")
+    p.add_argument("--targets", nargs="+", default=None, help="targets to separate (default: all of the model)")
+    p.add_argument("--niter", type=_integer(0), default=0,
+                   help="Wiener EM iterations (default 0: ratio masks, frame by frame); >= 1 with a causal "
+                        "model: the causal filter (covariances from past frames)")
+    p.add_argument("--softmask", action="store_true", help="initial estimates by ratio masks")
+    p.add_argument("--residual", default=None, metavar="NAME", help="add a target NAME = mixture minus the others")
+    p.add_argument("--wiener-win-len", type=_integer(0), default=300,
+                   help="frames of the Wiener statistics: the causal filter's exponential window "
+                        "(0: every past frame); block-online: the offline filter's windows")
+    p.add_argument("--block", type=_integer(1), default=None, metavar="SAMPLES",
+                   help="samples per block (default: the model's hop for pipes and devices, 1 s for files)")
+    p.add_argument("--chunk", type=_seconds(False), default=None, metavar="SECONDS",
+                   help="block-online streaming in chunks of SECONDS (any model, bidirectional ones too); "
+                        "latency about chunk + lookahead")
+    p.add_argument("--lookahead", type=_seconds(True), default=None, metavar="SECONDS",
+                   help="block-online: future context after each chunk, and the cross-fade (default 0.5)")
+    p.add_argument("--past", type=_seconds(True), default=None, metavar="SECONDS",
+                   help="block-online: past context before each chunk (default: --lookahead)")
+    p.add_argument("--mix", default=None, metavar="TARGET=GAIN,...",
+                   help="the remix written to the pipe or played: e.g. vocals=0 (karaoke) or drums=0,bass=1.5; "
+                        "targets not named keep gain 1")
+    p.add_argument("--outdir", default=None,
+                   help="write the stems: for a file as `separate` does (<outdir>/<track>/<target>.wav); for a "
+                        "pipe or a device, recorded while streaming into <outdir>/<name>/")
+    p.add_argument("--name", default=None, help="folder name of stems recorded from a pipe or a device "
+                                                "(default: the input's name, or 'live')")
+    p.add_argument("--ext", default=".wav", type=lambda text: "." + text.lower().lstrip("."),
+                   choices=[".wav", ".flac", ".mp3"], help="stem format for a file input (as separate)")
+    p.add_argument("--bits", type=int, default=None, choices=[16, 24, 32], help="bits per sample (as separate)")
+    p.add_argument("-o", "--output", default=None, metavar="FILE",
+                   help="write the remix as raw PCM to FILE (- : stdout; the default for a pipe input)")
+    p.add_argument("--format", default="f32le", choices=["f32le", "s16le", "s32le"],
+                   help="raw PCM sample format of a pipe's input and output (default f32le)")
+    p.add_argument("--rate", type=_integer(1), default=None,
+                   help="sample rate of raw PCM input (must be the model's)")
+    p.add_argument("--channels", type=_integer(1, 2), default=2, help="channels of raw PCM input (default 2)")
+    p.add_argument("--input-device", default=None, metavar="DEVICE",
+                   help="capture from a PortAudio device (a name, part of one, or an index; 'default')")
+    p.add_argument("--output-device", default=None, metavar="DEVICE",
+                   help="play the remix on a PortAudio device (name, index or 'default')")
+    p.add_argument("--list-devices", action="store_true", help="list the audio devices and exit")
+    p.add_argument("--duration", type=_seconds(False), default=None,
+                   help="stop capturing from --input-device after SECONDS (default: until Ctrl-C)")
+    p.add_argument("--stats", action="store_true",
+                   help="print the latency and the compute time per block every few seconds (a summary is "
+                        "always printed at the end)")
+    p.add_argument("--force", action="store_true", help="replace existing stems")
+    return p
+
+
+def _run_stream(args):
+    from unmix.separation import live, pipes
+
+    if args.list_devices:
+        print(live.list_devices())
+        return 0
+    if (args.input is None) == (args.input_device is None):
+        args._parser.error("give an INPUT (a file or -) or --input-device, not both")
+    options = dict(model=args.model, targets=args.targets, niter=args.niter, softmask=args.softmask,
+                   residual=args.residual, wiener_win_len=args.wiener_win_len)
+    streaming = dict(block=args.block, chunk=args.chunk, lookahead=args.lookahead, past=args.past)
+    if args.input_device is not None or args.output_device is not None:
+        return live.run_live(options, streaming, source=args.input, input_device=args.input_device,
+                             output_device=args.output_device, mix=args.mix, outdir=args.outdir, name=args.name,
+                             duration=args.duration, stats=args.stats, force=args.force, fmt=args.format,
+                             rate=args.rate, channels=args.channels)
+    if args.input == "-":
+        output = args.output or ("-" if args.outdir is None else None)
+        return pipes.run_pipe_command(options, streaming, output=output, fmt=args.format, rate=args.rate,
+                                      channels=args.channels, mix=args.mix, outdir=args.outdir, name=args.name,
+                                      stats=args.stats, force=args.force)
+    if args.outdir is None and args.output is None:
+        args._parser.error("a file input needs --outdir (its stems), --output (the remix as raw PCM) "
+                           "or --output-device")
+    return pipes.run_file_command(options, streaming, args.input, outdir=args.outdir, output=args.output,
+                                  fmt=args.format, mix=args.mix, ext=args.ext, bits=args.bits, stats=args.stats,
+                                  force=args.force)
+
+
 def _add_models(sub):
     return sub.add_parser("models", help="list the models `--model NAME` takes, and the default")
 
@@ -409,6 +505,7 @@ COMMANDS = [
     ("demo", _add_demo, _run_demo),
     ("train", _add_train, _run_train),
     ("evaluate", _add_evaluate, _run_evaluate),
+    ("stream", _add_stream, _run_stream),
     ("serve", _add_serve, _run_serve),
 ]
 

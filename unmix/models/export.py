@@ -8,7 +8,7 @@ from unmix.models.model_folder import check_replaceable, read_separator_json
 from unmix.models.onnx_graph import check_unmix_graph
 
 
-def export(model_folder, out_folder_or_file, targets=None, force=False):
+def export(model_folder, out_folder_or_file, targets=None, force=False, streaming=False):
     """Write an ONNX model folder: the graphs of the model plus its ``separator.json``.
 
     The folder is a model folder that ``--model`` and `unmix.load_separator` take (no ``.h5``
@@ -22,6 +22,8 @@ def export(model_folder, out_folder_or_file, targets=None, force=False):
         out_folder_or_file: a folder (written atomically), or a ``.onnx`` file when exporting
             exactly one target (or an X-UMX model, whose one graph holds every source).
         targets: target names (default: all of the folder; an X-UMX model is exported whole).
+        streaming: also write each target's step graph (LSTM state in and out: `unmix.models.onnx_step`)
+            for frame-by-frame runtimes; a folder only, causal Open-Unmix models only.
         force: replace an existing folder or file, if unmix wrote it (a model folder of known
             files only, or an ONNX graph of unmix's); anything else is refused.
 
@@ -30,8 +32,13 @@ def export(model_folder, out_folder_or_file, targets=None, force=False):
     """
     meta = read_separator_json(model_folder)
     out = Path(out_folder_or_file)
+    if streaming and out.suffix == ".onnx":
+        raise UnmixError("--streaming writes a folder (graphs and separator.json), not a .onnx file")
     check_export_out(model_folder, out, force, list(targets or meta["targets"]))
-    return architectures.of_folder(meta).export(model_folder, meta, out, targets, force)
+    arch = architectures.of_folder(meta)
+    if streaming:
+        return arch.export_streaming(model_folder, meta, out, targets, force)
+    return arch.export(model_folder, meta, out, targets, force)
 
 
 def check_export_out(model_folder, out, force, targets):

@@ -44,11 +44,11 @@ CONFIG_KEY = "unmix_config"
 SOURCES_KEY = "unmix_sources"  # X-UMX graphs only: the sources, in the model's order
 XUMX_GRAPH = "xumx.onnx"  # the X-UMX graph of an exported folder (all sources in one graph)
 # ONNX LSTM gate order is i, o, f, c; ours (and torch's) is i, f, g, o
-_ONNX_GATES = [0, 3, 1, 2]
+ONNX_GATES = [0, 3, 1, 2]
 
 
 # -- graph ------------------------------------------------------------------------------------
-class _Graph:
+class Graph:
     """Collects nodes and initializers with unique names (keeps `build_onnx` linear to read)."""
 
     def __init__(self):
@@ -115,11 +115,11 @@ def build_onnx(config, params, stage="full", check=True):
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage}")
     cfg, p = config, check_params(config, params)
-    g = _Graph()
+    g = Graph()
     parts = _PARTS[stage]
     x = _PART_INPUT[parts[0]]
     for part in parts:
-        x = g.name(_PART_OUTPUT[part], {"encoder": _encoder, "lstm": _lstm, "decoder": _decoder}[part](g, x, p, cfg))
+        x = g.name(_PART_OUTPUT[part], {"encoder": encoder, "lstm": _lstm, "decoder": decoder}[part](g, x, p, cfg))
 
     inputs = [_PART_INPUT[parts[0]]] + (["mix"] if parts == ("decoder",) else [])
     proto = _model(cfg, stage, g.nodes, inputs, [x], g.initializers)
@@ -144,11 +144,11 @@ def build_xumx_onnx(config, params, sources, targets=None, check=True):
         ``target_<source>`` (the shape of ``mix``) per target; `stage_models` cuts it.
     """
     checked = {s: check_params(config, params[s]) for s in sources}
-    g = _Graph()
+    g = Graph()
     encoded = []
     for source in sources:
         g.prefix = f"{source}/"
-        encoded.append(_encoder(g, "mix", checked[source], config))
+        encoded.append(encoder(g, "mix", checked[source], config))
     c1 = g.name("features", g.op("Mean", encoded) if len(encoded) > 1 else encoded[0])
     recurrences = []
     for source in sources:
@@ -159,8 +159,8 @@ def build_xumx_onnx(config, params, sources, targets=None, check=True):
     outputs = []
     for source in targets or sources:
         g.prefix = f"{source}/"
-        x = _fc2(g, c2, checked[source])
-        outputs.append(g.name(f"target_{source}", _decoder(g, x, checked[source], config)))
+        x = fc2(g, c2, checked[source])
+        outputs.append(g.name(f"target_{source}", decoder(g, x, checked[source], config)))
     proto = _model(config, "xumx", g.nodes, ["mix"], outputs, g.initializers, sources=list(sources))
     if check:
         onnx.checker.check_model(proto)
@@ -228,7 +228,7 @@ def stage_models(proto, config, sources=None):
     return stages
 
 
-def _encoder(g, x, p, cfg):
+def encoder(g, x, p, cfg):
     """mix -> crop -> standardise -> fc1/bn1 -> tanh: ``(nb_frames, nb_samples, hidden_size)``."""
     c, m, n = cfg.nb_channels, cfg.model_bins, cfg.nb_bins
     if m < n:
@@ -243,7 +243,7 @@ def _encoder(g, x, p, cfg):
 
 def _lstm(g, x, p, cfg):
     """Stacked LSTM, skip connection, fc2/bn2 -> relu: -> ``(nb_frames, nb_samples, hidden_size)``."""
-    return _fc2(g, g.op("Concat", [x, _recurrence(g, x, p, cfg)], axis=2), p)
+    return fc2(g, g.op("Concat", [x, _recurrence(g, x, p, cfg)], axis=2), p)
 
 
 def _recurrence(g, x, p, cfg):
@@ -253,12 +253,12 @@ def _recurrence(g, x, p, cfg):
     return x
 
 
-def _fc2(g, x, p):
+def fc2(g, x, p):
     """fc2/bn2 -> relu: ``(nb_frames, nb_samples, 2 * hidden_size)`` -> ``(.., hidden_size)``."""
     return g.op("Relu", [_fc_bn(g, x, p, "fc2", "bn2")])
 
 
-def _decoder(g, x, p, cfg):
+def decoder(g, x, p, cfg):
     """fc3/bn3 -> output scaling -> relu -> * mix."""
     c, n = cfg.nb_channels, cfg.nb_bins
     x = _fc_bn(g, x, p, "fc3", "bn3")
@@ -282,9 +282,9 @@ def _lstm_layer(g, x, p, layer, cfg):
     """One ONNX LSTM layer: ``(nb_frames, nb_samples, I)`` -> ``(nb_frames, nb_samples, D * H)``."""
     d, h = cfg.nb_directions, cfg.lstm_hidden_size
     w = p["lstm/lstm/weight_l0"] if layer == 0 else p["lstm/lstm/weight"][layer - 1]  # (D, 4, H, I + H)
-    w = w[:, _ONNX_GATES]
+    w = w[:, ONNX_GATES]
     nb_inputs = w.shape[-1] - h
-    bias = p["lstm/lstm/bias"][layer][:, _ONNX_GATES].reshape(d, 4 * h)
+    bias = p["lstm/lstm/bias"][layer][:, ONNX_GATES].reshape(d, 4 * h)
     # ONNX B is [Wb | Rb]; ours is their sum, so it all goes in Wb
     bias = np.concatenate([bias, np.zeros_like(bias)], axis=1)
     name = f"lstm{layer}"
@@ -355,7 +355,7 @@ class OnnxModel:
         return self._stages[stage]
 
     def _check_mag(self, mag):
-        return _check_mag(self.config, mag)
+        return check_mag(self.config, mag)
 
 
 class OnnxCrossNet:
@@ -409,7 +409,7 @@ class OnnxCrossNet:
 
     def encode(self, mag):
         """Like `CrossNet.encode`: -> c1 ``(nb_frames, nb_samples, hidden_size)``."""
-        return self._stages["encoder"].run(["features"], {"mix": _check_mag(self.config, mag)})[0]
+        return self._stages["encoder"].run(["features"], {"mix": check_mag(self.config, mag)})[0]
 
     def recur(self, c1, workers=None):
         """Like `CrossNet.recur`: -> c2 ``(nb_frames, nb_samples, 2 * hidden_size)``.
@@ -432,11 +432,11 @@ class OnnxCrossNet:
 
     def decode(self, c2, mag, source):
         """Like `CrossNet.decode`: c2 + mixture magnitude -> the magnitude of `source`."""
-        feeds = {"lstm_out": np.ascontiguousarray(c2, np.float32), "mix": _check_mag(self.config, mag)}
+        feeds = {"lstm_out": np.ascontiguousarray(c2, np.float32), "mix": check_mag(self.config, mag)}
         return self._stages[source].run([f"target_{source}"], feeds)[0]
 
 
-def _check_mag(config, mag):
+def check_mag(config, mag):
     """`mag` as contiguous float32, if it is ``(nb_samples, nb_channels, nb_bins, nb_frames)`` for `config`."""
     if mag.ndim != 4 or mag.shape[1:3] != (config.nb_channels, config.nb_bins):
         raise UnmixError(f"model expects (nb_samples, {config.nb_channels} channels, {config.nb_bins} bins, "

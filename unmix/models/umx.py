@@ -6,7 +6,7 @@ target's network runs on its own, so a separator may load any subset of the targ
 from pathlib import Path
 
 from unmix.errors import UnmixError
-from unmix.models import onnx_graph
+from unmix.models import onnx_graph, onnx_step
 from unmix.models.model_folder import UMX, add_target, load_params, save_params, target_config
 
 
@@ -14,6 +14,7 @@ class OpenUnmixArchitecture:
     """Open-Unmix: the networks, the export and the saving of a model of independent targets."""
 
     name = UMX
+    steps_frame_by_frame = True  # a causal (unidirectional) network steps frame by frame: `unmix.models.onnx_step`
     loss_label = "MSE on magnitudes"  # what its training minimises (the loss plots' axis)
 
     def networks(self, folder, meta, targets, backend="onnx", gpu=False, nb_threads=1):
@@ -53,6 +54,12 @@ class OpenUnmixArchitecture:
         onnx_graph.write_export(out, {f"{t}.onnx": onnx_graph.build_onnx(*params[t]) for t in targets}, exported,
                                 force)
         return [out / f"{t}.onnx" for t in targets]
+
+
+    def export_streaming(self, folder, meta, out, targets=None, force=False):
+        """Write per target its whole-track graph and its step graph (LSTM state in and out) for
+        frame-by-frame runtimes; see `unmix.models.onnx_step.export_streaming`."""
+        return onnx_step.export_streaming(folder, meta, out, targets, force)
 
 
 def _load_network(folder, target, backend, gpu, nb_threads):

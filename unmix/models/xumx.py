@@ -17,6 +17,7 @@ class CrossNetArchitecture:
     """X-UMX: the network, the export and the saving of a model of bridged sources."""
 
     name = XUMX
+    steps_frame_by_frame = False  # no step graphs: its bridges and LSTMs are bidirectional (it streams block-online)
     loss_label = "multi-domain loss"
 
     def networks(self, folder, meta, targets, backend="onnx", gpu=False, nb_threads=1):
@@ -55,6 +56,11 @@ class CrossNetArchitecture:
             return [out]
         onnx_graph.write_export(out, {onnx_graph.XUMX_GRAPH: proto}, {**meta, "format": "onnx"}, force)
         return [out / onnx_graph.XUMX_GRAPH]
+
+
+    def export_streaming(self, folder, meta, out, targets=None, force=False):
+        raise UnmixError("an X-UMX model has no step graphs (its LSTMs are bidirectional): export it without "
+                         "--streaming and stream it block-online (--chunk)")
 
 
 def _load_crossnet(folder, targets, backend, gpu, nb_threads, decoder_threads):

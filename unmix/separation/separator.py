@@ -191,6 +191,22 @@ class Separator:
         if tail.shape[-1]:
             yield dict(zip(self.targets, _fit_channels_back(tail, nb_channels_in)))
 
+    def streamer(self, block_size=None, chunk=None, lookahead=None, past=None, nb_channels=None):
+        """A real-time streamer (`unmix.separation.streamer`): ``feed(block)`` -> the stems that are
+        ready, ``flush()``, ``latency``, ``reset()``; blocks at the model's sample rate.
+
+        Args:
+            block_size: samples per block that will be fed (None: any sizes), for the latency.
+            chunk: None: sample-exact streaming, for causal (unidirectional) models; seconds:
+                block-online streaming in chunks (any model), with `lookahead` and `past` seconds
+                of context (defaults: min(0.5, chunk) and lookahead).
+            nb_channels: channels of the blocks (default: the model's; 1: mono).
+        """
+        from unmix.separation.streamer import make_streamer
+
+        return make_streamer(self, block_size=block_size, chunk=chunk, lookahead=lookahead, past=past,
+                             nb_channels=nb_channels)
+
     # -- the three passes ------------------------------------------------------------------
     def _separate_one(self, audio, progress):
         """``(nb_channels, nb_timesteps)`` at the model's rate -> yields finished output samples
@@ -461,8 +477,10 @@ def _load_models(folder, meta, targets, niter, softmask, residual, wiener_win_le
 
         use_gpu()
     models = architectures.of_folder(meta).networks(folder, meta, targets, backend, device == "gpu", nb_threads)
-    return Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
-                     softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
+    separator = Separator(models, meta["sample_rate"], meta.get("n_fft", 4096), meta.get("n_hop", 1024), niter=niter,
+                          softmask=softmask, residual=residual, wiener_win_len=wiener_win_len, nb_threads=nb_threads)
+    separator.model_folder = folder  # where `streamer` finds the step graphs or the parameters
+    return separator
 
 
 AUTO_RESIDUAL = "accompaniment"
