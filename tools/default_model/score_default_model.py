@@ -1,6 +1,8 @@
 """Score the bundled default model against its predecessor: the README's and models/README.md's tables.
 
     python tools/default_model/score_default_model.py --new unmix/assets/default_model --previous DIR --evaldir ../eval
+    python tools/default_model/score_default_model.py --new unmix/assets/realtime_model \
+        --previous unmix/assets/default_model --niter 0 --evaldir ../eval-rt      # bundled-rt against bundled
 
 For each test set it runs `unmix evaluate` (BSSEval v4 SDR, median over 1 s frames, then over
 tracks; Wiener filter, niter 1) on the new model, the previous one and the oracles MIX (the
@@ -42,10 +44,13 @@ def scorable_tracks(root):
                   if d.is_dir() and all(sounds(d, t) for t in TARGETS))
 
 
-def evaluate(unmix, root, tracks, what, evaldir):
+def evaluate(unmix, root, tracks, what, evaldir, niter=1):
     """Run `unmix evaluate` for `what` ("--model DIR" or "--oracle NAME") into `evaldir`; `tracks`
-    (of a MUSDB18-HQ folder) to score, or None for every track of a MUSDB18 (.stem.mp4) folder."""
+    (of a MUSDB18-HQ folder) to score, or None for every track of a MUSDB18 (.stem.mp4) folder;
+    `niter`: the Wiener iterations of a model."""
     cmd = [unmix, "evaluate", "--root", str(root), "--subset", "test", *what, "--evaldir", str(evaldir), "--cores", "2"]
+    if what[0] == "--model":
+        cmd += ["--niter", str(niter)]
     if tracks is not None:
         cmd += ["--is-wav", "--tracks", *tracks]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -72,6 +77,8 @@ def main(argv=None):
     p.add_argument("--synth", default=str(BESIDE / "data" / "synth-v2"))
     p.add_argument("--synth-v3", default=str(BESIDE / "data" / "synth-v3new"))
     p.add_argument("--real", default=str(BESIDE / "data" / "stempeg-example"))
+    p.add_argument("--niter", type=int, default=1, help="Wiener iterations of both models (0: ratio masks, what "
+                   "`unmix stream` computes for a causal model)")
     p.add_argument("--unmix", default=str(Path(sys.executable).with_name("unmix")))
     args = p.parse_args(argv)
     sets = [("synthetic (shared)", args.shared, True), ("synthetic (new)", args.synth, True),
@@ -84,7 +91,7 @@ def main(argv=None):
             continue
         slug = label.split()[0] + "-" + Path(root).name
         tracks = scorable_tracks(root) if is_wav else None  # read once for the four columns
-        scores = {name: evaluate(args.unmix, root, tracks, what, Path(args.evaldir) / slug / name)
+        scores = {name: evaluate(args.unmix, root, tracks, what, Path(args.evaldir) / slug / name, args.niter)
                   for name, what in columns}
         print(f"\n{label}: {root}\n\n{table(scores)}\n", flush=True)
     return 0
