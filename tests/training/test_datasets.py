@@ -1,5 +1,6 @@
 """unmix.training.datasets on tiny synthetic datasets written in tmp_path (the ramps of `ramps`): the five
 datasets, their splits, seeding, `load_datasets`."""
+import re
 import shutil
 from pathlib import Path
 
@@ -136,8 +137,11 @@ def test_musdb_seeded_split_is_disjoint_and_complete(tmp_path):
 
 
 def test_musdb_skips_short_tracks_and_errors(tmp_path):
-    root = make_musdb(tmp_path, ["long", "short"])
-    write(root / "train" / "short" / "bass.wav", ramp(1, 2, frames=1000))
+    make_musdb(tmp_path / "long", ["long"])
+    make_musdb(tmp_path / "short", ["short"], frames=1000)
+    root = tmp_path / "both"
+    shutil.copytree(tmp_path / "long", root)
+    shutil.copytree(tmp_path / "short", root, dirs_exist_ok=True)
     ds = datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ)
     assert [t[0] for t in ds.tracks] == ["long"] and ds.skipped == ["short"]
     with pytest.raises(UnmixError, match="at least 2 s long"):
@@ -152,6 +156,27 @@ def test_musdb_skips_short_tracks_and_errors(tmp_path):
     (tmp_path / "empty" / "train").mkdir(parents=True)
     with pytest.raises(UnmixError, match="no MUSDB tracks"):
         datasets.MUSDBDataset(tmp_path / "empty")
+
+
+def test_stems_of_another_length_than_the_mixture_are_refused(tmp_path):
+    root = make_musdb(tmp_path, ["A", "B"])
+    write(root / "train" / "B" / "bass.wav", ramp(1, 2, frames=FRAMES - 1))
+    folder = root / "train" / "B"
+    message = f"track {folder}: files differ in length: bass.wav has {FRAMES - 1} frames, mixture.wav has {FRAMES}"
+    with pytest.raises(UnmixError, match=f"^{re.escape(message)}$"):
+        datasets.MUSDBDataset(root, valid_tracks=[], seq_duration=SEQ)
+    with pytest.raises(UnmixError, match="files differ in length"):
+        datasets.load_datasets("musdb", root, seq_duration=SEQ, valid_tracks=["A"])  # either split
+    with pytest.raises(UnmixError, match="files differ in length"):  # evaluation refuses it too
+        musdb.load_track(musdb.find_tracks(root, "train", True, ["B"])[0])
+    (folder / "mixture.wav").unlink()  # without a mixture file the sources are compared
+    with pytest.raises(UnmixError, match=f"bass.wav has {FRAMES - 1} frames, vocals.wav has {FRAMES}$"):
+        datasets.MUSDBDataset(root, split=None)
+    aligned = make_trackfolder(tmp_path / "aligned", "train", 2, ["mixture.wav", "vocals.wav"])
+    write(aligned / "train" / "01" / "vocals.wav", ramp(1, 1, frames=FRAMES + 5))
+    with pytest.raises(UnmixError, match=f"01: files differ in length: vocals.wav has {FRAMES + 5} frames, "
+                                         f"mixture.wav has {FRAMES}$"):
+        datasets.AlignedDataset(aligned, valid_tracks=[], seq_duration=SEQ)
 
 
 def test_mismatched_rates_and_channels_are_errors(tmp_path):

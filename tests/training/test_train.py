@@ -285,6 +285,32 @@ def test_cli_train_refuses_to_clobber_and_fine_tunes(tmp_path, trained, aligned_
     assert history["fine_tuned_from"] == str(out) and history["config"]["hidden_size"] == 8
 
 
+def test_a_second_run_of_a_target_into_a_folder_being_trained_is_refused(tmp_path, aligned_root, capsys):
+    from unmix.training.checkpoint import lock_training
+
+    out = tmp_path / "model"
+    common = dict(dataset="aligned", root=str(aligned_root), valid_tracks=["track0"], output=str(out), epochs=0)
+    message = (f"{out} is being trained for 'vocals' by another process (pid {os.getpid()}); "
+               "wait for it or choose another --output")
+    with lock_training(out, "vocals"):  # the first run, as `setup` takes it
+        with pytest.raises(UnmixError) as refused:
+            train.train(options(**common))
+        assert str(refused.value) == message
+        with pytest.raises(UnmixError, match="being trained"):
+            train.train(options(**common, force=True))  # --force replaces files, not a running training
+        assert cli.main(["train", "--dataset", "aligned", "--root", str(aligned_root), "--valid-tracks", "track0",
+                         "--output", str(out), "--seq-dur", "0.5", "--quiet"]) == 1
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {message}"
+        assert [p.name for p in out.iterdir()] == [".vocals.lock"]  # nothing written
+    train.train(options(**common))  # free again; the run removes its lock file when it ends
+    assert sorted(p.name for p in out.iterdir()) == ["separator.json", "vocals.chkpnt.h5", "vocals.h5", "vocals.json",
+                                                      "vocals.solver.h5"]
+    fresh = tmp_path / "fresh"
+    with pytest.raises(UnmixError, match="no checkpoint"):  # setup fails after taking the lock
+        train.train(options(**{**common, "output": str(fresh), "checkpoint": str(tmp_path / "none")}))
+    assert not fresh.exists()  # the folder the lock made goes with it
+
+
 def test_targets_share_one_model_folder(tmp_path):
     root = tmp_path / "data"
     common = make_dataset("musdb", root)

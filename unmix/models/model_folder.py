@@ -25,9 +25,11 @@ Two architectures (separator.json's ``architecture``; a folder without it is "um
   target (fc2 maps the bridged ``2 * hidden_size`` features to ``hidden_size`` in both), so an
   X-UMX folder stores them the same way, one ``<source>.h5`` per source, all with one config.
 """
+import fcntl
 import json
 import math
 import os
+import re
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -381,12 +383,35 @@ def _number(meta, key, low, high):
     return value
 
 
+def training_lock_file(folder, name):
+    """``<folder>/.<name>.lock``: the file a training of `name` into `folder` holds locked
+    (`unmix.training.checkpoint.lock_training`)."""
+    return Path(folder) / f".{name}.lock"
+
+
+_LOCK_FILE = re.compile(r"\.(.+)\.lock")
+
+
+def _lock_held(path):
+    """True when another process holds the ``flock`` of `path`."""
+    try:
+        with open(path, "rb") as file:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def check_replaceable(folder, targets=()):
     """Raise UnmixError unless the existing `folder` holds only files unmix writes into a model
     folder, so that ``--force`` may replace it: separator.json and ``<target>.h5/.json/.onnx``
     (`MODEL_FILE_SUFFIXES`) of the targets its separator.json names or of `targets` (what is
     about to be written), and ``xumx.onnx``. Anything else, a subfolder included, is the
-    user's: named in the message, and the folder is kept.
+    user's: named in the message, and the folder is kept. A training's ``.<name>.lock``
+    (`training_lock_file`) is unmix's too: ignored when a killed run left it, refused while a
+    training holds it.
     """
     folder = Path(folder)
     if not folder.is_dir() or folder.is_symlink():
@@ -398,6 +423,12 @@ def check_replaceable(folder, targets=()):
         pass  # no (valid) separator.json: only the targets being written are known
     known = {SEPARATOR_JSON, "xumx.onnx"} | {t + s for t in names for s in MODEL_FILE_SUFFIXES}
     for entry in sorted(os.listdir(folder)):
+        lock = _LOCK_FILE.fullmatch(entry)
+        if lock and (folder / entry).is_file() and not (folder / entry).is_symlink():
+            if _lock_held(folder / entry):
+                raise UnmixError(f"{folder} is being trained for '{lock.group(1)}' by another process; "
+                                 "wait for it or choose another folder")
+            continue
         if entry not in known or not (folder / entry).is_file() or (folder / entry).is_symlink():
             raise UnmixError(f"{folder} holds {entry}, which unmix did not write there: --force replaces a model "
                              "folder only; remove it yourself or choose another folder")

@@ -8,12 +8,17 @@
     <target>.solver.h5      Adam state of the same moment (nnabla ``Solver.save_states``)
     <target>_loss.png       training / validation curves
 
+    .<target>.lock          held (``flock``) by the process training the target, removed when it ends
+
 `save_checkpoint` writes them and `load_history` / `Checkpoint.load_json` read them back, so a
 resumed run continues where the files say. SIGINT and SIGTERM are held back while they are written
-(`signals_held`), so the files of a checkpoint always belong to one epoch.
+(`signals_held`), so the files of a checkpoint always belong to one epoch. `lock_training` keeps
+a second run from training the same target into the same folder at the same time.
 """
 import contextlib
+import fcntl
 import json
+import os
 import shutil
 import signal
 import threading
@@ -29,7 +34,7 @@ from matplotlib.ticker import MaxNLocator
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
 from unmix.models import architectures
-from unmix.models.model_folder import folder_models, write_json, write_separator_json
+from unmix.models.model_folder import folder_models, training_lock_file, write_json, write_separator_json
 from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 
 # The per-epoch curves of ``<target>.json``, in the order an epoch records them.
@@ -108,6 +113,85 @@ def checkpoint_file(folder, target, kind):
 def holds_training(folder, target):
     """True when `folder` holds files of a training or a model of `target`."""
     return any((Path(folder) / f"{target}{end}").exists() for end in (".chkpnt.h5", ".h5", ".json"))
+
+
+# -- one run at a time -----------------------------------------------------------------------------
+class TrainingLock:
+    """The exclusive lock of one training name in an output folder (see `lock_training`)."""
+
+    def __init__(self, path, file):
+        self.path, self._file = Path(path), file
+
+    def release(self):
+        """Remove the lock file, then drop the lock (removed while held, so that a run waiting on
+        the old file notices, see `lock_training`). Idempotent."""
+        if self._file is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_training(folder, name):
+    """Take the exclusive lock of training `name` in `folder` (created if missing) for this run.
+
+    ``flock`` on ``<folder>/.<name>.lock``, non-blocking: a second run into the same folder and
+    target is refused at once with the pid of the first. The kernel drops the lock when the
+    process dies, so a crash leaves no stale lock (at most the empty file, which the next run
+    takes over and `model_folder.check_replaceable` ignores). `TrainingLock.release` removes the
+    file; a run that locked the file as it was removed sees that it is gone and locks a new one.
+
+    Returns:
+        `TrainingLock`.
+    """
+    folder = Path(folder)
+    path = training_lock_file(folder, name)
+    file = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            file = open(path, "a+")  # created if missing, never truncated before the lock is ours
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                pid = file.read().strip() or "unknown"
+                file.close()
+                raise UnmixError(f"{folder} is being trained for '{name}' by another process (pid {pid}); "
+                                 "wait for it or choose another --output") from None
+            try:
+                current = os.stat(path).st_ino == os.fstat(file.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            file.close()  # its holder removed it while releasing: lock the file now at `path`
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+    except OSError as exc:
+        if file is not None:
+            file.close()
+        raise UnmixError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    return TrainingLock(path, file)
+
+
+def lock_trainings(folder, names):
+    """`lock_training` of every name (an X-UMX run writes the files of its sources too), as one
+    `contextlib.ExitStack` whose ``close()`` releases them all."""
+    with contextlib.ExitStack() as stack:
+        for name in sorted(set(names)):
+            stack.enter_context(lock_training(folder, name))
+        return stack.pop_all()
 
 
 # -- writing --------------------------------------------------------------------------------------

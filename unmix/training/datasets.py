@@ -25,6 +25,12 @@ Differences from the reference, on purpose:
 - A track folder that lacks a required file raises ``UnmixError`` (the
   reference skips it silently), except in the variable-sources dataset whose
   tracks may lack the target by design (skipped unless ``silence_missing_targets``).
+- Where a mixture file is read with its sources (MUSDB18-HQ folders, with or without the mixture,
+  as evaluation reads them; the aligned dataset's input and output), files of one track that differ
+  in length raise ``UnmixError`` (the reference trains on them, cut to the shortest). The datasets
+  that build their mixture from the chunks they read (source and track folders) need no such check;
+  ``.stem.mp4`` streams are not compared either (their probed lengths are container durations, and
+  evaluation does not compare them).
 - Files must share one sample rate (checked, never silently mixed) and one
   channel count, unless ``nb_channels`` asks for a conversion.
 - Validation sets yield full tracks (``seq_duration=None``); the source folder
@@ -118,6 +124,20 @@ def _find_glob(track: Path, pattern: str) -> Optional[Path]:
 
 def _normalise_ext(ext: str) -> str:
     return ext if ext.startswith(".") else "." + ext
+
+
+def check_aligned(track, refs: Sequence[AudioRef]) -> None:
+    """Refuse a track whose files must align (a mixture and its sources) but differ in length.
+
+    `refs` are the track's probed files, the mixture (or the one the others are compared with)
+    first. Lengths are the probed frame counts, nothing is decoded. Evaluation
+    (`unmix.io.musdb.load_track`) refuses the same track.
+    """
+    first = refs[0]
+    for ref in refs[1:]:
+        if ref.frames != first.frames:
+            raise UnmixError(f"track {track}: files differ in length: {Path(ref.path).name} has {ref.frames} "
+                             f"frames, {Path(first.path).name} has {first.frames}")
 
 
 # ----------------------------------------------------------------------------
@@ -244,7 +264,9 @@ class AlignedDataset(UnmixDataset):
             for pattern, path in zip((input_file, output_file), paths):
                 if path is None:
                     raise UnmixError(f"track {track} has no file matching {pattern!r}")
-            self.tracks.append((track.name, probe(paths[0]), probe(paths[1])))
+            refs = (probe(paths[0]), probe(paths[1]))
+            check_aligned(track, refs)  # x and y are read from one start: they must align
+            self.tracks.append((track.name, *refs))
         self.sample_rate = common_format([r for t in self.tracks for r in t[1:]],
                                           sample_rate, nb_channels, self.root / split)
         self._drop_short()
@@ -535,6 +557,7 @@ class MUSDBDataset(UnmixDataset):
             refs = {part: streams[k] for part, k in musdb.MUSDB_STEM_IDS.items()}
         else:
             refs = {part: probe(path) for part, path in musdb.part_paths(track).items()}
+            check_aligned(track.path, list(refs.values()))  # the mixture (if any) first
         return track.name, refs, min(refs[s].frames for s in MUSDB_SOURCES)
 
     def __len__(self):

@@ -28,7 +28,9 @@ Ctrl-C at any moment leaves one; the epoch it interrupts is discarded. SIGINT is
 the files of a checkpoint are written, so they always belong to one epoch. ``--epochs 0`` writes
 that first checkpoint and the initial weights as the target's model (a model folder that
 separates, untrained). ``--force`` replaces the files of an earlier training of the target in the
-output folder (those of other targets stay) when the new run writes its first checkpoint.
+output folder (those of other targets stay) when the new run writes its first checkpoint. A run
+holds a lock on its target in the output folder (``.<target>.lock``, `checkpoint.lock_trainings`)
+from setup to its end: a second run of the same target into the same folder is refused at once.
 
 Differences from the reference, on purpose: incomplete last batches are dropped (one graph
 shape; samples are reshuffled every epoch); the learning-rate schedule and the early stopping are
@@ -43,6 +45,7 @@ averaged with ``all_reduce`` before every update; dropout is seeded per rank; va
 sharded and their losses summed over processes, so every process takes the same scheduler and
 stopping decisions; only rank 0 writes files and shows progress.
 """
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -57,7 +60,7 @@ from unmix.errors import UnmixError
 from unmix.models.model_folder import ModelConfig, read_separator_json
 from unmix.training import recipes
 from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history,
-                                       remove_target, save_checkpoint, signals_held)
+                                       lock_trainings, remove_target, save_checkpoint, signals_held)
 from unmix.training.datasets import load_datasets
 from unmix.training.loader import DataLoader
 from unmix.training.options import TrainOptions, TrainResult
@@ -105,10 +108,14 @@ class Run:
     state: Checkpoint
     train_loader: DataLoader
     valid_loader: DataLoader
+    lock: contextlib.ExitStack  # the output's training locks (`checkpoint.lock_trainings`); `fit` releases them
 
 
 def setup(options: TrainOptions, comm=None):
-    """Datasets, model, trainer, progress restored from --checkpoint, loaders; nothing written yet.
+    """Datasets, model, trainer, progress restored from --checkpoint, loaders; nothing written yet
+    but the lock of the training in the output folder (`checkpoint.lock_trainings`, taken once the
+    datasets name the target, held until `fit` ends; rank 0 only): a second run of the same target
+    into the same folder is refused.
 
     Args:
         comm: the data-parallel communicator of `unmix.training.processes.setup_context`, or None for one process.
@@ -126,39 +133,60 @@ def setup(options: TrainOptions, comm=None):
         valid_tracks=o.valid_tracks, nb_channels=nb_channels, **o.dataset_options)
     recipe = recipes.get(o.architecture)
     target, rate = recipe.run_name(train_ds), float(train_ds.sample_rate)
-    in_place = resume_from is not None and resume_from.resolve() == output.resolve()
-    for name in recipe.file_names(target):
-        _check_clobber(output, name, in_place or o.force)
-    history = load_history(resume_from, target) if resume_from else None
-    if history is not None:
-        if history.get("architecture", "umx") != o.architecture:
-            raise UnmixError(f"{resume_from} holds a training of architecture {history.get('architecture', 'umx')}, "
-                             f"not {o.architecture}")
-        model, n_fft, n_hop, origin = _resumed_model(recipe, history, resume_from, target, output, rate)
-    elif o.model:
-        model, n_fft, n_hop, origin = _fine_tuned_model(recipe, o, target, output, rate, procs)
-    else:
-        model, n_fft, n_hop, origin = _new_model(recipe, o, train_ds, output, rate, procs)
-    loss_options = recipe.loss_options(o, n_hop)
-    trainer = Trainer(model, o.lr, o.weight_decay, comm, fast=o.context == "cpu", loss_options=loss_options)
-    state = Checkpoint(ReduceLROnPlateau(o.lr, factor=o.lr_decay_gamma, patience=o.lr_decay_patience, cooldown=10),
-                       EarlyStopping(patience=o.early_stopping_patience))
-    if history is not None:
-        trainer.load_solver(checkpoint_file(resume_from, target, "solver"))
-        state.load_json(history)
-        trainer.set_lr(state.scheduler.lr)
-        procs.say(f"resuming {target} after epoch {state.epoch} (lr {state.scheduler.lr:g})")
-    elif comm is not None:
-        # identical starting weights everywhere: rank 0's (it has the statistics)
-        comm.bcast([v.data for v in model.parameters.values()], src=0, inplace=True)
-    train_loader, valid_loader = _make_loaders(recipe, o, train_ds, valid_ds, n_fft, n_hop, model.config.nb_channels,
-                                               procs, trainer.frames_first)
+    created = procs.writer and not output.exists()
+    lock = lock_trainings(output, recipe.file_names(target)) if procs.writer else contextlib.ExitStack()
+    try:
+        in_place = resume_from is not None and resume_from.resolve() == output.resolve()
+        for name in recipe.file_names(target):
+            _check_clobber(output, name, in_place or o.force)
+        history = load_history(resume_from, target) if resume_from else None
+        if history is not None:
+            if history.get("architecture", "umx") != o.architecture:
+                raise UnmixError(f"{resume_from} holds a training of architecture "
+                                 f"{history.get('architecture', 'umx')}, not {o.architecture}")
+            model, n_fft, n_hop, origin = _resumed_model(recipe, history, resume_from, target, output, rate)
+        elif o.model:
+            model, n_fft, n_hop, origin = _fine_tuned_model(recipe, o, target, output, rate, procs)
+        else:
+            model, n_fft, n_hop, origin = _new_model(recipe, o, train_ds, output, rate, procs)
+        loss_options = recipe.loss_options(o, n_hop)
+        trainer = Trainer(model, o.lr, o.weight_decay, comm, fast=o.context == "cpu",
+                          loss_options=loss_options)
+        state = Checkpoint(ReduceLROnPlateau(o.lr, factor=o.lr_decay_gamma, patience=o.lr_decay_patience, cooldown=10),
+                           EarlyStopping(patience=o.early_stopping_patience))
+        if history is not None:
+            trainer.load_solver(checkpoint_file(resume_from, target, "solver"))
+            state.load_json(history)
+            trainer.set_lr(state.scheduler.lr)
+            procs.say(f"resuming {target} after epoch {state.epoch} (lr {state.scheduler.lr:g})")
+        elif comm is not None:
+            # identical starting weights everywhere: rank 0's (it has the statistics)
+            comm.bcast([v.data for v in model.parameters.values()], src=0, inplace=True)
+        train_loader, valid_loader = _make_loaders(recipe, o, train_ds, valid_ds, n_fft, n_hop,
+                                                   model.config.nb_channels, procs, trainer.frames_first)
+    except BaseException:
+        lock.close()
+        if created:  # the folder the lock made, left empty
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        raise
     return Run(o, recipe, procs, output, resume_from, in_place, target, rate, n_fft, n_hop, origin, model, trainer, state,
-               train_loader, valid_loader)
+               train_loader, valid_loader, lock)
 
 
 def fit(run: Run):
-    """Train until `epochs`, early stopping or Ctrl-C; returns a TrainResult."""
+    """Train until `epochs`, early stopping or Ctrl-C; returns a TrainResult. The run's lock is
+    released at the end, whatever the end."""
+    with run.lock:
+        stopped = _epochs(run)
+    state = run.state
+    return TrainResult(run.output, run.target, state.epoch, state.best_epoch, state.stopper.best,
+                       list(state.curves["train_loss_history"]), list(state.curves["valid_loss_history"]), stopped,
+                       run.recipe.sources(run.model))
+
+
+def _epochs(run: Run):
+    """The first files, then the epochs; how they stopped."""
     _start_files(run)
     stopped = "completed"
     try:
@@ -173,10 +201,7 @@ def fit(run: Run):
         stopped = "interrupted"
         run.procs.say(f"interrupted: {run.output} holds the checkpoint of epoch {run.state.epoch}; "
                       f"resume with --checkpoint {run.output}")
-    state = run.state
-    return TrainResult(run.output, run.target, state.epoch, state.best_epoch, state.stopper.best,
-                       list(state.curves["train_loss_history"]), list(state.curves["valid_loss_history"]), stopped,
-                       run.recipe.sources(run.model))
+    return stopped
 
 
 def _start_files(run: Run):
