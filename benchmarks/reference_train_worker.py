@@ -127,7 +127,7 @@ def run(cfg):
                             nb_channels=cfg["nb_channels"], hidden_size=cfg["hidden_size"],
                             nb_layers=cfg["nb_layers"], max_bin=cfg["max_bin"])
     optimizer = torch.optim.Adam(unmix.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    unmix.training.train()
+    unmix.train()
     steps = []
     it = iter(loader)
     for _ in range(cfg["warmup"] + cfg["steps"]):
