@@ -498,15 +498,12 @@ class CrossNet:
         c1_frames = F.reshape(c1, (nb_frames, nb_samples, c1.shape[1]))
         c2 = F.concatenate(c1, _mean([net._fast_recurrence(c1_frames, dropout) for net in self.nets.values()]),
                            axis=1)
-        masks = []
+        decoded = []
         for net in self.nets.values():
-            z = net._fast_decoder(c2)
             with nn.parameter_scope("", net._scope):
-                masks.append(fast_ops.spectrogram_mask(z, _param("output_scale"), _param("output_mean"), nb_samples))
-        loss_f = fast_ops.combination_mse(mix, target_mag, *masks)
-        estimates = [fast_ops.masked_istft(m, real, imag, n_fft, n_hop) for m in masks]
-        loss_t = fast_ops.combination_sdr(target_time, *estimates)
-        return loss_f + (losses.MCOEF if mcoef is None else mcoef) * loss_t
+                decoded.append((net._fast_decoder(c2), _param("output_scale"), _param("output_mean")))
+        return fast_ops.xumx_loss_of(mix, real, imag, target_mag, target_time, decoded, n_fft, n_hop,
+                                     losses.MCOEF if mcoef is None else mcoef)
 
     # -- graph --------------------------------------------------------------------------
     def build(self, mix, training=False, dropout=LSTM_DROPOUT):
