@@ -68,8 +68,6 @@ SOURCES = ["bass", "drums", "vocals", "other"]
 N_FFT, N_HOP, RATE = 256, 64, 44100
 ARGS = dict(sources=SOURCES, window_length=N_FFT, in_chan=N_FFT, n_hop=N_HOP, hidden_size=12, nb_channels=2,
             sample_rate=RATE, nb_layers=2, max_bin=100, bidirectional=True, spec_power=1, return_time_signals=True)
-LOSS_ARGS = dict(window_length=N_FFT, in_chan=N_FFT, n_hop=N_HOP, spec_power=1, nb_channels=2,
-                 loss_combine_sources=True, loss_use_multidomain=True, mix_coef=10.0)
 LR, WEIGHT_DECAY, STEPS = 1e-3, 1e-5, 3
 NB_SAMPLES, NB_TIMESTEPS = 2, 1000
 
@@ -100,9 +98,10 @@ x_umx._ISTFT.forward = _istft_forward
 RECIPE_NAMES = ("freq_domain_loss", "time_domain_loss", "weighted_sdr", "MultiDomainLoss")
 
 
-def recipe_loss(path):
-    """``MultiDomainLoss`` of asteroid's ``egs/musdb18/X-UMX/train.py`` at `path`: only the four
-    definitions of `RECIPE_NAMES` are taken from the file (its other imports are not needed)."""
+def recipe_loss(path, n_fft=N_FFT, n_hop=N_HOP):
+    """``MultiDomainLoss`` of asteroid's ``egs/musdb18/X-UMX/train.py`` at `path`, with the recipe's
+    settings for this STFT: only the four definitions of `RECIPE_NAMES` are taken from the file
+    (its other imports are not needed)."""
     tree = ast.parse(Path(path).read_text())
     keep = [node for node in tree.body if getattr(node, "name", None) in RECIPE_NAMES]
     missing = set(RECIPE_NAMES) - {node.name for node in keep}
@@ -111,7 +110,8 @@ def recipe_loss(path):
     namespace = {"torch": torch, "itertools": itertools, "itemgetter": itemgetter, "singlesrc_mse": singlesrc_mse,
                  "_STFT": _STFT, "_Spectrogram": _Spectrogram, "_Loss": _Loss, "nn": nn, "print": lambda *a: None}
     exec(compile(ast.Module(body=keep, type_ignores=[]), str(path), "exec"), namespace)
-    return namespace["MultiDomainLoss"](**LOSS_ARGS)
+    return namespace["MultiDomainLoss"](window_length=n_fft, in_chan=n_fft, n_hop=n_hop, spec_power=1, nb_channels=2,
+                                        loss_combine_sources=True, loss_use_multidomain=True, mix_coef=10.0)
 
 
 def combinations(nb_sources):
@@ -140,9 +140,9 @@ class TranscribedLoss(nn.Module):
     ``(N, S, C, L)``. The target magnitudes are asteroid's STFT of the targets (center=True,
     reflect padding); the time signals are cut to L'; the mixture is the sum of the targets."""
 
-    def __init__(self, mix_coef=10.0):
+    def __init__(self, n_fft=N_FFT, n_hop=N_HOP, mix_coef=10.0):
         super().__init__()
-        self.transform = nn.Sequential(_STFT(window_length=N_FFT, n_fft=N_FFT, n_hop=N_HOP),
+        self.transform = nn.Sequential(_STFT(window_length=n_fft, n_fft=n_fft, n_hop=n_hop),
                                        _Spectrogram(spec_power=1, mono=False))
         self.coef = mix_coef
 
