@@ -59,7 +59,8 @@ from unmix import __version__
 from unmix.dsp import transforms
 from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history, remove_target,
                               save_checkpoint, signals_held)
-from unmix.training.datasets import MagnitudeDataset, SourcesDataset, Subset, XumxDataset, load_datasets, model_magnitude
+from unmix.training.datasets import (MagnitudeDataset, SourcesDataset, Subset, XumxDataset, load_datasets, model_magnitude,
+                                     xumx_arrays)
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
 from unmix.training.loader import DataLoader
@@ -164,16 +165,10 @@ def train(options: TrainOptions):
 def _check_xumx_options(options):
     """What X-UMX training supports, as one-line errors before any work."""
     o = options
-    if o.context != "cpu":
-        raise UnmixError("X-UMX trains on the CPU only (--context cpu): its loss has no GPU graph yet")
-    if o.model:
-        raise UnmixError("--model (fine-tuning) is for Open-Unmix targets; X-UMX trains from scratch or "
-                         "resumes with --checkpoint")
     if o.dataset != "musdb":
         raise UnmixError(f"X-UMX trains on the four MUSDB sources: use --dataset musdb, not {o.dataset}")
-    if o.nb_channels != 2:
-        raise UnmixError("X-UMX trains stereo models only (--nb-channels 2): its time-domain loss uses the "
-                         "mixture's phase per channel")
+    if o.nb_channels not in (1, 2):
+        raise UnmixError(f"X-UMX trains mono or stereo models: --nb-channels 1 or 2, not {o.nb_channels}")
     if o.seq_dur is None or o.seq_dur <= 0:
         raise UnmixError("X-UMX trains on chunks: give --seq-dur > 0")
 
@@ -462,16 +457,20 @@ def _resumed_model(history, folder, target, output, rate):
 def _fine_tuned_model(options, target, output, rate, procs):
     """``(model, n_fft, n_hop, origin)`` from the model folder or registry name `options.model`."""
     from unmix.weights import registry
-    from unmix.models.nnabla_graph import load_target, read_separator_json
+    from unmix.models.nnabla_graph import load_crossnet, load_target, read_separator_json
 
     o = options
     folder = registry.resolve_model(o.model)
     meta = read_separator_json(folder)
+    architecture = meta.get("architecture", "umx")
+    if architecture != o.architecture:
+        raise UnmixError(f"{o.model} is an {'X-UMX' if architecture == XUMX else 'Open-Unmix'} model: fine-tune it "
+                         f"with --architecture {architecture}")
     _check_rate(meta["sample_rate"], rate, folder)
     n_fft, n_hop = int(meta.get("n_fft", 4096)), int(meta.get("n_hop", 1024))
     if (o.nfft or n_fft) != n_fft or (o.nhop or n_hop) != n_hop:
         raise UnmixError(f"model {o.model} uses n_fft {n_fft} / n_hop {n_hop}, not {o.nfft} / {o.nhop}")
-    model = load_target(folder, target)
+    model = load_crossnet(folder) if architecture == XUMX else load_target(folder, target)
     _check_folder(output, rate, n_fft, n_hop, model.config.nb_channels)
     procs.say(f"fine-tuning {target} from {folder}")
     return model, n_fft, n_hop, str(folder)
@@ -547,7 +546,7 @@ def _make_loaders(options, train_ds, valid_ds, n_fft, n_hop, nb_channels, procs,
         raise UnmixError(f"--batch-size {o.batch_size} is not divisible by the {procs.size} processes")
     batch = o.batch_size // procs.size
     if o.architecture == XUMX:
-        train = XumxDataset(train_ds, n_fft, n_hop)
+        train = XumxDataset(train_ds, n_fft, n_hop, nb_channels=nb_channels)
         valid_ds = SourcesDataset(valid_ds)
     else:
         train = MagnitudeDataset(train_ds, n_fft, n_hop, nb_channels, frames_first)
@@ -765,25 +764,24 @@ def validation_sums(model, loader, n_fft, n_hop, nb_channels, progress=False):
 def xumx_chunk_loss(model, x, stems, n_fft, n_hop, mcoef):
     """X-UMX's multi-domain loss (`unmix.models.losses`) of one piece of a track, the network in
     inference mode: the masks applied to the mixture's magnitude (STFT center=True), the time
-    signals their ISTFT with the mixture's phase, as Sony's validation graph.
+    signals their ISTFT with the mixture's phase, as Sony's validation graph; the arrays of the
+    training graph (`unmix.training.datasets.xumx_arrays`, mono models included).
 
     Args:
         model: anything called like `unmix.models.nnabla_graph.CrossNet` (CrossNet, OnnxCrossNet).
         x: float32 ``(nb_channels, nb_timesteps)`` mixture; stems: ``(S, nb_channels, nb_timesteps)``
             in the model's source order.
     """
-    spec = transforms.stft(x[None], n_fft, n_hop, center=True)  # (1, C, bins, T)
-    mag = np.abs(spec).astype(np.float32)
-    estimates = model(mag)
-    est_mag = np.stack([estimates[s][0] for s in model.sources])  # (S, C, bins, T)
-    phase = np.divide(spec[0], mag[0], out=np.ones_like(spec[0]), where=mag[0] > 0)
-    length = (spec.shape[-1] - 1) * n_hop
-    est_time = transforms.istft(est_mag * phase, n_fft, n_hop, center=True, length=length)
-    target_mag = transforms.magnitude(transforms.stft(stems, n_fft, n_hop, center=True))
     from unmix.models.losses import multi_domain_loss
 
-    loss, _, _ = multi_domain_loss(est_mag[:, None], target_mag[:, None], est_time[:, None],
-                                          stems[:, None, :, :length], mcoef)
+    mix, real, imag, target_mag, target_time = xumx_arrays(x, stems, n_fft, n_hop, model.config.nb_channels)
+    estimates = model(np.ascontiguousarray(np.swapaxes(mix, -1, -2))[None])
+    est_mag = np.stack([np.swapaxes(estimates[s][0], -1, -2) for s in model.sources])  # (S, C, T, bins)
+    phase = np.divide(real + 1j * imag, mix, out=np.ones(mix.shape, np.complex64), where=mix > 0)
+    est_time = transforms.istft(np.swapaxes(est_mag * phase, -1, -2), n_fft, n_hop, center=True,
+                                length=target_time.shape[-1])
+    loss, _, _ = multi_domain_loss(est_mag[:, None], target_mag[:, None], est_time[:, None], target_time[:, None],
+                                   mcoef)
     return loss
 
 
