@@ -44,7 +44,8 @@ class Forward:
 # -- kernels ---------------------------------------------------------------------------------------
 @jit.kernel(error_model="numpy")
 def _masks_sample(zs, scales, means, mix, re, im, target_mag, n, spec, gram):
-    """Sample n: the masked spectra ``spec[s, c, t] = m_s * X`` (complex64 ``(S, C, T, n)``) and the
+    """Sample n: the masked spectra ``spec[s, c, t] = m_s * X`` (complex64 ``(S, C, T, n)`` seen as
+    float32 pairs ``(S, C, T, 2n)``) and the
     products ``gram[s, u, k] += d_s d_u`` per bin (float64, s <= u), ``d_s = m_s |X| - Y_s``.
 
     Args:
@@ -67,7 +68,8 @@ def _masks_sample(zs, scales, means, mix, re, im, target_mag, n, spec, gram):
                     mask = pre if pre > 0 else _F32(0.0)
                     ms[k] = mask
                     ds[k] = mask * mr[k] - yr[k]
-                    out[k] = complex(mask * rr[k], mask * ir[k])
+                    out[2 * k] = mask * rr[k]
+                    out[2 * k + 1] = mask * ir[k]
             for s in range(nb_sources):
                 for u in range(s, nb_sources):
                     gs, ds, du = gram[s, u], d[s], d[u]
@@ -95,34 +97,19 @@ def _overlap_add_sample(frames, window, inv_env, n_hop, pad, out):
                 dest[j] *= inv_env[j]
 
 
-@jit.kernel
-def _adjoint_frames_sample(g, window, inv_env, n_hop, pad, frames):
-    """The frames of the ISTFT's adjoint: ``frames[s, c, t, k] = window[k] * (g[s, c] / env)[t *
-    n_hop + k - pad]`` (0 outside the kept samples), from ``g`` ``(S, C, L)``."""
-    nb_sources, nb_channels, nb_frames, n_fft = frames.shape
-    length = g.shape[-1]
-    for s in range(nb_sources):
-        for c in range(nb_channels):
-            gs = g[s, c]
-            for t in range(nb_frames):
-                start = t * n_hop - pad
-                out = frames[s, c, t]
-                for k in range(n_fft):
-                    j = start + k
-                    out[k] = gs[j] * inv_env[j] * window[k] if 0 <= j < length else _F32(0.0)
-
-
 @jit.kernel(error_model="numpy")
 def _mask_gradients_sample(zs, scales, means, mix, re, im, target_mag, n, spec_g, a_f, bin_weights, dz, d_scale,
                            d_mean):
     """Sample n's gradients from the mask gradient ``dm_s = mix * sum_u a_f[s, u] d_u +
-    bin_weights * (Re X Re G_s + Im X Im G_s)`` (the MSE term, the ISTFT's adjoint ``G`` ``(S, C, T, n)``):
-    where the mask's pre-activation is positive, ``du = dm_s``: ``dz_s = du * scale_s``,
-    ``d_scale[s] += du * z_s``, ``d_mean[s] += du`` (per bin, float64; this sample's rows)."""
+    bin_weights * (Re X Re G_s + Im X Im G_s)`` (the MSE term, the ISTFT's adjoint ``G``, given as
+    float32 pairs ``(S, C, T, 2n)``): where the mask's pre-activation is positive, ``du = dm_s``:
+    ``dz_s = du * scale_s``, ``d_scale[s] += du * z_s``, ``d_mean[s] += du`` (per bin, float64;
+    this sample's rows). Branch-free inner loops, so that they vectorise."""
     nb_sources = len(zs)
     nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
     pre = np.empty((nb_sources, nb_bins), np.float32)
     d = np.empty((nb_sources, nb_bins), np.float32)
+    acc = np.empty(nb_bins, np.float32)
     for c in range(nb_channels):
         for t in range(nb_frames):
             row = t * nb_samples + n
@@ -133,22 +120,43 @@ def _mask_gradients_sample(zs, scales, means, mix, re, im, target_mag, n, spec_g
                 for k in range(nb_bins):
                     p = zr[k] * sc[k] + me[k]
                     ps[k] = p
-                    ds[k] = (p if p > 0 else _F32(0.0)) * mr[k] - yr[k]
+                    ds[k] = max(p, _F32(0.0)) * mr[k] - yr[k]
             for s in range(nb_sources):
                 zr, sc = zs[s][row, c * nb_bins:(c + 1) * nb_bins], scales[s]
                 gr, ps, out = spec_g[s, c, t], pre[s], dz[s][row, c * nb_bins:(c + 1) * nb_bins]
                 dsc, dme = d_scale[s], d_mean[s]
+                acc[:] = 0.0
+                for u in range(nb_sources):
+                    coef, du_ = a_f[s, u], d[u]
+                    for k in range(nb_bins):
+                        acc[k] += coef * du_[k]
                 for k in range(nb_bins):
-                    if ps[k] > 0:
-                        mse = _F32(0.0)
-                        for u in range(nb_sources):
-                            mse += a_f[s, u] * d[u, k]
-                        du = mse * mr[k] + bin_weights[k] * (rr[k] * gr[k].real + ir[k] * gr[k].imag)
-                        out[k] = du * sc[k]
-                        dsc[k] += du * zr[k]
-                        dme[k] += du
-                    else:
-                        out[k] = _F32(0.0)
+                    du = acc[k] * mr[k] + bin_weights[k] * (rr[k] * gr[2 * k] + ir[k] * gr[2 * k + 1])
+                    du = du if ps[k] > 0 else _F32(0.0)
+                    out[k] = du * sc[k]
+                    dsc[k] += du * zr[k]
+                    dme[k] += du
+
+
+@jit.kernel
+def _adjoint_frames_sample(g, window, inv_env, n_hop, pad, frames):
+    """The frames of the ISTFT's adjoint: ``frames[s, c, t, k] = window[k] * (g[s, c] / env)[t *
+    n_hop + k - pad]`` (0 outside the kept samples), from ``g`` ``(S, C, L)`` (divided in place)."""
+    nb_sources, nb_channels, nb_frames, n_fft = frames.shape
+    length = g.shape[-1]
+    for s in range(nb_sources):
+        for c in range(nb_channels):
+            gs = g[s, c]
+            for j in range(length):
+                gs[j] *= inv_env[j]
+            for t in range(nb_frames):
+                start = t * n_hop - pad
+                lo, hi = max(0, -start), min(n_fft, length - start)
+                out = frames[s, c, t]
+                out[:lo] = 0.0
+                out[hi:] = 0.0
+                for k in range(lo, hi):
+                    out[k] = gs[start + k] * window[k]
 
 
 # -- the passes --------------------------------------------------------------------------------------
@@ -196,7 +204,7 @@ def forward(zs, scales, means, mix, re, im, target_mag, target_time, n_fft, n_ho
 
     def sample(n):
         spec = np.empty((nb_sources, nb_channels, nb_frames, nb_bins), np.complex64)
-        _masks_sample(zs, scales, means, mix, re, im, target_mag, n, spec, grams[n])
+        _masks_sample(zs, scales, means, mix, re, im, target_mag, n, spec.view(np.float32), grams[n])
         frames = scipy.fft.irfft(spec, n=n_fft, axis=-1, workers=1)
         del spec
         _overlap_add_sample(frames, window, inv_env, n_hop, n_fft // 2, estimates[n])
@@ -233,7 +241,7 @@ def backward(state, q_f, q_t, zs, scales, means, mix, re, im, target_mag, target
         frames = np.empty((nb_sources, nb_channels, nb_frames, n_fft), np.float32)
         _adjoint_frames_sample(g, window, inv_env, n_hop, n_fft // 2, frames)
         del g
-        spec_g = scipy.fft.rfft(frames, axis=-1, workers=1)
+        spec_g = scipy.fft.rfft(frames, axis=-1, workers=1).view(np.float32)  # (S, C, T, 2n): re, im pairs
         del frames
         _mask_gradients_sample(zs, scales, means, mix, re, im, target_mag, n, spec_g, a_f, bin_weights, dz,
                                sums[0, n], sums[1, n])
