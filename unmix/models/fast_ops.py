@@ -16,7 +16,14 @@ The functions (shapes for Open-Unmix; r = nb_frames * nb_samples rows, frame-maj
     lstm_layer     x (T, B, I), w (D, 4, H, I + H), b (D, 4, H)       ->  (T, B, D * H), one (bi)LSTM layer
     mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, T, n)  ->  mean((relu(z * scale + mean) * mix - y)^2)
 
-and for X-UMX's losses (`unmix.models.losses`; S sources, L = (T - 1) * n_hop samples):
+and for X-UMX's losses (`unmix.models.losses`; S sources, L = (T - 1) * n_hop samples): the one
+function the training graph uses,
+
+    xumx_loss          mix, X real, X imag, Y, y, per source (z, scale, mean)  ->  L_f + mcoef L_t
+                       (kernels in `unmix.models.xumx_loss`: the masks, the combinations from Gram
+                       matrices, the four sources' ISTFT batched, and the backward of all of it)
+
+and the separate steps it fuses, kept as an independent check of it (tests/test_xumx_loss.py):
 
     spectrogram_mask   z (r, C*n), scale, mean (n,)                    ->  relu(z * scale + mean) as (N, C, T, n)
     combination_mse    mix (N, C, T, n), Y (N, S, C, T, n), S masks    ->  L_f of the masks x mix

@@ -479,7 +479,8 @@ class CrossNet:
     def build_loss(self, mix, real, imag, target_mag, target_time, fast=True, dropout=LSTM_DROPOUT, n_hop=1024,
                    mcoef=None):
         """Training graph of X-UMX's multi-domain loss (`unmix.models.losses`): ``L_f + mcoef L_t`` of
-        the masks, from the coarse CPU functions of `unmix.models.fast_ops`.
+        the masks: the fast network and `unmix.models.fast_ops.XumxLoss` on the CPU, or the stock
+        graph (`_stock_loss`) that a GPU runs.
 
         Args:
             mix, real, imag: nn.Variable ``(N, C, T, bins)`` (frames first): the mixture's
