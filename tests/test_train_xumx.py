@@ -189,3 +189,40 @@ def test_epochs_zero_writes_a_model_folder_and_force_starts_over(tmp_path, musdb
     after, checkpoint = read_h5_params(out / "drums.h5"), read_h5_params(out / "xumx.chkpnt.h5")
     assert np.array_equal(after["fc1/affine/W"], checkpoint["drums/fc1/affine/W"])  # the new run's weights
     assert not np.array_equal(after["fc1/affine/W"], before["fc1/affine/W"])  # another seed: replaced
+
+
+class OneOfTwo:
+    """A data-parallel communicator as rank 0 of 2 processes whose partner computes the same:
+    ``all_reduce`` with division leaves the arrays as they are, without it doubles them; records
+    what was reduced."""
+
+    rank, size, local_rank = 0, 2, 0
+
+    def __init__(self):
+        self.reduced = []
+
+    def all_reduce(self, arrays, division=False, inplace=False):
+        self.reduced.append(len(arrays))
+        if not division:
+            for a in arrays:
+                a.data = a.data * 2
+
+    def bcast(self, arrays, src=0, inplace=True):
+        self.reduced.append(("bcast", len(arrays)))
+
+
+def test_xumx_data_parallel_path(tmp_path, musdb_root, monkeypatch):
+    """`mpirun -n 2 unmix train --architecture xumx --context cudnn`, as rank 0: the stock graph,
+    half the batch per process, the initial weights broadcast, the loss and every gradient
+    all-reduced per step, the validation sums reduced."""
+    comm = OneOfTwo()
+    monkeypatch.setattr(tr, "_setup_context", lambda context: comm)
+    result = tr.train(tr.TrainOptions(root=str(musdb_root), output=str(tmp_path / "dp"), epochs=1, context="cudnn",
+                                      **{**TINY, "seq_dur": 0.3, "batch_size": 2}))
+    assert result.has_model and np.isfinite(result.train_losses[0]) and np.isfinite(result.valid_losses[0])
+    tiny = CrossNet(ModelConfig(nb_bins=129, hidden_size=8, nb_layers=1))
+    nb_params = len(tiny.trainable_parameters())  # every branch's, 15 each (one LSTM layer)
+    assert nb_params == 60 and comm.reduced[0] == ("bcast", len(tiny.parameters))
+    steps = 2 * 2 // 2  # 2 tracks x 2 samples, batches of 2 / 2 processes
+    assert comm.reduced[1:] == [1, nb_params] * steps + [1]  # loss, gradients per step; the validation sums
+    assert json.loads((tmp_path / "dp" / "xumx.json").read_text())["nb_processes"] == 2
