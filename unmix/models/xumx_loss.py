@@ -7,12 +7,12 @@ n bins, L = (T - 1) * n_hop samples; rows of ``z`` are frame-major, r = t * N + 
     L_f          d_s = m_s |X| - Y_s: the S x S Gram matrix of the d_s, per bin, in float64
     estimates    yhat_s = ISTFT(m_s X) (center=True, the mixture's phase): the S sources' frames
                  in one inverse FFT call, one overlap-add pass, divided by the window envelope
-    L_t          per row (n, c) the 2S x 2S Gram matrix of (yhat_1..S, y_1..S), float64
+    L_t          per row (n, c) the 2S x 2S Gram matrix of (yhat_1..S, y_1..S), float64 sums
 
 and `unmix.models.losses` turns the Gram matrices into the 14 combinations' losses and into the
 coefficients of their gradients (``combination_mse_coefficients``, ``combination_sdr_coefficients``).
-The backward pass, per sample: the time-domain gradients ``g_s = sum_j A[s, j] v_j`` (one small
-GEMM per row), the ISTFT's adjoint (``G = rfft(window * frames of g_s / env)``) of the S sources in
+The backward pass, per sample: the time-domain gradients ``g_s = sum_j A[s, j] v_j`` (one pass
+per row), the ISTFT's adjoint (``G = rfft(window * frames of g_s / env)``) of the S sources in
 one FFT call, then one kernel pass for the mask gradients (the MSE term recomputed from z) and the
 gradients of z, the output scale and the output mean.
 
@@ -159,6 +159,51 @@ def _adjoint_frames_sample(g, window, inv_env, n_hop, pad, frames):
                     out[k] = gs[start + k] * window[k]
 
 
+@jit.kernel(fastmath={"reassoc", "contract"})
+def _signals_gram_row(estimates, targets, gram):
+    """``gram`` ``(2S, 2S)`` float64 of ``v = (estimates_1..S, targets_1..S)``, each ``(S, L)``
+    float32: the products summed in float64 over blocks of samples (no float64 copy of v). The
+    sums may be reassociated (vectorised): their order depends on the machine, not on the threads."""
+    nb_sources, length = estimates.shape
+    width = 2 * nb_sources
+    block = 512
+    v = np.empty((width, block))
+    acc = np.zeros((width, width))
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        for i in range(nb_sources):
+            for j in range(stop - start):
+                v[i, j] = estimates[i, start + j]
+                v[nb_sources + i, j] = targets[i, start + j]
+        for i in range(width):
+            for u in range(i, width):
+                total = 0.0
+                vi, vu = v[i], v[u]
+                for j in range(stop - start):
+                    total += vi[j] * vu[j]
+                acc[i, u] += total
+    for i in range(width):
+        for u in range(i, width):
+            gram[i, u] = gram[u, i] = acc[i, u]
+
+
+@jit.kernel
+def _time_gradients_row(coef, estimates, targets, out):
+    """``out[s] = sum_j coef[s, j] v_j`` (float32 ``(S, L)``) with ``v = (estimates, targets)``
+    ``(S, L)`` each, accumulated in float64 per sample (a float64 row, one pass per term)."""
+    nb_sources, length = estimates.shape
+    total = np.empty(length)
+    for s in range(nb_sources):
+        cs, dest = coef[s], out[s]
+        total[:] = 0.0
+        for i in range(nb_sources):
+            ce, ct, est, tgt = cs[i], cs[nb_sources + i], estimates[i], targets[i]
+            for j in range(length):
+                total[j] += ce * est[j] + ct * tgt[j]
+        for j in range(length):
+            dest[j] = total[j]
+
+
 # -- the passes --------------------------------------------------------------------------------------
 def _inverse_envelope(n_fft, n_hop, nb_frames):
     """``1 / env`` over the L kept samples of the centred ISTFT (1 where the envelope vanishes)."""
@@ -174,11 +219,6 @@ def _bin_weights(n_fft):
     if n_fft % 2 == 0:
         weights[-1] = 1.0 / n_fft
     return weights
-
-
-def _rows(estimates, target_time, n, c):
-    """``(2S, L)`` float64: the estimates then the targets of row (n, c)."""
-    return np.concatenate([estimates[n, :, c], target_time[n, :, c]]).astype(np.float64)
 
 
 def forward(zs, scales, means, mix, re, im, target_mag, target_time, n_fft, n_hop, workers=2, eps=losses.SDR_EPS):
@@ -209,8 +249,7 @@ def forward(zs, scales, means, mix, re, im, target_mag, target_time, n_fft, n_ho
         del spec
         _overlap_add_sample(frames, window, inv_env, n_hop, n_fft // 2, estimates[n])
         for c in range(nb_channels):
-            v = _rows(estimates, target_time, n, c)
-            signals[n * nb_channels + c] = v @ v.T
+            _signals_gram_row(estimates[n, :, c], target_time[n, :, c], signals[n * nb_channels + c])
 
     jit.run(sample, range(nb_samples), workers)
     upper = grams.sum(axis=(0, 3))
@@ -237,7 +276,7 @@ def backward(state, q_f, q_t, zs, scales, means, mix, re, im, target_mag, target
     def sample(n):
         g = np.empty(state.estimates.shape[1:], np.float32)  # (S, C, L)
         for c in range(nb_channels):
-            g[:, c] = a_t[n * nb_channels + c] @ _rows(state.estimates, target_time, n, c)
+            _time_gradients_row(a_t[n * nb_channels + c], state.estimates[n, :, c], target_time[n, :, c], g[:, c])
         frames = np.empty((nb_sources, nb_channels, nb_frames, n_fft), np.float32)
         _adjoint_frames_sample(g, window, inv_env, n_hop, n_fft // 2, frames)
         del g
