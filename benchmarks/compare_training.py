@@ -4,6 +4,8 @@
         [--warmup 2] [--steps 5] [--batch-size 16] [--seq-dur 6] [--threads 2] [--nb-workers 1]
         [--root ../shared/data/musdb-synth-mini] [--json results.json]
 
+With ``--architecture xumx`` both sides train X-UMX instead (see "X-UMX" below).
+
 Both sides train one target (vocals) of the reference recipe's model (2049 bins, max_bin from
 16 kHz, stereo, 3 BLSTM layers) on the ``train`` split of a MUSDB18-HQ-layout folder (the same
 tracks: the valid split is held out by the same rule), batches of `batch_size` random-mix
@@ -25,6 +27,20 @@ round; figures are medians over all timed steps. Each process gets `threads` thr
 A sample is one excerpt, so samples/s = batch_size / (seconds per step including the wait for
 data). Input statistics are computed once (unmix's `compute_statistics`) and given to both.
 Peak RSS: the training process (VmHWM) and the largest data worker (children's max RSS).
+
+X-UMX (``--architecture xumx``, default hidden size 512 only): the four sources jointly, with the
+multi-domain loss (L_f + 10 L_t over the 14 combinations), batches of the same excerpts.
+
+    unmix      `Trainer(fast=True).train_step` on `unmix.models.nnabla_graph.CrossNet` (its loss is
+               the one function `unmix.models.fast_ops.XumxLoss`), fed by `DataLoader` over
+               `unmix.training.datasets.XumxDataset` (the workers read the chunks and do the STFTs)
+    reference  `benchmarks/reference_xumx_train_worker.py`: asteroid 0.7's ``BrokenXUMX`` (STFT and
+               ISTFT inside the model) with the recipe's ``MultiDomainLoss`` (``--recipe`` its
+               train.py, else the transcription the fixtures check), ``asteroid.data.MUSDB18Dataset``
+               reading the same FLAC tracks, a torch DataLoader with `nb_workers` workers
+
+and both report ``loss_s``, the loss's share of the step (unmix: `XumxLoss`'s forward and
+backward; the reference: its ISTFT and ``MultiDomainLoss``, forward and backward).
 
 The reference worker reads decoded copies of the tracks (musdb cannot read FLAC folders), so its
 data time is a lower bound; `--musdb-batches` also times the reference's real audio path (musdb ->
@@ -54,6 +70,8 @@ N_FFT, N_HOP, BANDWIDTH = 4096, 1024, 16000.0
 # -- the unmix side (run in a fresh process: `compare_training.py --unmix-worker CONFIG`) ---------
 def unmix_worker(cfg):
     """Warm-up + timed steps of unmix's training loop; returns the JSON record."""
+    if cfg.get("architecture") == "xumx":
+        return unmix_xumx_worker(cfg)
     import nnabla as nn
 
     from unmix.training import datasets
@@ -96,6 +114,67 @@ def unmix_worker(cfg):
     main_mb, worker_mb = _peak_rss_mb()
     return {"side": "unmix", "nnabla": nn.__version__, "nb_parameters": model.nb_parameters(),
             "batch_shape": list(x.shape), "build_s": build_s, "warmup": steps[:cfg["warmup"]],
+            "timed": steps[cfg["warmup"]:], "peak_rss_main_mb": main_mb, "peak_rss_worker_mb": worker_mb}
+
+
+def unmix_xumx_worker(cfg):
+    """`unmix_worker` for X-UMX: `CrossNet`, `XumxDataset`; ``loss_s`` times `XumxLoss`."""
+    import nnabla as nn
+
+    from unmix.models import fast_ops
+    from unmix.models.nnabla_graph import CrossNet, ModelConfig
+    from unmix.training import datasets
+    from unmix.training.loader import DataLoader
+    from unmix.training.trainer import Trainer
+
+    loss_time = [0.0]
+    for method in ("forward_impl", "backward_impl"):
+        original = getattr(fast_ops.XumxLoss, method)
+
+        def timed(self, *a, _original=original):
+            start = time.perf_counter()
+            try:
+                return _original(self, *a)
+            finally:
+                loss_time[0] += time.perf_counter() - start
+
+        setattr(fast_ops.XumxLoss, method, timed)
+    train_ds, _ = datasets.load_datasets("musdb", cfg["root"], seq_duration=cfg["seq_dur"],
+                                         samples_per_track=cfg["samples_per_track"], seed=cfg["seed"], is_wav=True)
+    config = ModelConfig(nb_bins=cfg["n_fft"] // 2 + 1, nb_channels=2, hidden_size=cfg["hidden_size"],
+                         nb_layers=cfg["nb_layers"], max_bin=cfg["max_bin"])
+    model = CrossNet(config, seed=cfg["seed"])
+    stats, m = np.load(cfg["stats"]), config.model_bins
+    for net in model.nets.values():  # as unmix.training.train._new_model
+        params = net.get_params()
+        params["input_mean"] = (-stats["mean"][:m]).astype(np.float32)
+        params["input_scale"] = (1.0 / stats["std"][:m]).astype(np.float32)
+        net.set_params(params)
+    trainer = Trainer(model, cfg["lr"], cfg["weight_decay"], fast=True,
+                      loss_options={"n_hop": cfg["n_hop"], "mcoef": 10.0})
+    loader = DataLoader(datasets.XumxDataset(train_ds, cfg["n_fft"], cfg["n_hop"]), cfg["batch_size"], shuffle=True,
+                        nb_workers=cfg["nb_workers"], seed=cfg["seed"], drop_last=True)
+    steps, build_s = [], 0.0
+    it = iter(loader)
+    for k in range(cfg["warmup"] + cfg["steps"]):
+        t0, c0 = time.perf_counter(), time.process_time()
+        batch = next(it)
+        t1 = time.perf_counter()
+        if k == 0:  # as unmix.training.train.train_epoch: build once, then seed the dropout
+            trainer.build(*(a.shape for a in batch))
+            nn.seed(cfg["seed"])
+            build_s = time.perf_counter() - t1
+            t1 = time.perf_counter()
+        loss_time[0] = 0.0
+        value = trainer.train_step(*batch)
+        t2, c2 = time.perf_counter(), time.process_time()
+        wall = t2 - t0 - (build_s if k == 0 else 0.0)
+        steps.append({"data_s": t1 - t0, "stft_s": 0.0, "step_s": t2 - t1, "loss_s": loss_time[0], "wall_s": wall,
+                      "cpu_s": c2 - c0, "loss": value})
+    it.close()
+    main_mb, worker_mb = _peak_rss_mb()
+    return {"side": "unmix", "nnabla": nn.__version__, "nb_parameters": model.nb_parameters(),
+            "batch_shape": list(batch[0].shape), "build_s": build_s, "warmup": steps[:cfg["warmup"]],
             "timed": steps[cfg["warmup"]:], "peak_rss_main_mb": main_mb, "peak_rss_worker_mb": worker_mb}
 
 
@@ -186,7 +265,8 @@ def run_side(side, cfg, folder, torch_python):
         env = thread_env(cfg["threads"])
     else:
         stubs = str(REPO / "tools" / "fixtures" / "stubs")  # openunmix imports torchaudio at import time
-        cmd = [str(torch_python), str(HERE / "reference_train_worker.py"), str(path)]
+        worker = "reference_xumx_train_worker.py" if cfg.get("architecture") == "xumx" else "reference_train_worker.py"
+        cmd = [str(torch_python), str(HERE / worker), str(path)]
         env = thread_env(cfg["threads"], {"PYTHONPATH": stubs})
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if proc.returncode != 0:
@@ -202,7 +282,8 @@ def summarize(records, batch_size):
         return statistics.median(s[key] for s in steps)
 
     wall = med("wall_s")
-    return {"nb_steps": len(steps), "wall_s": wall, "data_s": med("data_s"), "stft_s": med("stft_s"),
+    loss = {"loss_s": med("loss_s")} if all("loss_s" in s for s in steps) else {}
+    return {**loss, "nb_steps": len(steps), "wall_s": wall, "data_s": med("data_s"), "stft_s": med("stft_s"),
             "step_s": med("step_s"), "cpu_s": med("cpu_s"), "steps_per_s": 1.0 / wall,
             "samples_per_s": batch_size / wall, "round_medians_s": [statistics.median(s["wall_s"] for s in r["timed"])
                                                                    for r in records],
@@ -219,18 +300,23 @@ def machine_info():
 
 
 def markdown(results):
-    """The README table: one row per side and hidden size, then the ratio."""
-    lines = ["| hidden | side | s/step | data wait (s) | STFT in step (s) | model step (s) | CPU s/step | "
-             "steps/s | samples/s | peak RSS main / worker (MB) | s/step ÷ reference's |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The README table: one row per side and hidden size, then the ratio (and, for X-UMX, the
+    loss's time and share of the step)."""
+    with_loss = all("loss_s" in s for sides in results.values() for s in sides.values())
+    loss_head, loss_rule = (" loss in step (s, %) |", "---|") if with_loss else ("", "")
+    lines = ["| hidden | side | s/step | data wait (s) | STFT in step (s) | model step (s) |" + loss_head +
+             " CPU s/step | steps/s | samples/s | peak RSS main / worker (MB) | s/step ÷ reference's |",
+             "|---|---|---|---|---|---|" + loss_rule + "---|---|---|---|---|"]
     for hidden, sides in results.items():
         ref = sides["reference"]["wall_s"]
         for side in ("unmix", "reference"):
             s = sides[side]
             ratio = f"{s['wall_s'] / ref:.2f}" if side == "unmix" else "1"
+            loss = f" {s['loss_s']:.2f} ({100 * s['loss_s'] / s['wall_s']:.0f}%) |" if with_loss else ""
             lines.append(f"| {hidden} | {side} | {s['wall_s']:.2f} | {s['data_s']:.3f} | {s['stft_s']:.3f} | "
-                         f"{s['step_s']:.2f} | {s['cpu_s']:.2f} | {s['steps_per_s']:.3f} | {s['samples_per_s']:.2f} | "
-                         f"{s['peak_rss_main_mb']:.0f} / {s['peak_rss_worker_mb']:.0f} | {ratio} |")
+                         f"{s['step_s']:.2f} |{loss} {s['cpu_s']:.2f} | {s['steps_per_s']:.3f} | "
+                         f"{s['samples_per_s']:.2f} | {s['peak_rss_main_mb']:.0f} / {s['peak_rss_worker_mb']:.0f} | "
+                         f"{ratio} |")
     return "\n".join(lines)
 
 
@@ -239,7 +325,10 @@ def main(argv=None):
     parser.add_argument("--unmix-worker", metavar="CONFIG", help=argparse.SUPPRESS)
     parser.add_argument("--root", default=str(DEFAULT_ROOT))
     parser.add_argument("--target", default="vocals")
-    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[512, 128])
+    parser.add_argument("--architecture", choices=["umx", "xumx"], default="umx")
+    parser.add_argument("--recipe", help="xumx: asteroid's egs/musdb18/X-UMX/train.py, whose MultiDomainLoss the "
+                        "reference then runs (default: the transcription of tools/make_xumx_training_fixtures.py)")
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", default=None, help="default: 512 128 (xumx: 512)")
     parser.add_argument("--nb-layers", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-dur", type=float, default=6.0)
@@ -259,6 +348,9 @@ def main(argv=None):
         return
     from unmix.training.train import bandwidth_to_max_bin
 
+    if args.hidden_sizes is None:
+        args.hidden_sizes = [512] if args.architecture == "xumx" else [512, 128]
+
     info = {**machine_info(), "load_before": os.getloadavg(), "command": " ".join(sys.argv)}
     print(f"# {info['nproc']} x {info['cpu']}, load {info['load_before'][0]:.2f}, {info['date_utc']}", flush=True)
     records, results = {}, {}
@@ -274,7 +366,8 @@ def main(argv=None):
                    "max_bin": max_bin, "hidden_size": hidden, "nb_layers": args.nb_layers, "lr": 1e-3,
                    "weight_decay": 1e-5, "warmup": args.warmup, "steps": args.steps, "threads": args.threads,
                    "nb_workers": args.nb_workers, "stats": str(tmp / "stats.npz"), "sample_rate": rate,
-                   "track_cache": [str(p) for p in sorted((tmp / "tracks").iterdir())]}
+                   "track_cache": [str(p) for p in sorted((tmp / "tracks").iterdir())],
+                   "architecture": args.architecture, "recipe": args.recipe, "train_tracks": names}
             runs = {"unmix": [], "reference": []}
             for r in range(args.rounds):
                 order = ("unmix", "reference") if r % 2 == 0 else ("reference", "unmix")
@@ -287,7 +380,7 @@ def main(argv=None):
             records[hidden] = runs
             results[hidden] = {side: summarize(recs, args.batch_size) for side, recs in runs.items()}
         musdb_times = []
-        if args.musdb_batches > 0:
+        if args.musdb_batches > 0 and args.architecture == "umx":
             wav_root = write_wav_copy(args.root, args.target, 2, tmp / "wav")
             musdb_times = time_musdb_batches(wav_root, args.batch_size, args.seq_dur, args.musdb_batches, args.seed)
     info["load_after"] = os.getloadavg()

@@ -23,7 +23,7 @@ RATE = 44100
 HAS_NNABLA = importlib.util.find_spec("nnabla") is not None
 NNABLA_MODULES = ["models/test_nnabla_graph.py", "models/test_fast_ops.py", "models/test_fast_ops_xumx.py",
                   "training/test_train.py", "training/test_solver.py", "training/test_train_parity.py",
-                  "training/test_train_xumx.py"]
+                  "training/test_train_xumx.py", "training/test_train_xumx_parity.py", "models/test_xumx_loss.py"]
 collect_ignore = [] if HAS_NNABLA else NNABLA_MODULES
 # the shared synthetic dataset (design.md, "Data at hand"): beside the repository, or where
 # UNMIX_MUSDB_SYNTH_MINI says; the tests that read it skip when it is absent

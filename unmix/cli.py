@@ -205,7 +205,7 @@ def _add_train(sub):
     p.add_argument("--target", default="vocals", help="target source (musdb; ignored by xumx)")
     p.add_argument("--architecture", default="umx", choices=["umx", "xumx"],
                    help="umx: one target; xumx: X-UMX, one network for bass, drums, vocals and other trained "
-                        "jointly with its multi-domain combination loss (musdb, CPU)")
+                        "jointly with its multi-domain combination loss (musdb)")
     p.add_argument("--mcoef", type=float, default=10.0, help="xumx: weight of the time-domain (weighted SDR) loss")
     p.add_argument("--valid-dur", type=float, default=10.0, help="xumx: seconds per validation chunk")
     p.add_argument("--output", default="open-unmix", help="model folder to write")

@@ -122,17 +122,63 @@ def test_xumx_trains_resumes_and_separates(tmp_path, musdb_root, monkeypatch):
     assert vocals_rate == RATE and vocals.shape == audio.shape and np.all(np.isfinite(vocals))
 
 
-@pytest.mark.parametrize("change,message", [
-    (dict(context="cudnn"), "CPU only"), (dict(dataset="aligned"), "--dataset musdb"),
-    (dict(nb_channels=1), "stereo"), (dict(model="umxhq"), "fine-tuning")])
-def test_unsupported_xumx_options_are_one_line_errors(tmp_path, musdb_root, capsys, change, message):
+@pytest.mark.parametrize("flags,message", [
+    (["--dataset", "aligned"], "--dataset musdb"),
+    (["--model", "TINY_UMX"], "Open-Unmix model: fine-tune it with --architecture umx"),
+    (["--context", "cudnn"], "cannot use the NNabla context 'cudnn' (is nnabla-ext-cuda installed?)")])
+def test_unsupported_xumx_options_are_one_line_errors(tmp_path, musdb_root, tiny_model, capsys, flags, message):
+    """--context cudnn is accepted for X-UMX: what fails here is the missing CUDA extension."""
     argv = ["train", "--architecture", "xumx", "--root", str(musdb_root), "--is-wav", "--output", str(tmp_path / "m"),
-            "--quiet"]
-    flags = {"context": ["--context", "cudnn"], "dataset": ["--dataset", "aligned"], "nb_channels": ["--nb-channels", "1"],
-             "model": ["--model", "umxhq"]}
-    assert cli.main(argv + flags[next(iter(change))]) == 1
+            "--seq-dur", "0.5", "--quiet"]
+    assert cli.main(argv + [str(tiny_model) if f == "TINY_UMX" else f for f in flags]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def separates(folder, musdb_root, out):
+    """Every source of `folder` separates a training mixture through the CLI (finite, right shape)."""
+    mixture = musdb_root / "train" / "track0" / "mixture.wav"
+    audio, _ = sf.read(mixture, dtype="float32", always_2d=True)
+    assert cli.main(["separate", str(mixture), "--model", str(folder), "--outdir", str(out), "--niter", "0"]) == 0
+    for source in ("bass", "drums", "other", "vocals"):
+        estimate, rate = sf.read(next(out.rglob(f"{source}.wav")), always_2d=True)
+        assert rate == RATE and estimate.shape == audio.shape and np.all(np.isfinite(estimate))
+        assert np.abs(estimate).max() > 0
+
+
+def test_xumx_fine_tunes_from_an_xumx_folder_and_separates(tmp_path, musdb_root):
+    base = tr.train(TrainOptions(root=str(musdb_root), output=str(tmp_path / "base"), epochs=1, **TINY))
+    start = read_h5_params(tmp_path / "base" / "vocals.h5")
+    options = dict(root=str(musdb_root), model=str(tmp_path / "base"), **{**TINY, "hidden_size": 512})
+    untouched = tr.train(TrainOptions(output=str(tmp_path / "zero"), epochs=0, **options))
+    zero = read_h5_params(tmp_path / "zero" / "vocals.h5")
+    assert base.has_model and untouched.has_model and all(np.array_equal(zero[k], start[k]) for k in start)
+    tuned = tr.train(TrainOptions(output=str(tmp_path / "tuned"), epochs=1, **options))
+    assert tuned.has_model and tuned.epochs_trained == 1
+    history = json.loads((tmp_path / "tuned" / "xumx.json").read_text())
+    assert history["fine_tuned_from"] == str(tmp_path / "base") and history["architecture"] == "xumx"
+    assert history["config"]["hidden_size"] == 8  # the folder's network, whatever --hidden-size says
+    after = read_h5_params(tmp_path / "tuned" / "vocals.h5")
+    assert not np.array_equal(after["fc1/affine/W"], start["fc1/affine/W"])  # trained on
+    separates(tmp_path / "tuned", musdb_root, tmp_path / "sep")
+
+
+def test_mono_xumx_trains_and_separates(tmp_path, musdb_root):
+    result = tr.train(TrainOptions(root=str(musdb_root), output=str(tmp_path / "mono"), epochs=1, nb_channels=1,
+                                      **TINY))
+    assert result.has_model and all(np.isfinite(result.train_losses + result.valid_losses))
+    assert read_separator_json(tmp_path / "mono")["nb_channels"] == 1
+    assert read_h5_params(tmp_path / "mono" / "bass.h5")["fc1/affine/W"].shape == (129, 8)  # one channel x every bin (8 kHz audio)
+    separates(tmp_path / "mono", musdb_root, tmp_path / "sep")
+
+
+def test_xumx_trains_with_the_stock_graph(tmp_path, musdb_root, monkeypatch):
+    """--context cudnn builds the stock graph and NNabla's Adam; here on the CPU context (no GPU)."""
+    monkeypatch.setattr(tr, "setup_context", lambda context: None)
+    result = tr.train(TrainOptions(root=str(musdb_root), output=str(tmp_path / "gpu"), epochs=1, context="cudnn",
+                                      **{**TINY, "seq_dur": 0.3}))
+    assert result.has_model and np.isfinite(result.train_losses[0]) and np.isfinite(result.valid_losses[0])
+    assert json.loads((tmp_path / "gpu" / "xumx.json").read_text())["args"]["context"] == "cudnn"
 
 
 def test_epochs_zero_writes_a_model_folder_and_force_starts_over(tmp_path, musdb_root):
@@ -147,3 +193,40 @@ def test_epochs_zero_writes_a_model_folder_and_force_starts_over(tmp_path, musdb
     after, checkpoint = read_h5_params(out / "drums.h5"), read_h5_params(out / "xumx.chkpnt.h5")
     assert np.array_equal(after["fc1/affine/W"], checkpoint["drums/fc1/affine/W"])  # the new run's weights
     assert not np.array_equal(after["fc1/affine/W"], before["fc1/affine/W"])  # another seed: replaced
+
+
+class OneOfTwo:
+    """A data-parallel communicator as rank 0 of 2 processes whose partner computes the same:
+    ``all_reduce`` with division leaves the arrays as they are, without it doubles them; records
+    what was reduced."""
+
+    rank, size, local_rank = 0, 2, 0
+
+    def __init__(self):
+        self.reduced = []
+
+    def all_reduce(self, arrays, division=False, inplace=False):
+        self.reduced.append(len(arrays))
+        if not division:
+            for a in arrays:
+                a.data = a.data * 2
+
+    def bcast(self, arrays, src=0, inplace=True):
+        self.reduced.append(("bcast", len(arrays)))
+
+
+def test_xumx_data_parallel_path(tmp_path, musdb_root, monkeypatch):
+    """`mpirun -n 2 unmix train --architecture xumx --context cudnn`, as rank 0: the stock graph,
+    half the batch per process, the initial weights broadcast, the loss and every gradient
+    all-reduced per step, the validation sums reduced."""
+    comm = OneOfTwo()
+    monkeypatch.setattr(tr, "setup_context", lambda context: comm)
+    result = tr.train(TrainOptions(root=str(musdb_root), output=str(tmp_path / "dp"), epochs=1, context="cudnn",
+                                      **{**TINY, "seq_dur": 0.3, "batch_size": 2}))
+    assert result.has_model and np.isfinite(result.train_losses[0]) and np.isfinite(result.valid_losses[0])
+    tiny = CrossNet(ModelConfig(nb_bins=129, hidden_size=8, nb_layers=1))
+    nb_params = len(tiny.trainable_parameters())  # every branch's, 15 each (one LSTM layer)
+    assert nb_params == 60 and comm.reduced[0] == ("bcast", len(tiny.parameters))
+    steps = 2 * 2 // 2  # 2 tracks x 2 samples, batches of 2 / 2 processes
+    assert comm.reduced[1:] == [1, nb_params] * steps + [1]  # loss, gradients per step; the validation sums
+    assert json.loads((tmp_path / "dp" / "xumx.json").read_text())["nb_processes"] == 2

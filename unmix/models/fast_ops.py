@@ -16,7 +16,14 @@ The functions (shapes for Open-Unmix; r = nb_frames * nb_samples rows, frame-maj
     lstm_layer     x (T, B, I), w (D, 4, H, I + H), b (D, 4, H)       ->  (T, B, D * H), one (bi)LSTM layer
     mask_mse       z (r, C*n), scale, mean (n,), mix, y (N, C, T, n)  ->  mean((relu(z * scale + mean) * mix - y)^2)
 
-and for X-UMX's losses (`unmix.models.losses`; S sources, L = (T - 1) * n_hop samples):
+and for X-UMX's losses (`unmix.models.losses`; S sources, L = (T - 1) * n_hop samples): the one
+function the training graph uses,
+
+    xumx_loss          mix, X real, X imag, Y, y, per source (z, scale, mean)  ->  L_f + mcoef L_t
+                       (kernels in `unmix.models.xumx_loss`: the masks, the combinations from Gram
+                       matrices, the four sources' ISTFT batched, and the backward of all of it)
+
+and the separate steps it fuses, kept as an independent check of it (tests/test_xumx_loss.py):
 
     spectrogram_mask   z (r, C*n), scale, mean (n,)                    ->  relu(z * scale + mean) as (N, C, T, n)
     combination_mse    mix (N, C, T, n), Y (N, S, C, T, n), S masks    ->  L_f of the masks x mix
@@ -41,8 +48,8 @@ from nnabla.function import PythonFunction
 from numpy.lib.stride_tricks import sliding_window_view
 
 from unmix.dsp import jit
-from unmix.models import losses
 from unmix.dsp import transforms
+from unmix.models import losses, xumx_loss
 
 # -- numba kernels of the LSTM ----------------------------------------------------------------------
 _F32 = np.float32
@@ -806,6 +813,57 @@ class CombinationSDR(_Op):
         return True
 
 
+class XumxLoss(_Op):
+    """X-UMX's multi-domain loss ``L_f + mcoef L_t`` from the S decoders' outputs, in one function
+    (`unmix.models.xumx_loss`: the masks, the combination MSE, the ISTFT of the masked mixture and
+    the combination SDR, with their gradients). Inputs: ``mix``, ``real``, ``imag`` ``(N, C, T, n)``,
+    ``target_mag`` ``(N, S, C, T, n)``, ``target_time`` ``(N, S, C, L)``, then per source ``z``
+    ``(T * N, C * n)``, ``scale`` and ``mean`` ``(n,)``. Output the scalar loss; `last` keeps the
+    parts (L_f, L_t) of the latest forward. Only z, scale and mean get gradients.
+
+    The forward pass keeps the estimates' time signals (N S C L floats) for the backward pass.
+    """
+
+    def __init__(self, n_fft, n_hop, mcoef, ctx=None):
+        super().__init__(ctx)
+        self.n_fft, self.n_hop, self.mcoef = n_fft, n_hop, float(mcoef)
+        self.state, self.last = None, None
+
+    def setup_impl(self, inputs, outputs):
+        outputs[0].reset_shape((), True)
+
+    def _arrays(self, inputs):
+        """The keywords of `xumx_loss.forward` from the inputs' data."""
+        data = [v.data.data for v in inputs]
+        per_source = data[5:]
+        return dict(zs=tuple(per_source[0::3]), scales=np.stack(per_source[1::3]), means=np.stack(per_source[2::3]),
+                    mix=data[0], re=data[1], im=data[2], target_mag=data[3], target_time=data[4],
+                    n_fft=self.n_fft, n_hop=self.n_hop)
+
+    def forward_impl(self, inputs, outputs):
+        self.state = xumx_loss.forward(**self._arrays(inputs))
+        self.last = (self.state.loss_f, self.state.loss_t)
+        _arr(outputs[0].data)[...] = self.state.loss_f + self.mcoef * self.state.loss_t
+
+    def backward_impl(self, inputs, outputs, propagate_down, accum):
+        if any(propagate_down[:5]):
+            raise NotImplementedError("XumxLoss gives no gradient to the mixture or the targets")
+        q = float(outputs[0].grad.data)
+        dz, d_scale, d_mean = xumx_loss.backward(self.state, q, q * self.mcoef, **self._arrays(inputs))
+        self.state = None  # the estimates go with the graph's other buffers
+        for s in range(len(dz)):
+            for k, value in enumerate((dz[s], d_scale[s], d_mean[s])):
+                i = 5 + 3 * s + k
+                if propagate_down[i]:
+                    _set_or_add(inputs[i].grad, value, accum[i])
+
+    def grad_depends_output_data(self, i, o):
+        return False
+
+    def grad_depends_input_data(self, i, j):
+        return True
+
+
 # -- graph-building wrappers ---------------------------------------------------------------------------------
 def scaled_affine(mix, mean, scale, w, max_bin):
     """``((mix[..., :max_bin] + mean) * scale) @ w`` for ``mix`` ``(N, C, T, bins)``: ``(T * N, s)``."""
@@ -845,6 +903,12 @@ def combination_mse(mix, targets, *masks):
 def masked_istft(mask, real, imag, n_fft, n_hop):
     """``ISTFT(mask * (real + i imag))`` (center=True) of ``(N, C, T, n)``: ``(N, C, (T - 1) * n_hop)``."""
     return MaskedISTFT(n_fft, n_hop)(mask, real, imag)
+
+
+def xumx_loss_of(mix, real, imag, target_mag, target_time, decoded, n_fft, n_hop, mcoef):
+    """X-UMX's multi-domain loss (a scalar) from ``decoded``: per source ``(z, scale, mean)``, the
+    decoder output ``(T * N, C * n)`` and the output scaling; see `XumxLoss`."""
+    return XumxLoss(n_fft, n_hop, mcoef)(mix, real, imag, target_mag, target_time, *[v for d in decoded for v in d])
 
 
 def combination_sdr(targets, *estimates):

@@ -155,7 +155,13 @@ class OpenUnmix:
         Returns:
             ``(nb_samples, nb_channels, nb_bins, nb_frames)`` target magnitude.
         """
-        nb_samples, nb_channels, nb_bins, nb_frames = mix.shape
+        return self.build_mask(x, mix.shape, training) * mix
+
+    def build_mask(self, x, shape, training=False):
+        """fc3 -> bn3 -> output scaling -> relu: the mask that `build_decoder` applies to the
+        mixture, ``shape`` = ``(nb_samples, nb_channels, nb_bins, nb_frames)``, from ``x``
+        ``(nb_frames, nb_samples, hidden_size)``."""
+        nb_samples, nb_channels, nb_bins, nb_frames = shape
         s = self.config.hidden_size
         with nn.parameter_scope("", self._scope):
             x = F.reshape(x, (nb_frames * nb_samples, s))
@@ -164,7 +170,7 @@ class OpenUnmix:
             x = _batch_norm(x, "bn3", training)
             x = F.reshape(x, (nb_frames, nb_samples, nb_channels, nb_bins))
             x = x * _bins_param("output_scale") + _bins_param("output_mean")
-            return F.relu(F.transpose(x, (1, 2, 3, 0))) * mix
+            return F.relu(F.transpose(x, (1, 2, 3, 0)))
 
     def build_loss(self, mix, target, fast=False, dropout=LSTM_DROPOUT):
         """Training graph: the MSE between the network's estimate and `target` (batch statistics,
@@ -478,14 +484,16 @@ class CrossNet:
     def build_loss(self, mix, real, imag, target_mag, target_time, fast=True, dropout=LSTM_DROPOUT, n_hop=1024,
                    mcoef=None):
         """Training graph of X-UMX's multi-domain loss (`unmix.models.losses`): ``L_f + mcoef L_t`` of
-        the masks, from the coarse CPU functions of `unmix.models.fast_ops`.
+        the masks: the fast network and `unmix.models.fast_ops.XumxLoss` on the CPU, or the stock
+        graph (`_stock_loss`) that a GPU runs.
 
         Args:
             mix, real, imag: nn.Variable ``(N, C, T, bins)`` (frames first): the mixture's
                 magnitude and STFT (center=True).
             target_mag: ``(N, S, C, T, bins)`` the sources' magnitudes.
             target_time: ``(N, S, C, (T - 1) * n_hop)`` the sources' signals.
-            fast: must be True (the stock graph of this loss is not built: see docs/xumx.md).
+            fast: the coarse CPU function `unmix.models.fast_ops.XumxLoss` (and the fast network);
+                False: the stock NNabla graph (`_stock_loss`), what a GPU (cuDNN) runs.
             mcoef: the weight of the time-domain loss (None: `unmix.models.losses.MCOEF`).
 
         Returns:
@@ -494,8 +502,9 @@ class CrossNet:
         from unmix.models import losses
         from unmix.models import fast_ops
 
+        mcoef = losses.MCOEF if mcoef is None else mcoef
         if not fast:
-            raise UnmixError("X-UMX trains on the CPU only (--context cpu): its GPU graph is not built")
+            return self._stock_loss(mix, real, imag, target_mag, target_time, dropout, n_hop, mcoef)
         nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
         n_fft = 2 * (nb_bins - 1)
         features = [net._fast_encoder(mix) for net in self.nets.values()]  # (T*N, s) each
@@ -503,15 +512,39 @@ class CrossNet:
         c1_frames = F.reshape(c1, (nb_frames, nb_samples, c1.shape[1]))
         c2 = F.concatenate(c1, _mean([net._fast_recurrence(c1_frames, dropout) for net in self.nets.values()]),
                            axis=1)
-        masks = []
+        decoded = []
         for net in self.nets.values():
-            z = net._fast_decoder(c2)
             with nn.parameter_scope("", net._scope):
-                masks.append(fast_ops.spectrogram_mask(z, _param("output_scale"), _param("output_mean"), nb_samples))
-        loss_f = fast_ops.combination_mse(mix, target_mag, *masks)
-        estimates = [fast_ops.masked_istft(m, real, imag, n_fft, n_hop) for m in masks]
-        loss_t = fast_ops.combination_sdr(target_time, *estimates)
-        return loss_f + (losses.MCOEF if mcoef is None else mcoef) * loss_t
+                decoded.append((net._fast_decoder(c2), _param("output_scale"), _param("output_mean")))
+        return fast_ops.xumx_loss_of(mix, real, imag, target_mag, target_time, decoded, n_fft, n_hop, mcoef)
+
+    def _stock_loss(self, mix, real, imag, target_mag, target_time, dropout, n_hop, mcoef):
+        """`build_loss` from stock NNabla functions (cuDNN on a GPU): the network of `build`, the
+        14 combinations' MSE (Sony's ``mse_loss``), ``F.istft`` of the masked mixture (NNabla's
+        center=True ISTFT divides by the window envelope, as torch.istft: tests/test_xumx_loss.py)
+        and the weighted SDR (Sony's ``sdr_loss``). Same inputs, frames first."""
+        nb_samples, nb_channels, nb_frames, nb_bins = mix.shape
+        nb_sources, length = len(self.sources), target_time.shape[-1]
+        mag = F.transpose(mix, (0, 1, 3, 2))  # the network's layout
+        bridged = self.build_lstm(self.build_encoder(mag, True), True, dropout)
+        masks = []
+        for source in self.sources:
+            net = self.nets[source]
+            masks.append(F.transpose(net.build_mask(net.build_fc2(bridged, True), mag.shape, True), (0, 1, 3, 2)))
+        targets = [_index(F.transpose(target_mag, (1, 0, 2, 3, 4)), s) for s in range(nb_sources)]
+        loss_f = stock_combination_mse([m * mix for m in masks], targets)
+        # every source's estimate in one ISTFT: (S * N * C, bins, T) -> (S * N * C, L)
+        stacked = F.transpose(F.stack(*masks, axis=0), (0, 1, 2, 4, 3))  # (S, N, C, bins, T)
+        shape = (nb_sources * nb_samples * nb_channels, nb_bins, nb_frames)
+        spectra = [F.reshape(stacked * F.reshape(F.transpose(part, (0, 1, 3, 2)), (1,) + mag.shape), shape)
+                   for part in (real, imag)]
+        n_fft = 2 * (nb_bins - 1)
+        est = F.istft(*spectra, n_fft, n_hop, n_fft, window_type="hanning", center=True, pad_mode="constant")
+        est = F.reshape(est, (nb_sources, nb_samples * nb_channels, length))
+        signals = F.reshape(F.transpose(target_time, (1, 0, 2, 3)), (nb_sources, nb_samples * nb_channels, length))
+        loss_t = stock_combination_sdr([_index(est, s) for s in range(nb_sources)],
+                                       [_index(signals, s) for s in range(nb_sources)])
+        return loss_f + mcoef * loss_t
 
     # -- graph --------------------------------------------------------------------------
     def build(self, mix, training=False, dropout=LSTM_DROPOUT):
@@ -553,6 +586,46 @@ class CrossNet:
     def decode(self, c2, mag, source):
         """`build_decoder` on numpy: c2 + mixture magnitude -> the magnitude of `source`."""
         return _run(lambda v: self.build_decoder(v[0], v[1], source), c2, mag)
+
+
+def _sum(variables):
+    total = variables[0]
+    for v in variables[1:]:
+        total = total + v
+    return total
+
+
+def stock_combination_mse(estimates, targets):
+    """X-UMX's L_f (`unmix.models.losses`) from stock functions: the mean over the combinations of
+    1 to S - 1 sources of ``mean((sum estimates - sum targets)^2)``, as Sony's ``mse_loss``."""
+    from unmix.models.losses import combinations
+
+    combos = combinations(len(estimates))
+    terms = [F.mean(F.squared_error(_sum([estimates[i] for i in c]), _sum([targets[i] for i in c]))) for c in combos]
+    return _sum(terms) * (1.0 / len(combos))
+
+
+def stock_combination_sdr(estimates, targets, eps=1e-10):
+    """X-UMX's L_t from stock functions, as Sony's ``sdr_loss`` / ``sdr_loss_core``: ``1 +`` the
+    mean over the combinations and the rows of the weighted SDR; estimates and targets are S
+    ``(rows, L)`` time signals, the mixture their targets' sum."""
+    from unmix.models.losses import combinations
+
+    mixture = _sum(targets)
+
+    def total(a, b):
+        return F.sum(a * b, axis=1, keepdims=True)
+
+    terms = []
+    for c in combinations(len(estimates)):
+        est, ref = _sum([estimates[i] for i in c]), _sum([targets[i] for i in c])
+        noise, noise_hat = mixture - ref, mixture - est
+        alpha = total(ref, ref) / (total(ref, ref) + total(noise, noise) + eps)
+        cos_target = total(est, ref) / ((eps + total(est, est)) ** 0.5 * (eps + total(ref, ref)) ** 0.5 + eps)
+        cos_noise = total(noise, noise_hat) / ((eps + total(noise_hat, noise_hat)) ** 0.5
+                                               * (eps + total(noise, noise)) ** 0.5 + eps)
+        terms.append(-alpha * cos_target - (1.0 - alpha) * cos_noise)
+    return 1.0 + F.mean(F.concatenate(*terms, axis=0))
 
 
 def _mean(variables):

@@ -21,6 +21,7 @@ class OpenUnmixRecipe:
     """open-unmix-pytorch 1.3's ``scripts/train.py``: one target, MSE on magnitudes."""
 
     name = UMX
+    title = "Open-Unmix"
     default_patience = 140  # early stopping, epochs without a better validation loss
 
     def check_options(self, options):
@@ -88,21 +89,16 @@ class CrossNetRecipe:
     """Sony's X-UMX recipe: the four MUSDB sources in one network, the multi-domain loss."""
 
     name = XUMX
+    title = "X-UMX"
     default_patience = 1000  # Sony's: no early stop within its 1000 epochs
 
     def check_options(self, options):
         """What X-UMX training supports, as one-line errors before any work."""
         o = options
-        if o.context != "cpu":
-            raise UnmixError("X-UMX trains on the CPU only (--context cpu): its loss has no GPU graph yet")
-        if o.model:
-            raise UnmixError("--model (fine-tuning) is for Open-Unmix targets; X-UMX trains from scratch or "
-                             "resumes with --checkpoint")
         if o.dataset != "musdb":
             raise UnmixError(f"X-UMX trains on the four MUSDB sources: use --dataset musdb, not {o.dataset}")
-        if o.nb_channels != 2:
-            raise UnmixError("X-UMX trains stereo models only (--nb-channels 2): its time-domain loss uses the "
-                             "mixture's phase per channel")
+        if o.nb_channels not in (1, 2):
+            raise UnmixError(f"X-UMX trains mono or stereo models: --nb-channels 1 or 2, not {o.nb_channels}")
         if o.seq_dur is None or o.seq_dur <= 0:
             raise UnmixError("X-UMX trains on chunks: give --seq-dur > 0")
 
@@ -134,14 +130,17 @@ class CrossNetRecipe:
         return model
 
     def fine_tuned_network(self, folder, target):
-        raise UnmixError("--model (fine-tuning) is for Open-Unmix targets")  # refused by check_options first
+        """The X-UMX network of the model folder `folder` (every source), to train further."""
+        from unmix.models.nnabla_graph import load_crossnet
+
+        return load_crossnet(folder)
 
     def loss_options(self, options, n_hop):
         return {"n_hop": n_hop, "mcoef": options.mcoef}
 
     def train_view(self, dataset, n_fft, n_hop, nb_channels, frames_first):
         """The five arrays of `XumxDataset`: magnitudes and signals of the mixture and the sources."""
-        return XumxDataset(dataset, n_fft, n_hop)
+        return XumxDataset(dataset, n_fft, n_hop, nb_channels=nb_channels)
 
     def valid_view(self, dataset):
         """The validation tracks as the mixture and its stems."""

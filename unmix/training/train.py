@@ -58,6 +58,7 @@ from tqdm import tqdm
 from unmix import __version__
 from unmix.errors import UnmixError
 from unmix.models.model_folder import ModelConfig, read_separator_json
+from unmix.models.model_folder import architecture as architecture_name
 from unmix.training import recipes
 from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, holds_training, load_history,
                                        lock_trainings, remove_target, save_checkpoint, signals_held)
@@ -337,6 +338,9 @@ def _fine_tuned_model(recipe, options, target, output, rate, procs):
     o = options
     folder = registry.resolve_model(o.model)
     meta = read_separator_json(folder)
+    theirs = recipes.get(architecture_name(meta))
+    if theirs is not recipe:
+        raise UnmixError(f"{o.model} is an {theirs.title} model: fine-tune it with --architecture {theirs.name}")
     _check_rate(meta["sample_rate"], rate, folder)
     n_fft, n_hop = int(meta.get("n_fft", 4096)), int(meta.get("n_hop", 1024))
     if (o.nfft or n_fft) != n_fft or (o.nhop or n_hop) != n_hop:

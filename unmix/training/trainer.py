@@ -29,7 +29,8 @@ class Trainer:
             a GPU keeps the stock NNabla graph).
         dropout: LSTM dropout between layers; None: the reference's (`unmix.models.nnabla_graph.LSTM_DROPOUT`).
         lstm_bias_hh: with `fast`, torch's ``b_hh`` half of the LSTM bias ``(nb_layers, D, 4, H)``
-            when known (a converted reference checkpoint); None: half the bias. See `unmix.training.solver`.
+            when known (a converted reference checkpoint), or a dict parameter name -> that half
+            (X-UMX: ``<source>/lstm/lstm/bias``); None: half the bias. See `unmix.training.solver`.
         loss_options: extra keywords of ``model.build_loss`` (X-UMX: ``n_hop``, ``mcoef``).
 
     An Open-Unmix model trains on batches ``(x, y)``; an X-UMX one (`unmix.models.nnabla_graph.CrossNet`) on the
@@ -49,8 +50,8 @@ class Trainer:
 
             self.solver = Adam(alpha=lr)
             # b_ih + b_hh: each LSTM bias (every X-UMX branch has one)
-            self.solver.set_parameters(self.params, twins={n: lstm_bias_hh if n == LSTM_BIAS else None
-                                                           for n in self.params if n.endswith(LSTM_BIAS)})
+            self.solver.set_parameters(self.params, twins={n: _twin(lstm_bias_hh, n) for n in self.params
+                                                           if n.endswith(LSTM_BIAS)})
         else:
             self.solver = S.Adam(alpha=lr)
             self.solver.set_parameters(self.params)
@@ -158,3 +159,8 @@ class Trainer:
                 self.solver.split_twin(name)  # a state of NNabla's Adam: equal halves
 
 
+def _twin(lstm_bias_hh, name):
+    """The known ``b_hh`` half of the LSTM bias `name` (see `Trainer`), or None."""
+    if isinstance(lstm_bias_hh, dict):
+        return lstm_bias_hh.get(name)
+    return lstm_bias_hh if name == LSTM_BIAS else None

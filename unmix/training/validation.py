@@ -11,7 +11,7 @@ from tqdm import tqdm
 from unmix.dsp import transforms
 from unmix.errors import UnmixError
 from unmix.models.losses import multi_domain_loss
-from unmix.training.views import model_magnitude
+from unmix.training.views import model_magnitude, xumx_arrays
 
 VALID_WINDOW = 512  # frames per validation window (bounds memory on long tracks)
 
@@ -59,23 +59,22 @@ def validation_sums(model, loader, n_fft, n_hop, nb_channels, progress=False):
 def xumx_chunk_loss(model, x, stems, n_fft, n_hop, mcoef):
     """X-UMX's multi-domain loss (`unmix.models.losses`) of one piece of a track, the network in
     inference mode: the masks applied to the mixture's magnitude (STFT center=True), the time
-    signals their ISTFT with the mixture's phase, as Sony's validation graph.
+    signals their ISTFT with the mixture's phase, as Sony's validation graph; the arrays of the
+    training graph (`unmix.training.views.xumx_arrays`, mono models included).
 
     Args:
         model: anything called like `unmix.models.nnabla_graph.CrossNet` (CrossNet, OnnxCrossNet).
         x: float32 ``(nb_channels, nb_timesteps)`` mixture; stems: ``(S, nb_channels, nb_timesteps)``
             in the model's source order.
     """
-    spec = transforms.stft(x[None], n_fft, n_hop, center=True)  # (1, C, bins, T)
-    mag = np.abs(spec).astype(np.float32)
-    estimates = model(mag)
-    est_mag = np.stack([estimates[s][0] for s in model.sources])  # (S, C, bins, T)
-    phase = np.divide(spec[0], mag[0], out=np.ones_like(spec[0]), where=mag[0] > 0)
-    length = (spec.shape[-1] - 1) * n_hop
-    est_time = transforms.istft(est_mag * phase, n_fft, n_hop, center=True, length=length)
-    target_mag = transforms.magnitude(transforms.stft(stems, n_fft, n_hop, center=True))
-    loss, _, _ = multi_domain_loss(est_mag[:, None], target_mag[:, None], est_time[:, None],
-                                          stems[:, None, :, :length], mcoef)
+    mix, real, imag, target_mag, target_time = xumx_arrays(x, stems, n_fft, n_hop, model.config.nb_channels)
+    estimates = model(np.ascontiguousarray(np.swapaxes(mix, -1, -2))[None])
+    est_mag = np.stack([np.swapaxes(estimates[s][0], -1, -2) for s in model.sources])  # (S, C, T, bins)
+    phase = np.divide(real + 1j * imag, mix, out=np.ones(mix.shape, np.complex64), where=mix > 0)
+    est_time = transforms.istft(np.swapaxes(est_mag * phase, -1, -2), n_fft, n_hop, center=True,
+                                length=target_time.shape[-1])
+    loss, _, _ = multi_domain_loss(est_mag[:, None], target_mag[:, None], est_time[:, None], target_time[:, None],
+                                   mcoef)
     return loss
 
 

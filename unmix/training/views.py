@@ -75,25 +75,52 @@ class SourcesDataset:
         return self.dataset.get_sources(index, epoch, self.sources)
 
 
+def xumx_arrays(x, stems, n_fft, n_hop, nb_channels=2):
+    """What X-UMX's training graph reads for one excerpt (`unmix.models.nnabla_graph.CrossNet.build_loss`),
+    from the STFTs with center=True (as asteroid's and Sony's graphs):
+
+    Args:
+        x: float32 ``(nb_audio_channels, L)`` mixture; stems: ``(S, nb_audio_channels, L)``.
+        nb_channels: the model's. 2 repeats a mono signal; 1 is the channel mean: the magnitudes
+            are averaged over the channels (as open-unmix's and asteroid's mono models see the
+            mixture), the phase and the time signals are those of the downmix.
+
+    Returns:
+        float32 ``(mix, real, imag, target_mag, target_time)``: the mixture's magnitude ``(C, T,
+        bins)`` (frames first) and its complex spectrogram, the magnitude with the mixture's
+        phase (stereo: the STFT itself), the sources' magnitudes ``(S, C, T, bins)`` and signals
+        ``(S, C, (T - 1) * n_hop)`` (the length of the ISTFT).
+    """
+    if nb_channels != 1 and x.shape[0] != nb_channels:
+        x, stems = fit_channels_dropping_extra(x, nb_channels), np.stack([fit_channels_dropping_extra(s, nb_channels) for s in stems])
+    spec = transforms.stft(x, n_fft, n_hop, center=True, frames_first=True)
+    targets = transforms.magnitude(transforms.stft(stems, n_fft, n_hop, center=True, frames_first=True))
+    length = (spec.shape[-2] - 1) * n_hop
+    if nb_channels != 1:
+        return (np.abs(spec).astype(np.float32), spec.real.copy(), spec.imag.copy(), targets.astype(np.float32),
+                np.ascontiguousarray(stems[..., :length]))
+    mag = np.abs(spec).mean(axis=0, keepdims=True, dtype=np.float32)
+    downmix = spec.mean(axis=0, keepdims=True)  # the STFT of the channel mean (the STFT is linear)
+    size = np.abs(downmix)
+    complex_mix = mag * np.divide(downmix, size, out=np.ones_like(downmix), where=size > 0)
+    return (mag, complex_mix.real.astype(np.float32), complex_mix.imag.astype(np.float32),
+            targets.mean(axis=1, keepdims=True, dtype=np.float32),
+            np.ascontiguousarray(stems[..., :length].mean(axis=1, keepdims=True, dtype=np.float32)))
+
+
 class XumxDataset(SourcesDataset):
-    """A view of a `MUSDBDataset` yielding what X-UMX's training graph reads (`unmix.models.nnabla_graph.CrossNet.
-    build_loss`), so DataLoader workers do the STFTs (center=True, as Sony's graph):
-    ``get(index, epoch)`` -> float32 ``(mix, real, imag, target_mag, target_time)``:
-    the mixture's magnitude and STFT ``(C, T, bins)`` (frames first), the sources' magnitudes
-    ``(S, C, T, bins)`` and signals ``(S, C, (T - 1) * n_hop)`` (the length of the ISTFT).
+    """A view of a `MUSDBDataset` yielding what X-UMX's training graph reads, so DataLoader
+    workers do the STFTs: ``get(index, epoch)`` -> the five float32 arrays of `xumx_arrays`
+    for the model's `nb_channels`.
     """
 
-    def __init__(self, dataset, n_fft, n_hop, sources=("bass", "drums", "vocals", "other")):
+    def __init__(self, dataset, n_fft, n_hop, sources=("bass", "drums", "vocals", "other"), nb_channels=2):
         super().__init__(dataset, sources)
-        self.n_fft, self.n_hop = n_fft, n_hop
+        self.n_fft, self.n_hop, self.nb_channels = n_fft, n_hop, nb_channels
 
     def get(self, index, epoch=0):
         x, stems = super().get(index, epoch)
-        spec = transforms.stft(x, self.n_fft, self.n_hop, center=True, frames_first=True)
-        targets = transforms.magnitude(transforms.stft(stems, self.n_fft, self.n_hop, center=True, frames_first=True))
-        length = (spec.shape[-2] - 1) * self.n_hop
-        return (np.abs(spec).astype(np.float32), spec.real.copy(), spec.imag.copy(), targets.astype(np.float32),
-                np.ascontiguousarray(stems[..., :length]))
+        return xumx_arrays(x, stems, self.n_fft, self.n_hop, self.nb_channels)
 
 
 class Subset:
