@@ -66,8 +66,9 @@ def assemble(runs, out, curves, half, example):
             shutil.rmtree(out)
         shutil.copytree(tmp, out)
         out.chmod(0o755)  # not the 0o700 of the temporary folder that copytree copied
+    Path(curves).mkdir(parents=True, exist_ok=True)
     for target in TARGETS:
-        shutil.copy(runs / target / f"{target}_loss.png", curves / f"{target}_loss.png")
+        shutil.copy(runs / target / f"{target}_loss.png", Path(curves) / f"{target}_loss.png")
     return errors
 
 
