@@ -223,6 +223,20 @@ def run_blocks(streamer, blocks, outstream, fmt, gains, record=None, report=None
     return received, out.written, False
 
 
+def _run_recorded(streamer, blocks, outstream, fmt, gains, record, report):
+    """`run_blocks`, then close `record` (if any): complete, or discarded with the error that
+    stopped the stream."""
+    try:
+        result = run_blocks(streamer, blocks, outstream, fmt, gains, record, report)
+    except BaseException as exc:
+        if record is not None:
+            record.close(exc)
+        raise
+    if record is not None:
+        record.close()
+    return result
+
+
 class Reporter:
     """Prints `summary` every `every` seconds of audio (`--stats`) and once at the end."""
 
@@ -314,16 +328,9 @@ def run_pipe_command(options, streaming, output, fmt, rate, channels, mix=None, 
         record = StemRecorder(Path(outdir) / (name or "stream"), separator.targets, rate, channels, force) \
             if outdir else None
         reporter = Reporter(streamer, stats)
-        try:
-            received, written, gone = run_blocks(streamer, read_blocks(sys.stdin.buffer, channels, fmt,
-                                                                       streamer.block_size), outstream, fmt, gains,
-                                                 record, reporter)
-        except BaseException as exc:
-            if record is not None:
-                record.close(exc)
-            raise
-        if record is not None:
-            record.close()
+        received, written, gone = _run_recorded(streamer, read_blocks(sys.stdin.buffer, channels, fmt,
+                                                                      streamer.block_size), outstream, fmt, gains,
+                                                record, reporter)
     reporter.end(f"{received} samples in, {written} out" + (" (the reader closed the output)" if gone else ""))
     if record is not None:
         print(f"wrote {record.folder}", file=sys.stderr)
@@ -355,15 +362,8 @@ def run_file_command(options, streaming, path, outdir=None, output=None, fmt="f3
         record = StemRecorder(Path(outdir) / stems.track_name(path), separator.targets, separator.sample_rate,
                               audio.shape[0], force) if outdir else None
         reporter = Reporter(streamer, stats)
-        try:
-            blocks = (audio[:, i:i + block] for i in range(0, audio.shape[1], block))
-            received, written, gone = run_blocks(streamer, blocks, outstream, fmt, gains, record, reporter)
-        except BaseException as exc:
-            if record is not None:
-                record.close(exc)
-            raise
-        if record is not None:
-            record.close()
+        blocks = (audio[:, i:i + block] for i in range(0, audio.shape[1], block))
+        received, written, gone = _run_recorded(streamer, blocks, outstream, fmt, gains, record, reporter)
     reporter.end(f"{written} samples at {separator.sample_rate:g} Hz written as {fmt}"
                  + (" (the reader closed the output)" if gone else ""))
     return 0
