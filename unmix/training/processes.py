@@ -1,12 +1,9 @@
-"""This training process among the data-parallel ones, its NNabla context, and its signals.
+"""This training process among the data-parallel ones, and its NNabla context.
 
 Multi-GPU (needs ``nnabla-ext-cuda``): ``mpirun -n 4 unmix train --context cudnn ...``; see
 `unmix.training.train` for how the processes share the work.
 """
-import contextlib
 import os
-import signal
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,23 +82,3 @@ def all_sum(comm, values):
     comm.all_reduce([array], division=False, inplace=True)
     summed = array.data
     return float(summed[0]), int(round(float(summed[1])))
-
-
-@contextlib.contextmanager
-def sigterm_as_ctrl_c():
-    """SIGTERM (a cluster's time limit, `kill`) stops the training as Ctrl-C does: the last
-    checkpoint stays usable, and the data workers and their shared memory are cleaned up
-    (Python's default would end the process on the spot and leave them behind)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(*_):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-

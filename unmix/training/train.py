@@ -65,7 +65,8 @@ from unmix.training.checkpoint import (Checkpoint, checkpoint_file, copy_best, h
 from unmix.training.datasets import load_datasets
 from unmix.training.loader import DataLoader
 from unmix.training.options import TrainOptions, TrainResult
-from unmix.training.processes import Processes, all_sum, mixed_seed, setup_context, sigterm_as_ctrl_c
+from unmix.signals import sigterm_as_ctrl_c
+from unmix.training.processes import Processes, all_sum, mixed_seed, setup_context
 from unmix.training.schedules import EarlyStopping, ReduceLROnPlateau
 from unmix.training.statistics import compute_statistics
 from unmix.training.trainer import NonFiniteLoss, Trainer

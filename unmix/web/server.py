@@ -30,7 +30,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -42,6 +41,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from unmix.errors import UnmixError
 from unmix.io.files import atomic_path
+from unmix.signals import sigterm_as_ctrl_c
 from unmix.web import catalog, uploads
 from unmix.web.runner import Runner, draw_spectrograms
 from unmix.web.store import JobStore
@@ -605,7 +605,7 @@ def serve(data=None, host=DEFAULT_HOST, port=DEFAULT_PORT, jobs=1, token=None, m
           verbose=False, out=sys.stdout):
     """Run the app until Ctrl-C (`unmix serve`); prints where to open it."""
     app = WebApp(data, host=host, port=port, jobs=jobs, token=token, max_upload=max_upload, verbose=verbose)
-    with contextlib.suppress(KeyboardInterrupt), _sigterm_as_interrupt(), app:
+    with contextlib.suppress(KeyboardInterrupt), sigterm_as_ctrl_c(), app:
         print(f"unmix serve: open {app.link}", file=out)
         if app.host in ("0.0.0.0", "::"):
             print(f"  or, on this machine, http://127.0.0.1:{app.port}/" + (f"?token={app.token}" if app.token
@@ -617,19 +617,3 @@ def serve(data=None, host=DEFAULT_HOST, port=DEFAULT_PORT, jobs=1, token=None, m
     return 0
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM (a service manager, `kill`) stops the app as Ctrl-C does: running jobs are queued
-    again. Only the main thread can handle signals; elsewhere nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
